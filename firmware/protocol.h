@@ -1,0 +1,59 @@
+/* The serial protocol, board side. The specification is docs/protocol.md; constants here and in
+ * mcu_train/protocol.py are checked against it by tests/test_protocol_doc.py. */
+#ifndef MT_PROTOCOL_H
+#define MT_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "cobs.h"
+
+#define MT_PROTOCOL_VERSION 1
+#define MT_MAX_PAYLOAD 1024
+#define MT_HEADER_SIZE 5 /* type u8, seq u16 LE, payload length u16 LE */
+#define MT_CRC_SIZE 2
+#define MT_MAX_BODY (MT_HEADER_SIZE + MT_MAX_PAYLOAD + MT_CRC_SIZE)
+#define MT_MAX_ENCODED COBS_MAX_ENCODED(MT_MAX_BODY)
+
+#define MT_REPLY 0x80 /* a reply's type is its request's type | MT_REPLY */
+
+enum mt_msg_type {
+    MSG_HELLO = 0x01,
+    MSG_PING = 0x02,
+    MSG_LINK_STATS = 0x03,
+    MSG_ERROR = 0x7F,
+};
+
+/* HELLO reply flags */
+#define HELLO_FLAG_EMULATED 0x01
+#define HELLO_FLAG_BOOT 0x02 /* the unsolicited announcement after reset */
+
+enum mt_error_reason {
+    ERR_BAD_CRC = 1,      /* link: CRC mismatch (damaged or truncated frame) */
+    ERR_BAD_LENGTH = 2,   /* link: shorter than a header, or length field disagrees / exceeds the maximum */
+    ERR_UNKNOWN_TYPE = 3, /* request: no handler for this type */
+    ERR_OUT_OF_ORDER = 4, /* request: sequence number neither the expected one nor a repeat of the last */
+    ERR_TOO_LONG = 5,     /* link: more bytes than the largest frame before a delimiter */
+    ERR_BAD_FRAME = 6,    /* link: not valid COBS */
+    ERR_BAD_PAYLOAD = 7,  /* request: payload malformed for its type */
+};
+
+/* A request handler reads the request payload and writes its reply payload (capacity MT_MAX_PAYLOAD).
+ * Returns the reply length, or -(mt_error_reason) to answer with an error frame. */
+typedef int (*mt_handler)(const uint8_t *payload, uint16_t len, uint8_t *reply);
+
+typedef struct {
+    uint8_t type;
+    mt_handler handle;
+} mt_route;
+
+/* Routes for application messages (the link messages HELLO, PING, LINK_STATS are built in). */
+void protocol_init(const mt_route *routes, size_t n_routes);
+void protocol_set_model_hash(const uint8_t *hash, uint8_t len);
+
+/* Announce readiness: an unsolicited HELLO reply with sequence number 0. */
+void protocol_send_hello(void);
+
+/* Read every waiting byte and answer every complete frame. Never blocks on input. */
+void protocol_poll(void);
+
+#endif

@@ -1,0 +1,99 @@
+"""Board manifests (boards/<name>/board.toml): CPU and FPU, memory map, UART, clock, how to run it."""
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+
+from mcu_train.errors import McuTrainError
+from mcu_train.paths import BOARDS_DIR
+
+
+@dataclass(frozen=True)
+class Region:
+    origin: int
+    size: int
+
+    def contains(self, address):
+        return self.origin <= address < self.origin + self.size
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    cpu: str
+    fpu: str
+    float_abi: str
+    dsp: bool
+    clock_hz: int
+    emulated: bool
+    flash: Region
+    ram: Region
+    stack_bytes: int
+    uart: dict
+    run: dict = field(default_factory=dict)
+
+    @property
+    def is_host(self):
+        return self.cpu == "host"
+
+    @property
+    def qemu_machine(self):
+        return self.run.get("qemu_machine")
+
+    @property
+    def ram_size(self):
+        return self.ram.size
+
+    @property
+    def flash_size(self):
+        return self.flash.size
+
+    @property
+    def folder(self):
+        return BOARDS_DIR / self.name
+
+    def cflags(self):
+        """Code generation flags for the cross-compiler (empty for the host board)."""
+        if self.is_host:
+            return []
+        flags = ["-mthumb", f"-mcpu={self.cpu}", f"-mfloat-abi={self.float_abi}"]
+        if self.fpu:
+            flags.append(f"-mfpu={self.fpu}")
+        return flags
+
+
+def _load(path):
+    m = tomllib.loads(path.read_text())
+    mem = m["memory"]
+    return Board(
+        name=m["name"], description=m["description"], cpu=m["cpu"], fpu=m.get("fpu", ""),
+        float_abi=m.get("float_abi", ""), dsp=m.get("dsp", False), clock_hz=m["clock_hz"],
+        emulated=m["emulated"], flash=Region(**mem["flash"]), ram=Region(**mem["ram"]),
+        stack_bytes=mem.get("stack_bytes", 8192), uart=m["uart"], run=m.get("run", {}))
+
+
+@cache
+def _all_boards():
+    boards = {}
+    for path in sorted(BOARDS_DIR.glob("*/board.toml")):
+        board = _load(path)
+        if board.name != path.parent.name:
+            raise McuTrainError(f"{path}: name {board.name!r} differs from its folder")
+        boards[board.name] = board
+    return boards
+
+
+def list_boards():
+    return list(_all_boards().values())
+
+
+def get_board(name):
+    boards = _all_boards()
+    if name not in boards:
+        raise McuTrainError(f"unknown board {name!r}; known boards: {', '.join(boards)}")
+    return boards[name]
+
+
+def emulated_boards():
+    """The QEMU boards (not the host process)."""
+    return [b for b in list_boards() if b.qemu_machine]

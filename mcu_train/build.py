@@ -1,0 +1,121 @@
+"""Cross-compile firmware for a board from its manifest: arm-none-eabi-gcc for Cortex-M, gcc for `host`."""
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from mcu_train import __version__
+from mcu_train.errors import BuildError
+from mcu_train.paths import BOARDS_DIR, BUILD_DIR, FIRMWARE_DIR
+
+# The portable runtime; main.c is the protocol server.
+RUNTIME_SOURCES = ["protocol.c", "crc16.c", "cobs.c"]
+COMMON_CFLAGS = ["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
+                 "-fdata-sections", "-fno-math-errno"]
+
+
+@dataclass
+class BuildResult:
+    board: object
+    elf: Path
+    flash_bytes: int
+    ram_bytes: int
+
+    def size_line(self):
+        b = self.board
+        if b.is_host:
+            return f"{self.elf.name}: {self.flash_bytes:,} B image (host process, no flash/RAM limits)"
+        return (f"{self.elf.name}: flash {self.flash_bytes:,} / {b.flash.size:,} B "
+                f"({100 * self.flash_bytes / b.flash.size:.1f}%), RAM {self.ram_bytes:,} / {b.ram.size:,} B "
+                f"({100 * self.ram_bytes / b.ram.size:.1f}%, incl. {b.stack_bytes:,} B stack)")
+
+
+def board_support_sources(board):
+    if board.is_host:
+        return [BOARDS_DIR / "host" / "board_host.c"]
+    common = BOARDS_DIR / "common"
+    return [common / f for f in ("startup.c", "board.c", "counter.c", "semihost.c")] + \
+        [common / f"uart_{board.uart['kind']}.c"]
+
+
+def board_defines(board):
+    defines = [f'MT_BOARD_NAME="{board.name}"', f"MT_CLOCK_HZ={board.clock_hz}u",
+               f"MT_EMULATED={int(board.emulated)}", f'MT_FIRMWARE_VERSION="{__version__}"']
+    if not board.is_host:
+        defines.append(f"MT_UART_BASE={board.uart['base']:#x}u")
+    if "rcc_enable_reg" in board.uart:
+        defines += [f"MT_UART_RCC_ENABLE_REG={board.uart['rcc_enable_reg']:#x}u",
+                    f"MT_UART_RCC_ENABLE_BIT={board.uart['rcc_enable_bit']:#x}u"]
+    return defines
+
+
+def _memory_script(board):
+    return (f"MEMORY\n{{\n  FLASH (rx) : ORIGIN = {board.flash.origin:#x}, LENGTH = {board.flash.size:#x}\n"
+            f"  RAM (rwx) : ORIGIN = {board.ram.origin:#x}, LENGTH = {board.ram.size:#x}\n}}\n"
+            f"_stack_size = {board.stack_bytes:#x};\nINCLUDE sections.ld\n")
+
+
+def _compiler(board):
+    cc = "gcc" if board.is_host else "arm-none-eabi-gcc"
+    if shutil.which(cc) is None:
+        raise BuildError(f"{cc} not found: run `make setup` (it installs the Debian toolchain)")
+    return cc
+
+
+def image_sizes(board, elf_path):
+    """(flash bytes, RAM bytes) from the ELF's loadable segments: flash holds what is stored, RAM what
+    lives in RAM at run time (data, bss and the stack reserve)."""
+    if board.is_host:
+        return elf_path.stat().st_size, 0
+    flash = ram = 0
+    with open(elf_path, "rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg["p_type"] != "PT_LOAD":
+                continue
+            if board.flash.contains(seg["p_paddr"]):
+                flash += seg["p_filesz"]
+            if board.ram.contains(seg["p_vaddr"]):
+                ram += seg["p_memsz"]
+    return flash, ram
+
+
+def build_elf(board, sources, out_elf, include_dirs=(), defines=(), extra_cflags=()):
+    """Compile `sources` with the board's support code into `out_elf` (plus a link map next to it).
+    The sources provide main(). Nothing is left at `out_elf` if the build fails."""
+    out_elf = Path(out_elf)
+    out_elf.parent.mkdir(parents=True, exist_ok=True)
+    cc = _compiler(board)
+    includes = [FIRMWARE_DIR, BOARDS_DIR / "common", *map(Path, include_dirs)]
+    cmd = [cc, *board.cflags(), *COMMON_CFLAGS, *extra_cflags,
+           *(f"-I{d}" for d in includes), *(f"-D{d}" for d in [*board_defines(board), *defines])]
+    all_sources = [*board_support_sources(board), *map(Path, sources)]
+    with tempfile.TemporaryDirectory(dir=out_elf.parent) as tmp:
+        tmp_elf = Path(tmp) / out_elf.name
+        tmp_map = Path(tmp) / "firmware.map"
+        if board.is_host:
+            cmd += [*map(str, all_sources), "-o", str(tmp_elf), f"-Wl,-Map={tmp_map}", "-lm"]
+        else:
+            (Path(tmp) / "memory.ld").write_text(_memory_script(board))
+            cmd += [*map(str, all_sources), "-o", str(tmp_elf), "-nostartfiles", "-Wl,--gc-sections",
+                    f"-L{tmp}", f"-L{BOARDS_DIR / 'common'}", "-T", "memory.ld",
+                    "--specs=nano.specs", "--specs=nosys.specs", f"-Wl,-Map={tmp_map}", "-lm"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"building for {board.name} failed:\n{proc.stderr.strip()}")
+        os.replace(tmp_map, out_elf.with_suffix(".map"))
+        os.replace(tmp_elf, out_elf)
+    flash, ram = image_sizes(board, out_elf)
+    return BuildResult(board, out_elf, flash, ram)
+
+
+def build_firmware(board, model_dir=None, out_dir=None):
+    """The protocol server firmware for `board` (with the compiled model in `model_dir`, when given)."""
+    if model_dir is not None:
+        raise BuildError("building with a compiled model needs `mcu-train compile` (not available yet)")
+    out_dir = Path(out_dir) if out_dir else BUILD_DIR / board.name
+    sources = [FIRMWARE_DIR / "main.c", *(FIRMWARE_DIR / s for s in RUNTIME_SOURCES)]
+    return build_elf(board, sources, out_dir / "firmware.elf")

@@ -1,0 +1,93 @@
+"""`mcu-train` command line. Heavy modules are imported inside each command so `--help` stays fast."""
+import argparse
+import sys
+
+from mcu_train.errors import McuTrainError
+
+DEFAULT_BOARD = "mps2-an386"
+
+
+def cmd_boards(args):
+    from mcu_train.boards import list_boards
+    print(f"{'name':<16} {'cpu':<12} {'fpu':<12} {'ram':>8} {'flash':>8}  kind")
+    for b in list_boards():
+        print(f"{b.name:<16} {b.cpu:<12} {b.fpu or '-':<12} {b.ram_size // 1024:>6}K {b.flash_size // 1024:>6}K  "
+              f"{'emulated' if b.emulated else 'real'}")
+
+
+def cmd_build(args):
+    from mcu_train.boards import get_board
+    from mcu_train.build import build_firmware
+    result = build_firmware(get_board(args.board), model_dir=args.model_dir, out_dir=args.output)
+    print(f"{result.elf}")
+    print(result.size_line())
+
+
+def cmd_flash(args):
+    from mcu_train.boards import get_board
+    from mcu_train.runner import flash_command
+    flash_command(get_board(args.board), args.firmware, detach=args.detach, port=args.port)
+
+
+def cmd_selftest(args):
+    from mcu_train.boards import get_board
+    from mcu_train.selftest import run_selftest
+    ok = run_selftest(get_board(args.board), pings=args.pings, seed=args.seed)
+    if not ok:
+        sys.exit(1)
+
+
+def cmd_pretrain(args):
+    from mcu_train.pretrain import pretrain_command
+    pretrain_command(args)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="mcu-train", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("boards", help="list supported boards")
+    s.set_defaults(func=cmd_boards)
+
+    s = sub.add_parser("build", help="build firmware for a board (optionally with a compiled model)")
+    s.add_argument("--board", default=DEFAULT_BOARD)
+    s.add_argument("model_dir", nargs="?", help="output folder of `mcu-train compile`")
+    s.add_argument("-o", "--output", help="build folder (default build/<board>)")
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("flash", help="run firmware: QEMU for emulated boards, pyOCD for real ones")
+    s.add_argument("--board", default=DEFAULT_BOARD)
+    s.add_argument("firmware", help="firmware ELF")
+    s.add_argument("--detach", action="store_true", help="start and return, leaving the emulator running")
+    s.add_argument("--port", type=int, default=0, help="TCP port for the emulated serial line (0: any free port)")
+    s.set_defaults(func=cmd_flash)
+
+    s = sub.add_parser("selftest", help="build, boot, handshake, ping and fault-inject a board")
+    s.add_argument("--board", default=DEFAULT_BOARD)
+    s.add_argument("--pings", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_selftest)
+
+    s = sub.add_parser("pretrain", help="pretrain the early-exit CNN on HAPT and export ONNX")
+    s.add_argument("--dataset", default="hapt", choices=["hapt"])
+    s.add_argument("-o", "--output", default="models/har.onnx")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int, default=None, help="default: the recipe's own")
+    s.set_defaults(func=cmd_pretrain)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except McuTrainError as e:
+        print(f"mcu-train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("mcu-train: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
