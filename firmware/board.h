@@ -21,6 +21,9 @@ uint64_t board_counter(void);
 const char *board_counter_unit(void);
 uint32_t board_counter_hz(void);
 
+/* Bytes of the stack reserve never used since reset (stack painting); 0 where not measured. */
+uint32_t board_stack_unused(void);
+
 /* Name from the manifest, and whether the board is emulated (QEMU or host). */
 const char *board_name(void);
 int board_is_emulated(void);

@@ -135,7 +135,11 @@ static int handle_link_stats(const uint8_t *payload, uint16_t len, uint8_t *repl
     size_t n = sizeof stats / sizeof(uint32_t);
     for (size_t i = 0; i < n; i++)
         put_u32(reply + 4 * i, counters[i]);
-    return (int)(4 * n);
+    put_u32(reply + 4 * n, board_stack_unused());
+    uint64_t now = board_counter();
+    put_u32(reply + 4 * n + 4, (uint32_t)now);
+    put_u32(reply + 4 * n + 8, (uint32_t)(now >> 32));
+    return (int)(4 * n + 12);
 }
 
 static const mt_route link_routes[] = {

@@ -215,17 +215,19 @@ class ErrorInfo:
             return f"reason {self.reason}"
 
 
-LINK_STATS_FIELDS = ("frames_ok", "bad_crc", "bad_length", "too_long", "bad_frame", "unknown_type",
-                     "out_of_order", "replayed", "sent")
-
-
 def is_boot_hello(frame: Frame) -> bool:
     return frame.type == Msg.HELLO | REPLY and len(frame.payload) > 1 and bool(frame.payload[1] & HELLO_FLAG_BOOT)
 
 
+LINK_STATS_FIELDS = ("frames_ok", "bad_crc", "bad_length", "too_long", "bad_frame", "unknown_type",
+                     "out_of_order", "replayed", "sent", "stack_unused")
+LINK_STATS = struct.Struct(f"<{len(LINK_STATS_FIELDS)}IQ")  # ... then the cost counter (u64)
+
+
 def unpack_link_stats(p: bytes) -> dict:
-    return dict(zip(LINK_STATS_FIELDS, struct.unpack(f"<{len(LINK_STATS_FIELDS)}I", p)))
+    *values, counter = LINK_STATS.unpack(p)
+    return dict(zip(LINK_STATS_FIELDS, values), counter=counter)
 
 
 def pack_link_stats(stats: dict) -> bytes:
-    return struct.pack(f"<{len(LINK_STATS_FIELDS)}I", *(stats[k] for k in LINK_STATS_FIELDS))
+    return LINK_STATS.pack(*(stats[k] for k in LINK_STATS_FIELDS), stats["counter"])

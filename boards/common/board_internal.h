@@ -6,7 +6,6 @@
 
 void counter_init(void);
 void uart_init(void);
-uint32_t board_stack_unused(void);
 
 #define REG32(addr) (*(volatile uint32_t *)(addr))
 

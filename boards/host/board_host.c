@@ -78,6 +78,7 @@ uint64_t board_counter(void)
 
 const char *board_counter_unit(void) { return "ns"; }
 uint32_t board_counter_hz(void) { return 1000000000u; }
+uint32_t board_stack_unused(void) { return 0; }
 const char *board_name(void) { return "host"; }
 int board_is_emulated(void) { return 1; }
 

@@ -85,7 +85,7 @@ typedef struct {
 
 /** Per output channel requantisation: real_scale[c] ~= multiplier[c] * 2^(shift[c] - 31). */
 typedef struct {
-    const int32_t *multiplier; /**< Q31 in [2^30, 2^31) (or 0) */
+    const int32_t *multiplier; /**< Q31, >= 0: in [2^30, 2^31), or 0 for a flushed scale */
     const int32_t *shift;      /**< in [-31, 30]; > 0 is a left shift */
 } mt_per_channel_quant_params;
 
@@ -207,13 +207,25 @@ MT_INLINE int32_t mt_saturating_left_shift(int32_t x, int32_t n)
     return (int32_t)((uint32_t)x << n);
 }
 
-/** acc * multiplier * 2^(shift - 31), rounded twice as TFLite does. shift in [-31, 30]. */
+/**
+ * acc * multiplier * 2^(shift - 31), rounded twice as TFLite does (shift in [-31, 30]):
+ *   shift > 0:  mt_doubling_high_mul(mt_saturating_left_shift(acc, shift), multiplier)
+ *   shift <= 0: mt_divide_by_pot(mt_doubling_high_mul(acc, multiplier), -shift)
+ * For shift < 0 the division is written in a cheaper form that gives the same value for every x the
+ * multiply can return (x > INT32_MIN): with e = -shift >= 1 and y = x - (x < 0),
+ *   round-half-away(x / 2^e) = floor((y + 2^(e-1)) / 2^e) = (y >> e) + ((y >> (e - 1)) & 1).
+ * (x < 0 with remainder r: y's remainder is r - 1, so a tie r = 2^(e-1) no longer rounds up.)
+ * tests/test_kernels_host.py checks it against the two-function form on random and edge values.
+ */
 MT_INLINE int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
-    if (shift > 0) {
-        return mt_doubling_high_mul(mt_saturating_left_shift(acc, shift), multiplier);
+    if (shift >= 0) {
+        return mt_doubling_high_mul(shift > 0 ? mt_saturating_left_shift(acc, shift) : acc, multiplier);
     }
-    return mt_divide_by_pot(mt_doubling_high_mul(acc, multiplier), -shift);
+    const int32_t x = mt_doubling_high_mul(acc, multiplier); /* never INT32_MIN */
+    const int32_t e = -shift;
+    const int32_t y = x + (x >> 31);
+    return (y >> e) + ((y >> (e - 1)) & 1);
 }
 
 /* ---------------------------------------------------------------------------------------------------------

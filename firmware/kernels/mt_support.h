@@ -11,6 +11,17 @@
 #endif
 
 #define MT_MAX(a, b) ((a) > (b) ? (a) : (b))
+/* Tell the compiler something the argument checks guaranteed (lets it drop dead branches). */
+#if defined(__GNUC__)
+#define MT_ASSUME(cond) \
+    do { \
+        if (!(cond)) { \
+            __builtin_unreachable(); \
+        } \
+    } while (0)
+#else
+#define MT_ASSUME(cond) ((void)0)
+#endif
 #define MT_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* Load / store 4 bytes from any address. On ARMv7-M this is one LDR/STR (unaligned access is allowed);
@@ -27,12 +38,28 @@ MT_INLINE void mt_write_s32(void *p, int32_t v)
     __builtin_memcpy(p, &v, 4);
 }
 
+/* The last (k & 3) bytes of a k-byte row as a word whose unused high bytes are 0. For k >= 4 this reads the
+ * row's last 4 bytes and shifts the extra ones out, so nothing outside the row is touched. */
+MT_INLINE int32_t mt_read_tail(const int8_t *row, int32_t k)
+{
+    const int32_t r = k & 3;
+    if (k >= 4) {
+        return (int32_t)((uint32_t)mt_read_s32(row + k - 4) >> (8 * (4 - r)));
+    }
+    uint32_t w = 0;
+    for (int32_t i = 0; i < r; i++) {
+        w |= (uint32_t)(uint8_t)row[k - r + i] << (8 * i);
+    }
+    return (int32_t)w;
+}
+
 /* The output stage shared by all MAC kernels: requantise, add the output zero point, clamp.
  * lo = act_min - output_offset and hi = act_max - output_offset are precomputed, so the sum cannot overflow
  * and the result equals clamp(requantize(acc) + output_offset, act_min, act_max) in exact arithmetic. */
 MT_INLINE int8_t mt_output_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
                               int32_t output_offset)
 {
+    MT_ASSUME(multiplier >= 0); /* checked by mt_quant_ok(): the INT32_MIN * INT32_MIN case cannot occur */
     int32_t r = mt_requantize(acc, multiplier, shift);
     r = MT_MAX(r, lo);
     r = MT_MIN(r, hi);
@@ -67,14 +94,42 @@ MT_INLINE int32_t mt_out_len(int32_t in, int32_t pad_a, int32_t pad_b, int32_t k
     return span < 0 ? -1 : span / stride + 1;
 }
 
-/* Checks every per-channel shift is in range (multipliers are unrestricted). */
+/* Smallest number of in-bounds taps along one axis over all output positions (<= 0: some window is empty). */
+MT_INLINE int32_t mt_min_valid_taps(int32_t in, int32_t out, int32_t k, int32_t stride, int32_t pad)
+{
+    int32_t best = k;
+    for (int32_t o = 0; o < out; o++) {
+        const int32_t start = o * stride - pad;
+        const int32_t v = MT_MIN(start + k, in) - MT_MAX(start, 0);
+        best = MT_MIN(best, v);
+    }
+    return best;
+}
+
+/* Checks shared by the pooling kernels; returns the smallest in-bounds tap count of any window (0 = error). */
+MT_INLINE int32_t mt_pool_check(const mt_tile *stride, const mt_padding *padding, const mt_activation *act,
+                                const mt_dims *input_dims, const mt_dims *pool_dims, const mt_dims *output_dims)
+{
+    if (!mt_dims_positive(input_dims) || pool_dims->h < 1 || pool_dims->w < 1 || !mt_dims_positive(output_dims) ||
+        output_dims->n != input_dims->n || output_dims->c != input_dims->c || stride->h < 1 || stride->w < 1 ||
+        !mt_padding_ok(padding) || !mt_activation_ok(act) ||
+        output_dims->h != mt_out_len(input_dims->h, padding->top, padding->bottom, pool_dims->h, stride->h) ||
+        output_dims->w != mt_out_len(input_dims->w, padding->left, padding->right, pool_dims->w, stride->w)) {
+        return 0;
+    }
+    const int32_t vh = mt_min_valid_taps(input_dims->h, output_dims->h, pool_dims->h, stride->h, padding->top);
+    const int32_t vw = mt_min_valid_taps(input_dims->w, output_dims->w, pool_dims->w, stride->w, padding->left);
+    return (vh <= 0 || vw <= 0) ? 0 : vh * vw;
+}
+
+/* Checks every per-channel multiplier is >= 0 and every shift in [-31, 30]. */
 MT_INLINE int mt_quant_ok(const mt_per_channel_quant_params *q, int32_t n)
 {
     if (q == 0 || q->multiplier == 0 || q->shift == 0) {
         return 0;
     }
     for (int32_t i = 0; i < n; i++) {
-        if (q->shift[i] < -31 || q->shift[i] > 30) {
+        if (q->multiplier[i] < 0 || q->shift[i] < -31 || q->shift[i] > 30) {
             return 0;
         }
     }
@@ -84,7 +139,13 @@ MT_INLINE int mt_quant_ok(const mt_per_channel_quant_params *q, int32_t n)
 #if MT_USE_DSP
 /* Sign-extend bytes 0 and 2 / 1 and 3 of a word into two halfwords (SXTB16, SXTB16 with ROR #8).
  * Pairs from mt_lo() multiply with pairs from mt_lo() of the matching word (same for mt_hi), so the int8
- * order never has to be restored. */
+ * order never has to be restored. GCC 12 has no __ror and does not fold a rotate into SXTB16, so on Thumb-2
+ * the rotated forms are written as one instruction in inline assembly (as CMSIS-NN does). */
+MT_INLINE uint32_t mt_ror8(uint32_t w)
+{
+    return (w >> 8) | (w << 24);
+}
+
 MT_INLINE int32_t mt_lo(int32_t w)
 {
     return (int32_t)__sxtb16((uint32_t)w);
@@ -92,7 +153,13 @@ MT_INLINE int32_t mt_lo(int32_t w)
 
 MT_INLINE int32_t mt_hi(int32_t w)
 {
-    return (int32_t)__sxtb16(__ror((uint32_t)w, 8));
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(w));
+    return r;
+#else
+    return (int32_t)__sxtb16(mt_ror8((uint32_t)w));
+#endif
 }
 
 /* Same with a per-halfword offset added (SXTAB16): off16x2 holds the offset in both halfwords. */
@@ -103,12 +170,49 @@ MT_INLINE int32_t mt_lo_off(int32_t w, int32_t off16x2)
 
 MT_INLINE int32_t mt_hi_off(int32_t w, int32_t off16x2)
 {
-    return (int32_t)__sxtab16((uint32_t)off16x2, __ror((uint32_t)w, 8));
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off16x2), "r"(w));
+    return r;
+#else
+    return (int32_t)__sxtab16((uint32_t)off16x2, mt_ror8((uint32_t)w));
+#endif
 }
 
 MT_INLINE int32_t mt_smlad(int32_t a, int32_t b, int32_t acc)
 {
     return (int32_t)__smlad((int16x2_t)a, (int16x2_t)b, acc);
+}
+
+/* DSP output stage, first half: requantise, add the output offset with saturation (QADD), saturate to int8
+ * (SSAT). Followed by the activation clamp (mt_clamp4 on 4 packed outputs, or MT_MAX/MT_MIN); together
+ * this equals mt_output_s8: clamp(sat8(sat32(r + off)), min, max) = clamp(r + off, min, max) for
+ * -128 <= min <= max <= 127. */
+MT_INLINE int32_t mt_requant_sat8(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset)
+{
+    MT_ASSUME(multiplier >= 0);
+    return __ssat(__qadd(mt_requantize(acc, multiplier, shift), output_offset), 8);
+}
+
+/* Four int8 values (held in int32) packed into one word, v0 in the lowest byte. */
+MT_INLINE uint32_t mt_pack4(int32_t v0, int32_t v1, int32_t v2, int32_t v3)
+{
+    return ((uint32_t)v0 & 0xFFu) | (((uint32_t)v1 & 0xFFu) << 8) | (((uint32_t)v2 & 0xFFu) << 16) |
+           ((uint32_t)v3 << 24);
+}
+
+/* Bytewise clamp of 4 packed int8 to [min4, max4] (each the bound repeated in every byte): SSUB8 + SEL. */
+MT_INLINE uint32_t mt_clamp4(uint32_t v, uint32_t min4, uint32_t max4)
+{
+    (void)__ssub8((int8x4_t)v, (int8x4_t)min4); /* GE[i] = v[i] >= min */
+    v = __sel(v, min4);
+    (void)__ssub8((int8x4_t)v, (int8x4_t)max4); /* GE[i] = v[i] >= max */
+    return __sel(max4, v);
+}
+
+MT_INLINE uint32_t mt_splat4(int32_t v)
+{
+    return 0x01010101u * (uint8_t)(int8_t)v;
 }
 
 MT_INLINE int32_t mt_pack_off16x2(int32_t offset)

@@ -1,0 +1,133 @@
+"""Exact instruction counts under QEMU with a small TCG plugin (tools/qemu_insn_count/insn_count.c).
+
+The plugin is compiled with the host gcc on first use into build/qemu_insn_count/ (never committed). It counts
+the instructions executed inside a set of address ranges (functions, from the ELF's symbol table) and
+snapshots the count each time a marker function starts, so a program can bracket the code it wants measured:
+
+    res = run_counting(board, elf, ranges=function_ranges(elf, r"^mt_"), mark="hx_mark")
+    res.marks  # cumulative in-range counts at each hx_mark() call
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from mcu_train.errors import BoardTimeout, BuildError, McuTrainError
+from mcu_train.paths import BUILD_DIR, ROOT
+
+PLUGIN_SOURCE = ROOT / "tools" / "qemu_insn_count" / "insn_count.c"
+
+
+def build_plugin(out_dir: Path | None = None) -> Path:
+    """Compile the plugin (if its source is newer than the .so) and return the .so path."""
+    out_dir = Path(out_dir) if out_dir else BUILD_DIR / "qemu_insn_count"
+    so = out_dir / "insn_count.so"
+    if so.is_file() and so.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+        return so
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_so = Path(tmp) / so.name
+        proc = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", str(PLUGIN_SOURCE),
+                               "-o", str(tmp_so)], capture_output=True, text=True)
+        if proc.returncode:
+            raise BuildError(f"building the QEMU plugin failed:\n{proc.stderr.strip()}")
+        tmp_so.replace(so)
+    return so
+
+
+def _functions(elf) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every sized function symbol, Thumb bit cleared, sorted by address."""
+    out = set()
+    with open(elf, "rb") as f:
+        for sec in ELFFile(f).iter_sections():
+            if not isinstance(sec, SymbolTableSection):
+                continue
+            for sym in sec.iter_symbols():
+                if sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"] > 0:
+                    start = sym["st_value"] & ~1
+                    out.add((start, start + sym["st_size"], sym.name))
+    return sorted(out)
+
+
+def function_ranges(elf, pattern: str) -> list[tuple[int, int]]:
+    """Address ranges [lo, hi) of the functions whose names match the regex `pattern`; neighbouring
+    matches (no other function between them) are merged."""
+    rx = re.compile(pattern)
+    ranges: list[list[int]] = []
+    prev_selected = False
+    for start, end, name in _functions(elf):
+        selected = bool(rx.search(name))
+        if selected and prev_selected and ranges:
+            ranges[-1][1] = max(ranges[-1][1], end)
+        elif selected:
+            ranges.append([start, end])
+        prev_selected = selected
+    if not ranges:
+        raise McuTrainError(f"{Path(elf).name}: no function matches {pattern!r}")
+    return [(lo, hi) for lo, hi in ranges]
+
+
+def symbol_address(elf, name: str) -> int:
+    for start, _, sym in _functions(elf):
+        if sym == name:
+            return start
+    raise McuTrainError(f"{Path(elf).name}: no function {name!r}")
+
+
+@dataclass
+class CountResult:
+    exit_code: int
+    output: bytes       # what the program wrote to the UART
+    marks: list[int]    # in-range instruction count at each execution of the marker
+    total: int          # in-range instructions over the whole run
+
+
+def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: float = 120,
+                 stdin: bytes = b"") -> CountResult:
+    """Run `elf` on an emulated `board` to its exit with the counting plugin loaded."""
+    from mcu_train.runner import RunningBoard, connect_serial
+    if not board.qemu_machine:
+        raise McuTrainError(f"{board.name}: instruction counting needs a QEMU board")
+    so = build_plugin()
+    with tempfile.TemporaryDirectory() as tmp:
+        out_file = Path(tmp) / "counts.txt"
+        args = [f"out={out_file}"] + [f"range={lo:#x}:{hi:#x}" for lo, hi in (ranges or [])]
+        if mark:
+            args.append(f"mark={symbol_address(elf, mark):#x}")
+        plugin = ",".join([str(so), *args])
+        with RunningBoard(board, elf, icount=False, extra_args=["-plugin", plugin]) as running:
+            ser = connect_serial(running.url)
+            output = bytearray()
+            try:
+                if stdin:
+                    ser.write(stdin)
+                deadline = time.monotonic() + timeout
+                while running.process.poll() is None or ser.in_waiting:
+                    if time.monotonic() > deadline:
+                        raise BoardTimeout(f"{Path(elf).name} did not exit within {timeout} s")
+                    try:
+                        output += ser.read(max(1, ser.in_waiting))
+                    except Exception:
+                        break  # the emulator closed the socket on exit
+            finally:
+                ser.close()
+            code = running.wait(10)
+            if not out_file.is_file():
+                raise McuTrainError(f"the counting plugin wrote nothing: {running.log_tail()}")
+        marks, total = [], None
+        for line in out_file.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "mark":
+                marks.append(int(value))
+            elif key == "total":
+                total = int(value)
+        if total is None:
+            raise McuTrainError("the counting plugin did not finish (QEMU killed?)")
+    return CountResult(code, bytes(output), marks, total)

@@ -1,0 +1,95 @@
+"""Instructions per MAC of the int8 kernels on the issue-4 reference shapes, counted exactly under QEMU.
+
+    python -m mcu_train.kernel_bench [--board mps2-an386] [--reference] [--markdown]
+
+Counts every instruction executed inside the kernel library (functions named mt_*) and the C library /
+compiler helpers it calls (memcpy, memset, __aeabi_*), from entry to return of each kernel call; outputs are
+checked against the numpy golden model first, so the numbers are for correct code. MACs include padded taps,
+as CMSIS-NN's reference figures do."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from mcu_train.boards import get_board
+from mcu_train.errors import McuTrainError
+from mcu_train.insn_count import function_ranges, run_counting
+from mcu_train.kernel_harness import bench_cases, build_harness, parse_results
+
+KERNEL_FUNCTIONS = r"^(mt_|memcpy$|memset$|__aeabi_|__udivsi3$|__divsi3$)"
+
+# ARM CMSIS-NN v7 with the DSP path on Cortex-M4, measured the same way (shared notes, toolchain.md).
+CMSIS_NN = {
+    "conv 3x3 16x16x32 -> 32": 1.93,
+    "conv1d k5 64x16 -> 32": 2.41,
+    "conv1d k5 128x3 -> 16": 6.39,
+    "depthwise 3x3 16x16x32": 8.07,
+    "dense 256 -> 64": 2.08,
+    "conv 3x3 16x16x8 -> 8": 3.49,
+}
+
+
+def target(case) -> float | None:
+    """Issue 4: never above CMSIS-NN on the same shape, and <= 2.0 for convs with >= 16 input channels."""
+    limits = [v for v in (CMSIS_NN.get(case.name),) if v is not None]
+    if case.op == "conv" and case.input_dims[3] >= 16:
+        limits.append(2.0)
+    return min(limits) if limits else None
+
+
+def measure(board, reference: bool = False, out_dir=None, cases=None) -> list[dict]:
+    """[{case, macs, instructions, per_mac, cmsis, target}] for the benchmark cases on `board`."""
+    cases = cases or bench_cases()
+    with tempfile.TemporaryDirectory() as tmp:
+        elf = build_harness(board, cases, out_dir or tmp, reference=reference)
+        res = run_counting(board, elf, ranges=function_ranges(elf, KERNEL_FUNCTIONS), mark="hx_mark")
+    if res.exit_code != 0:
+        raise McuTrainError(f"kernel harness exited with {res.exit_code}")
+    results = parse_results(res.output, len(cases))
+    if len(res.marks) != 2 * len(cases):
+        raise McuTrainError(f"expected {2 * len(cases)} marks, got {len(res.marks)}")
+    rows = []
+    for i, case in enumerate(cases):
+        if results[i] != case.expected():
+            raise McuTrainError(f"{case.name}: board output differs from the numpy golden model")
+        n = res.marks[2 * i + 1] - res.marks[2 * i]
+        macs = case.macs()
+        rows.append(dict(case=case, macs=macs, instructions=n, per_mac=n / macs if macs else None,
+                         cmsis=CMSIS_NN.get(case.name), target=target(case)))
+    return rows
+
+
+def format_table(rows, markdown: bool = False) -> str:
+    head = ["layer (int8, NHWC)", "MACs", "instructions", "instr/MAC", "CMSIS-NN", "target", "met"]
+    lines = []
+    for r in rows:
+        t = r["target"]
+        lines.append([r["case"].name, f"{r['macs']:,}", f"{r['instructions']:,}", f"{r['per_mac']:.2f}",
+                      f"{r['cmsis']:.2f}" if r["cmsis"] else "-", f"<= {t:.2f}" if t else "-",
+                      ("yes" if r["per_mac"] <= t else "NO") if t else "-"])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(row) + " |" for row in lines]
+        return "\n".join(out)
+    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
+    fmt = lambda row: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join([fmt(head)] + [fmt(row) for row in lines])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m mcu_train.kernel_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--board", default="mps2-an386")
+    p.add_argument("--reference", action="store_true", help="measure the plain C path (-DMT_FORCE_REFERENCE)")
+    p.add_argument("--markdown", action="store_true")
+    args = p.parse_args(argv)
+    board = get_board(args.board)
+    rows = measure(board, reference=args.reference)
+    print(f"{board.name} ({board.cpu}), {'reference' if args.reference else 'DSP' if board.dsp else 'C'} path")
+    print(format_table(rows, args.markdown))
+    missed = [r for r in rows if r["target"] and r["per_mac"] > r["target"]]
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""Run the int8 kernels (firmware/kernels) on a board: a table of cases is compiled into a small harness
+program (firmware/kernels/harness), which prints a checksum of every output. Used by the on-target tests
+(DSP path vs reference path vs numpy) and by the kernel benchmark (mcu_train/kernel_bench.py).
+
+Bulk data never travels: the board and :meth:`KernelCase.data` both generate inputs and filters from the
+case's seed with xorshift32. Expected outputs come from the numpy golden model (codegen.int8_ops)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mcu_train.paths import FIRMWARE_DIR
+
+KERNELS_DIR = FIRMWARE_DIR / "kernels"
+HARNESS_DIR = KERNELS_DIR / "harness"
+OP_CODES = {"conv": 1, "depthwise": 2, "fc": 3, "max_pool": 4, "avg_pool": 5, "add": 6, "relu": 7}
+
+
+class XorShift32:
+    """xorshift32 (13, 17, 5), the generator of mt_kernel_harness.c. A value is the top byte of a draw."""
+
+    def __init__(self, seed: int):
+        if not 0 < seed < 2**32:
+            raise ValueError("seed must be a non-zero uint32")
+        self.state = seed
+
+    def next(self) -> int:
+        x = self.state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.state = x
+        return x
+
+    def int8(self, n: int, weights: bool = False) -> np.ndarray:
+        """n int8 values; weights=True maps -128 to -127 (symmetric weights)."""
+        v = np.array([self.next() >> 24 for _ in range(n)], dtype=np.uint8).view(np.int8)
+        if weights:
+            v = np.where(v == -128, -127, v).astype(np.int8)
+        return v
+
+
+def fnv1a(data: bytes) -> int:
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def _out_len(n, k, s, pa, pb):
+    return (n + pa + pb - k) // s + 1
+
+
+@dataclass
+class KernelCase:
+    """One kernel invocation. ``input`` is (N, H, W, C) (fc: (N, 1, 1, K); add / relu: (size, 1, 1, 1));
+    ``kernel`` is (KH, KW); ``c_out`` is C_out (conv) or M (fc). multiplier / shift are per output channel
+    (avg_pool: the table by padded-tap count; add: unused, see ``add``)."""
+    op: str
+    seed: int
+    input: tuple
+    kernel: tuple = (1, 1)
+    c_out: int = 0
+    ch_mult: int = 1
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+    input_offset: int = 0
+    output_offset: int = 0
+    act_min: int = -128
+    act_max: int = 127
+    bias: list | None = None
+    multiplier: list = field(default_factory=lambda: [0])
+    shift: list = field(default_factory=lambda: [0])
+    add: dict | None = None
+    name: str = ""
+
+    @property
+    def op_code(self) -> int:
+        return OP_CODES[self.op]
+
+    @property
+    def input_dims(self) -> tuple:
+        return tuple(int(v) for v in self.input)
+
+    @property
+    def filter_dims(self) -> tuple:
+        n, h, w, c = self.input_dims
+        kh, kw = self.kernel
+        return {"conv": (self.c_out, kh, kw, c), "depthwise": (1, kh, kw, c * self.ch_mult),
+                "fc": (self.c_out, 1, 1, h * w * c), "max_pool": (1, kh, kw, 1), "avg_pool": (1, kh, kw, 1),
+                "add": (1, 1, 1, 1), "relu": (1, 1, 1, 1)}[self.op]
+
+    @property
+    def output_dims(self) -> tuple:
+        n, h, w, c = self.input_dims
+        if self.op in ("add", "relu"):
+            return (n, h, w, c)
+        if self.op == "fc":
+            return (n, 1, 1, self.c_out)
+        t, l, b, r = self.padding
+        oh = _out_len(h, self.kernel[0], self.stride[0], t, b)
+        ow = _out_len(w, self.kernel[1], self.stride[1], l, r)
+        co = {"conv": self.c_out, "depthwise": c * self.ch_mult}.get(self.op, c)
+        return (n, oh, ow, co)
+
+    @property
+    def add_fields(self) -> list:
+        a = self.add or {}
+        keys = ("input1_offset", "input1_multiplier", "input1_shift", "input2_offset", "input2_multiplier",
+                "input2_shift", "left_shift", "output_offset", "output_multiplier", "output_shift")
+        return [int(a.get(k, 0)) for k in keys]
+
+    def macs(self) -> int:
+        """Multiply-accumulates, padded taps included (as CMSIS-NN figures are quoted)."""
+        out = int(np.prod(self.output_dims))
+        if self.op == "conv":
+            return out * int(np.prod(self.filter_dims[1:]))
+        if self.op == "depthwise":
+            return out * self.kernel[0] * self.kernel[1]
+        if self.op == "fc":
+            return out * self.filter_dims[3]
+        return 0
+
+    def scratch_bytes(self) -> int:
+        """Upper bound of mt_conv_s8_get_buffer_size() on any path."""
+        if self.op != "conv":
+            return 0
+        k = int(np.prod(self.filter_dims[1:]))
+        col = (k + 3) & ~3
+        return 4 * col + col
+
+    def describe(self) -> str:
+        if self.name:
+            return self.name
+        return (f"{self.op} in={self.input_dims} k={tuple(self.kernel)} c_out={self.c_out} mult={self.ch_mult} "
+                f"stride={tuple(self.stride)} pad={tuple(self.padding)}")
+
+    def data(self) -> dict:
+        """The arrays the board generates from the seed (same order: input, input2, filter)."""
+        rng = XorShift32(self.seed)
+        d = {"x": rng.int8(int(np.prod(self.input_dims))).reshape(self.input_dims)}
+        if self.op == "add":
+            d["x2"] = rng.int8(int(np.prod(self.input_dims))).reshape(self.input_dims)
+        if self.op in ("conv", "depthwise", "fc"):
+            d["w"] = rng.int8(int(np.prod(self.filter_dims)), weights=True).reshape(self.filter_dims)
+        return d
+
+    def reference(self) -> np.ndarray:
+        """Expected output from the numpy golden model (ValueError where the kernel must refuse)."""
+        from codegen import int8_ops as R
+        d = self.data()
+        x = d["x"]
+        q = dict(input_offset=self.input_offset, output_offset=self.output_offset,
+                 multiplier=np.asarray(self.multiplier), shift=np.asarray(self.shift), act_min=self.act_min,
+                 act_max=self.act_max)
+        bias = None if self.bias is None else np.asarray(self.bias, np.int32)
+        if self.op == "conv":
+            return R.conv2d(x, d["w"], bias, stride=self.stride, padding=self.padding, **q)
+        if self.op == "depthwise":
+            return R.depthwise_conv2d(x, d["w"], bias, ch_mult=self.ch_mult, stride=self.stride,
+                                      padding=self.padding, **q)
+        if self.op == "fc":
+            return R.fully_connected(x.reshape(x.shape[0], -1), d["w"].reshape(self.c_out, -1), bias, **q)
+        if self.op == "max_pool":
+            return R.max_pool2d(x, self.kernel, self.stride, self.padding, self.act_min, self.act_max)
+        if self.op == "avg_pool":
+            return R.avg_pool2d(x, self.kernel, self.stride, self.padding, **q)
+        if self.op == "add":
+            return R.add(x, d["x2"], act_min=self.act_min, act_max=self.act_max, **self.add)
+        if self.op == "relu":
+            return R.relu(x, self.act_min, self.act_max)
+        raise ValueError(self.op)
+
+    def expected(self) -> tuple[int, int]:
+        """(status, fnv1a of the output) the harness must print: status 0 with the numpy output's checksum,
+        or -1 (MT_ARG_ERROR) when the golden model refuses the arguments."""
+        try:
+            return 0, fnv1a(self.reference().tobytes())
+        except ValueError:
+            return -1, None
+
+
+def render_cases(cases: list[KernelCase]) -> str:
+    """The C table hx_cases.h for `cases` (template firmware/kernels/harness/hx_cases.h.j2)."""
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HARNESS_DIR), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    sizes = lambda f: max([int(np.prod(f(c))) for c in cases] + [1])  # noqa: E731
+    return env.get_template("hx_cases.h.j2").render(
+        cases=cases, max_input=sizes(lambda c: c.input_dims), max_filter=sizes(lambda c: c.filter_dims),
+        max_output=sizes(lambda c: c.output_dims), max_scratch=max([c.scratch_bytes() for c in cases] + [4]))
+
+
+def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False) -> Path:
+    """Build the harness for `board` with the cases compiled in; reference=True forces the plain C path."""
+    from mcu_train.build import build_elf
+    out_dir = Path(out_dir)
+    gen = out_dir / ("gen_ref" if reference else "gen_dsp")
+    gen.mkdir(parents=True, exist_ok=True)
+    (gen / "hx_cases.h").write_text(render_cases(cases))
+    sources = [HARNESS_DIR / "mt_kernel_harness.c", *sorted(KERNELS_DIR.glob("mt_*.c"))]
+    name = "harness_ref.elf" if reference else "harness_dsp.elf"
+    return build_elf(board, sources, out_dir / name, include_dirs=[KERNELS_DIR, HARNESS_DIR, gen],
+                     defines=["MT_FORCE_REFERENCE"] if reference else []).elf
+
+
+RESULT = re.compile(rb"^R (\d+) (-?\d+) ([0-9a-f]{8})$", re.M)
+
+
+def parse_results(output: bytes, n_cases: int) -> list[tuple[int, int]]:
+    """[(status, checksum)] per case from the harness's UART output."""
+    got = {int(m[1]): (int(m[2]), int(m[3], 16)) for m in RESULT.finditer(output)}
+    if b"DONE" not in output or len(got) != n_cases:
+        raise RuntimeError(f"harness output incomplete ({len(got)}/{n_cases} cases): {output[-300:]!r}")
+    return [got[i] for i in range(n_cases)]
+
+
+def run_harness(board, elf, n_cases: int, timeout: float = 120) -> list[tuple[int, int]]:
+    from mcu_train.runner import run_to_exit
+    code, output = run_to_exit(board, elf, timeout=timeout)
+    if code != 0:
+        raise RuntimeError(f"harness exited with {code}: {output[-300:]!r}")
+    return parse_results(output, n_cases)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Case sets
+# ---------------------------------------------------------------------------------------------------------------
+
+def _quant(rng, n, taps, spread=2.0):
+    """Per-channel (multiplier, shift) that map a sum of `taps` random int8 products onto about +-50 (a
+    uniform int8 value has a standard deviation of about 74), times a random factor in [1/spread, spread]."""
+    from codegen.quant import quantize_multipliers
+    centre = 50.0 / (np.sqrt(taps) * 74.0 * 74.0)
+    m, s = quantize_multipliers(centre * np.exp(rng.uniform(-np.log(spread), np.log(spread), n)))
+    return [int(v) for v in m], [int(v) for v in s]
+
+
+def random_cases(seed: int = 0, count: int = 70) -> list[KernelCase]:
+    """Randomised shapes for every kernel: odd channel counts and lengths, strides, asymmetric padding,
+    zero points, clamps, extreme multipliers / shifts."""
+    from codegen.quant import add_params, avg_pool_multipliers, avg_pool_num_multipliers
+    rng = np.random.default_rng(seed)
+    ops = ["conv", "conv", "conv", "depthwise", "depthwise", "fc", "fc", "max_pool", "avg_pool", "add", "relu"]
+    cases = []
+    while len(cases) < count:
+        op = ops[len(cases) % len(ops)]
+        n = int(rng.integers(1, 3))
+        h = 1 if rng.random() < 0.4 else int(rng.integers(2, 9))
+        w, c = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+        kh = 1 if h == 1 else int(rng.integers(1, min(h, 3) + 1))
+        kw = int(rng.integers(1, min(w, 5) + 1))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        pad = (int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)), int(rng.integers(0, kw)))
+        act = sorted(int(v) for v in rng.integers(-128, 128, 2)) if rng.random() < 0.3 else [-128, 127]
+        kc = KernelCase(op=op, seed=int(rng.integers(1, 2**32)), input=(n, h, w, c), kernel=(kh, kw),
+                        stride=stride, padding=pad, input_offset=int(rng.integers(-127, 129)),
+                        output_offset=int(rng.integers(-128, 128)), act_min=act[0], act_max=act[1],
+                        name=f"random {op} #{len(cases)}")
+        if op in ("conv", "depthwise", "fc"):
+            kc.c_out = int(rng.integers(1, 24))
+            kc.ch_mult = int(rng.choice([1, 1, 1, 2])) if op == "depthwise" else 1
+            if op == "fc":
+                kc.input = (n, 1, 1, int(rng.integers(1, 300)))
+            co = kc.output_dims[3]
+            taps = kc.filter_dims[3] if op == "fc" else kh * kw * (c if op == "conv" else 1)
+            kc.multiplier, kc.shift = _quant(rng, co, taps, spread=10.0)
+            if rng.random() < 0.2:  # extreme requantisation
+                kc.multiplier = [int(v) for v in rng.choice([0, 1 << 30, 2**31 - 1], co)]
+                kc.shift = [int(v) for v in rng.choice([-31, -1, 0, 3, 30], co)]
+            kc.bias = [int(v) for v in rng.integers(-30000, 30000, co)] if rng.random() < 0.85 else None
+        elif op == "avg_pool":
+            nm = avg_pool_num_multipliers((h, w), (kh, kw), stride, pad)
+            m, s = avg_pool_multipliers(rng.uniform(0.01, 0.1), rng.uniform(0.01, 0.1), (kh, kw), nm)
+            kc.multiplier, kc.shift = [int(v) for v in m], [int(v) for v in s]
+        elif op == "add":
+            kc.input = (int(rng.integers(1, 80)), 1, 1, 1)
+            zp = [int(v) for v in rng.integers(-128, 128, 3)]
+            kc.add = add_params(*rng.uniform(0.005, 0.2, 1), zp[0], *rng.uniform(0.005, 0.2, 1), zp[1],
+                                *rng.uniform(0.005, 0.2, 1), zp[2], act[0], act[1])
+            kc.add.pop("act_min"), kc.add.pop("act_max")
+        elif op == "relu":
+            kc.input = (int(rng.integers(1, 80)), 1, 1, 1)
+        cases.append(kc)
+    return cases
+
+
+def bench_cases() -> list[KernelCase]:
+    """The issue-4 reference shapes (with CMSIS-NN's instructions/MAC from docs/toolchain notes), plus the
+    HAR model's own conv shapes. 'same' padding; realistic requantisation."""
+    rng = np.random.default_rng(4)
+
+    def conv(name, h, w, ci, co, kh, kw):
+        m, s = _quant(rng, co, kh * kw * ci)
+        return KernelCase(op="conv", seed=int(rng.integers(1, 2**32)), input=(1, h, w, ci), kernel=(kh, kw), c_out=co,
+                          padding=(kh // 2, kw // 2, kh // 2, kw // 2), input_offset=5, output_offset=-3,
+                          act_min=-3, act_max=127, bias=[int(v) for v in rng.integers(-3000, 3000, co)],
+                          multiplier=m, shift=s, name=name)
+
+    dm, ds = _quant(rng, 32, 9)
+    fm, fs = _quant(rng, 64, 256)
+    return [
+        conv("conv 3x3 16x16x32 -> 32", 16, 16, 32, 32, 3, 3),
+        conv("conv1d k5 64x16 -> 32", 1, 64, 16, 32, 1, 5),
+        conv("conv1d k5 128x3 -> 16", 1, 128, 3, 16, 1, 5),
+        KernelCase(op="depthwise", seed=77, input=(1, 16, 16, 32), kernel=(3, 3), padding=(1, 1, 1, 1),
+                   input_offset=5, output_offset=-3, bias=[int(v) for v in rng.integers(-3000, 3000, 32)],
+                   multiplier=dm, shift=ds, name="depthwise 3x3 16x16x32"),
+        KernelCase(op="fc", seed=78, input=(1, 1, 1, 256), c_out=64, input_offset=5, output_offset=-3,
+                   bias=[int(v) for v in rng.integers(-3000, 3000, 64)], multiplier=fm, shift=fs,
+                   name="dense 256 -> 64"),
+        conv("conv 3x3 16x16x8 -> 8", 16, 16, 8, 8, 3, 3),
+        conv("conv1d k5 32x32 -> 64", 1, 32, 32, 64, 1, 5),
+        conv("conv1d k5 16x64 -> 64", 1, 16, 64, 64, 1, 5),
+        conv("conv1d k1 16x64 -> 32", 1, 16, 64, 32, 1, 1),
+    ]

@@ -1,0 +1,392 @@
+"""firmware/kernels built with the host gcc vs the numpy golden model (codegen.int8_ops), bit for bit.
+
+Both kernel paths are checked: "ref" (plain C) and "dsp" (the SIMD path, with a C model of the ACLE
+intrinsics in tests/host_c/acle). The real instructions are checked on QEMU by test_kernels_qemu.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mt_host_lib as H
+from codegen import int8_ops as R
+from codegen import quant as Q
+
+I32_MIN, I32_MAX = Q.INT32_MIN, Q.INT32_MAX
+VARIANTS = ("ref", "dsp")
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mt_host")
+    return {v: H.Kernels(H.build(d, v)) for v in VARIANTS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The rounding rule
+# ---------------------------------------------------------------------------------------------------------------
+
+def tflite_srdhm(a: int, b: int) -> int:
+    """gemmlowp SaturatingRoundingDoublingHighMul, transcribed literally (truncating division)."""
+    if a == b == I32_MIN:
+        return I32_MAX
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    t = ab + nudge
+    q = abs(t) // (1 << 31)
+    return q if t >= 0 else -q
+
+
+def tflite_rdbpot(x: int, e: int) -> int:
+    """gemmlowp RoundingDivideByPOT, transcribed literally."""
+    mask = (1 << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> e) + (1 if remainder > threshold else 0)
+
+
+def tflite_mbqm(x: int, m: int, shift: int) -> int:
+    """TFLite MultiplyByQuantizedMultiplier (double rounding)."""
+    left, right = max(shift, 0), max(-shift, 0)
+    return tflite_rdbpot(tflite_srdhm(x * (1 << left), m), right)
+
+
+HAND_SRDHM = [  # (a, b, expected)
+    (I32_MIN, I32_MIN, I32_MAX),          # the single overflow case saturates
+    (I32_MIN, I32_MAX, -I32_MAX),         # -2^31 * (2^31-1) / 2^31 = -(2^31-1), exact
+    (I32_MAX, I32_MAX, I32_MAX - 1),      # (2^31-1)^2 / 2^31 = 2^31 - 2 + 2^-31 -> 2^31 - 2
+    (1 << 30, 1 << 30, 1 << 29),          # 0.5 * 0.5 = 0.25
+    (1, 1 << 30, 1),                      # 0.5 ties up
+    (-1, 1 << 30, 0),                     # -0.5 ties up (towards +inf), not away from zero
+    (-3, 1 << 30, -1),                    # -1.5 -> -1
+    (3, 1 << 30, 2),                      # 1.5 -> 2
+    (0, I32_MIN, 0),
+    (12345, 0, 0),
+]
+
+HAND_RDBPOT = [  # (x, exponent, expected)
+    (5, 1, 3), (-5, 1, -3), (3, 1, 2), (-3, 1, -2), (4, 1, 2), (-4, 1, -2),   # ties away from zero
+    (7, 2, 2), (-7, 2, -2), (6, 2, 2), (-6, 2, -2), (5, 2, 1), (-5, 2, -1),
+    (123, 0, 123), (-123, 0, -123),
+    (I32_MAX, 31, 1), (I32_MIN, 31, -1), (1 << 30, 31, 1), (-(1 << 30), 31, -1), ((1 << 30) - 1, 31, 0),
+    (I32_MAX, 1, 1 << 30), (I32_MIN, 1, -(1 << 30)),
+]
+
+HAND_REQUANT = [  # (acc, multiplier, shift, expected)
+    (100, 1 << 30, 0, 50),        # x 0.5
+    (100, 1 << 30, -1, 25),       # x 0.25
+    (5, 1 << 30, -1, 2),          # 1.25: 5*0.5 = 2.5 -> 3, then 3/2 = 1.5 -> 2 (double rounding; single gives 1)
+    (-5, 1 << 30, -1, -1),        # -2.5 -> -2 (ties up), then -1.0 -> -1
+    (3, 1 << 30, 1, 3),           # x 1.0 with a left shift
+    (1 << 29, 1 << 30, 3, 1 << 30),         # 2^29 << 3 saturates to 2^31 - 1, then * 0.5 -> 2^30
+    (-(1 << 29), 1 << 30, 3, -(1 << 30)),  # saturates to INT32_MIN, * 0.5
+    (I32_MAX, I32_MAX, -31, 1),   # (2^31 - 2) / 2^31 -> 1
+    (I32_MIN, I32_MAX, -31, -1),
+    (1000, 0, 0, 0),              # multiplier 0 (flushed scale)
+]
+
+
+@pytest.mark.parametrize("a,b,expected", HAND_SRDHM)
+def test_doubling_high_mul_hand(libs, a, b, expected):
+    assert tflite_srdhm(a, b) == expected
+    assert int(Q.doubling_high_mul(a, b)) == expected
+    assert libs["ref"].doubling_high_mul(a, b) == expected
+
+
+@pytest.mark.parametrize("x,e,expected", HAND_RDBPOT)
+def test_divide_by_pot_hand(libs, x, e, expected):
+    assert tflite_rdbpot(x, e) == expected
+    assert int(Q.divide_by_pot(x, e)) == expected
+    assert libs["ref"].divide_by_pot(x, e) == expected
+
+
+@pytest.mark.parametrize("acc,m,shift,expected", HAND_REQUANT)
+def test_requantize_hand(libs, acc, m, shift, expected):
+    assert int(Q.requantize(acc, m, shift)) == expected
+    assert libs["ref"].requantize(acc, m, shift) == expected
+
+
+def test_rounding_matches_tflite_formulas(libs):
+    rng = np.random.default_rng(1)
+    edge = [I32_MIN, I32_MIN + 1, -(1 << 30), -1, 0, 1, 1 << 30, I32_MAX - 1, I32_MAX]
+    a = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), edge * 10])
+    b = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), np.repeat(edge, 10)])
+    got = Q.doubling_high_mul(a, b)
+    for i in range(len(a)):
+        assert got[i] == tflite_srdhm(int(a[i]), int(b[i])), (a[i], b[i])
+    for i in range(0, len(a), 7):
+        assert libs["ref"].doubling_high_mul(int(a[i]), int(b[i])) == got[i]
+    e = rng.integers(0, 32, len(a))
+    got = Q.divide_by_pot(a, e)
+    for i in range(len(a)):
+        assert got[i] == tflite_rdbpot(int(a[i]), int(e[i]))
+    # requantize: real multipliers, shifts over the whole range; TFLite's left shift is undefined on overflow,
+    # so compare only where it does not overflow (the saturating cases are covered by HAND_REQUANT)
+    acc = rng.integers(-(1 << 24), 1 << 24, 4000)
+    m = rng.integers(1 << 30, I32_MAX, 4000, endpoint=True)
+    s = rng.integers(-31, 8, 4000)
+    got = Q.requantize(acc, m, s)
+    for i in range(len(acc)):
+        assert got[i] == tflite_mbqm(int(acc[i]), int(m[i]), int(s[i]))
+    for i in range(0, len(acc), 13):
+        assert libs["ref"].requantize(int(acc[i]), int(m[i]), int(s[i])) == got[i]
+        assert libs["dsp"].requantize(int(acc[i]), int(m[i]), int(s[i])) == got[i]
+
+
+def test_quantize_multiplier():
+    assert Q.quantize_multiplier(0.0) == (0, 0)
+    assert Q.quantize_multiplier(0.5) == (1 << 30, 0)
+    assert Q.quantize_multiplier(1.0) == (1 << 30, 1)
+    assert Q.quantize_multiplier(0.75) == (3 << 29, 0)
+    assert Q.quantize_multiplier(0.1) == (1717986918, -3)         # TFLite's value
+    assert Q.quantize_multiplier(1 - 2**-40) == (1 << 30, 1)       # mantissa rounds up to 1.0
+    assert Q.quantize_multiplier(2**-33) == (0, 0)                 # below 2^-32: flushed
+    assert Q.quantize_multiplier(2**-32) == (1 << 30, -31)
+    assert Q.quantize_multiplier(2.0**40) == (I32_MAX, 30)          # saturated
+    with pytest.raises(ValueError):
+        Q.quantize_multiplier(-1.0)
+    rng = np.random.default_rng(2)
+    for r in np.exp(rng.uniform(np.log(1e-9), np.log(1e3), 500)):
+        m, s = Q.quantize_multiplier(r)
+        assert (1 << 30) <= m < (1 << 31) and -31 <= s <= 30
+        assert abs(m * 2.0 ** (s - 31) - r) <= r * 2**-30
+
+
+def test_requantize_is_close_to_float():
+    """Double rounding stays within 1 LSB of the exact real product."""
+    rng = np.random.default_rng(3)
+    reals = np.exp(rng.uniform(np.log(1e-5), np.log(0.9), 300))
+    acc = rng.integers(-(1 << 20), 1 << 20, 300)
+    m, s = Q.quantize_multipliers(reals)
+    got = Q.requantize(acc, m, s)
+    exact = acc * (m.astype(np.float64) * 2.0 ** (s.astype(np.float64) - 31))
+    assert np.all(np.abs(got - exact) <= 1.0)
+
+
+def test_weight_and_bias_helpers():
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(8, 3, 3, 5)).astype(np.float32)
+    w[3] = 0
+    q, sc = Q.quantize_weights_per_channel(w, axis=0)
+    assert q.dtype == np.int8 and q.min() >= -127 and sc.shape == (8,) and sc[3] == 1.0
+    assert np.all(np.abs(q.reshape(8, -1)).max(axis=1)[[0, 1, 2, 4, 5, 6, 7]] == 127)
+    assert np.allclose(q * sc[:, None, None, None], w, atol=sc.max() / 2 + 1e-7)
+    b = Q.quantize_bias([1.0, -1.0], 0.5, [0.25, 0.1])
+    assert b.tolist() == [8, -20]
+    scale, zp = Q.choose_activation_qparams(-1.0, 3.0)
+    assert Q.quantize(0.0, scale, zp) == zp
+    assert Q.activation_range("relu", scale, zp) == (zp, 127)
+    lo, hi = Q.activation_range("relu6", 0.05, -128)
+    assert (lo, hi) == (-128, -8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernels vs numpy, randomised
+# ---------------------------------------------------------------------------------------------------------------
+
+def _rand_quant(rng, n, extreme=False):
+    if extreme and rng.random() < 0.5:
+        m = rng.choice([0, 1 << 30, I32_MAX, (1 << 30) + 1], n).astype(np.int64)
+        s = rng.choice([-31, -20, -1, 0, 1, 5], n).astype(np.int64)
+        return m, s
+    return Q.quantize_multipliers(np.exp(rng.uniform(np.log(1e-4), np.log(0.2), n)))
+
+
+def _rand_common(rng, extreme):
+    act_min, act_max = sorted(int(v) for v in rng.integers(-128, 128, 2)) if rng.random() < 0.4 else (-128, 127)
+    return dict(input_offset=int(rng.integers(-127, 129)), output_offset=int(rng.integers(-128, 128)),
+                act_min=act_min, act_max=act_max)
+
+
+def _check(libs, name, args, kwargs, expect_ok=True):
+    try:
+        ref = getattr(R, name)(*args, **kwargs)
+    except ValueError:
+        ref = None
+    for v, lib in libs.items():
+        st, out = getattr(lib, name)(*args, **kwargs)
+        if ref is None:
+            assert st == H.MT_ARG_ERROR, (v, name, kwargs)
+        else:
+            assert st == H.MT_SUCCESS, (v, name, kwargs)
+            if not np.array_equal(out, ref):
+                idx = np.argwhere(out != ref)[0]
+                raise AssertionError(f"{v} {name}: {np.sum(out != ref)} mismatches, first at {tuple(idx)}: "
+                                     f"C {out[tuple(idx)]} numpy {ref[tuple(idx)]}; {kwargs}")
+    if expect_ok:
+        assert ref is not None
+    return ref
+
+
+def test_conv_random(libs):
+    rng = np.random.default_rng(10)
+    done = 0
+    while done < 160:
+        n, h = int(rng.integers(1, 3)), int(rng.integers(1, 7))
+        if rng.random() < 0.3:
+            h = 1  # 1-D
+        w, ci, co = int(rng.integers(1, 12)), int(rng.integers(1, 11)), int(rng.integers(1, 10))
+        kh, kw = int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, 6))
+        pad = tuple(int(v) for v in rng.integers(0, 3, 4)) if h > 1 else (0, int(rng.integers(0, 3)), 0,
+                                                                            int(rng.integers(0, 3)))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
+        if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
+            continue
+        x = rng.integers(-128, 128, (n, h, w, ci), dtype=np.int8)
+        wt = rng.integers(-127, 128, (co, kh, kw, ci), dtype=np.int8)
+        bias = rng.integers(-20000, 20000, co).astype(np.int32) if rng.random() < 0.8 else None
+        m, s = _rand_quant(rng, co, extreme=True)
+        _check(libs, "conv2d", (x, wt, bias), dict(multiplier=m, shift=s, stride=stride, padding=pad,
+                                                   **_rand_common(rng, True)))
+        done += 1
+
+
+def test_conv_saturating_accumulators(libs):
+    """Extreme inputs and offsets: every product at its maximum, outputs saturate both ways."""
+    for val, off in ((-128, -127), (127, 128), (-128, 128)):
+        x = np.full((1, 3, 5, 7), val, np.int8)
+        wt = np.full((3, 3, 3, 7), -127, np.int8)
+        wt[1] = 127
+        _check(libs, "conv2d", (x, wt, np.array([I32_MAX - 10**7, 0, I32_MIN + 10**7], np.int32)),
+               dict(input_offset=off, output_offset=5, multiplier=[I32_MAX] * 3, shift=[0, 3, -31],
+                    padding=(1, 1, 1, 1)))
+
+
+def test_conv1d_helper_matches_conv2d():
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, (2, 17, 3), dtype=np.int8)
+    w = rng.integers(-127, 128, (5, 5, 3), dtype=np.int8)
+    kw = dict(input_offset=3, output_offset=-4, multiplier=1 << 30, shift=-8)
+    a = R.conv1d(x, w, None, padding=(2, 2), stride=2, **kw)
+    b = R.conv2d(x[:, None], w[:, None], None, padding=(0, 2, 0, 2), stride=(1, 2), **kw)[:, 0]
+    assert a.shape == (2, 9, 5) and np.array_equal(a, b)
+
+
+def test_depthwise_random(libs):
+    rng = np.random.default_rng(12)
+    done = 0
+    while done < 120:
+        n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 8)), int(rng.integers(1, 10))
+        ci, mult = int(rng.integers(1, 13)), int(rng.choice([1, 1, 1, 2, 3]))
+        kh, kw = int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, 5))
+        pad = tuple(int(v) for v in rng.integers(0, 3, 4))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
+            continue
+        co = ci * mult
+        x = rng.integers(-128, 128, (n, h, w, ci), dtype=np.int8)
+        wt = rng.integers(-127, 128, (kh, kw, co), dtype=np.int8)
+        bias = rng.integers(-20000, 20000, co).astype(np.int32) if rng.random() < 0.8 else None
+        m, s = _rand_quant(rng, co, extreme=True)
+        _check(libs, "depthwise_conv2d", (x, wt, bias), dict(multiplier=m, shift=s, ch_mult=mult, stride=stride,
+                                                             padding=pad, **_rand_common(rng, True)))
+        done += 1
+
+
+def test_fully_connected_random(libs):
+    rng = np.random.default_rng(13)
+    for _ in range(120):
+        n, k, m = int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 20))
+        x = rng.integers(-128, 128, (n, k), dtype=np.int8)
+        wt = rng.integers(-127, 128, (m, k), dtype=np.int8)
+        bias = rng.integers(-20000, 20000, m).astype(np.int32) if rng.random() < 0.8 else None
+        mm, s = _rand_quant(rng, m, extreme=True)
+        _check(libs, "fully_connected", (x, wt, bias), dict(multiplier=mm, shift=s, **_rand_common(rng, True)))
+
+
+def test_max_pool_random(libs):
+    rng = np.random.default_rng(14)
+    done = 0
+    while done < 120:
+        n, h, w, c = (int(v) for v in (rng.integers(1, 3), rng.integers(1, 8), rng.integers(1, 10),
+                                       rng.integers(1, 14)))
+        kh, kw = int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, 4))
+        pad = (int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)), int(rng.integers(0, kw)))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
+            continue
+        x = rng.integers(-128, 128, (n, h, w, c), dtype=np.int8)
+        c_ = _rand_common(rng, False)
+        _check(libs, "max_pool2d", (x, (kh, kw), stride, pad), dict(act_min=c_["act_min"], act_max=c_["act_max"]))
+        done += 1
+
+
+def test_avg_pool_random(libs):
+    rng = np.random.default_rng(15)
+    done = 0
+    while done < 120:
+        n, h, w, c = (int(v) for v in (rng.integers(1, 3), rng.integers(1, 8), rng.integers(1, 10),
+                                       rng.integers(1, 14)))
+        kh, kw = int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, 4))
+        pad = (int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)), int(rng.integers(0, kw)))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
+            continue
+        x = rng.integers(-128, 128, (n, h, w, c), dtype=np.int8)
+        nm = Q.avg_pool_num_multipliers((h, w), (kh, kw), stride, pad)
+        m, s = Q.avg_pool_multipliers(rng.uniform(0.01, 0.1), rng.uniform(0.01, 0.1), (kh, kw), nm,
+                                      count_include_pad=bool(rng.random() < 0.3))
+        _check(libs, "avg_pool2d", (x, (kh, kw), stride, pad), dict(multiplier=m, shift=s,
+                                                                   **_rand_common(rng, False)))
+        done += 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 128, 64), (2, 1, 7, 5), (1, 4, 4, 33), (1, 16, 17, 3), (1, 1, 300, 6)])
+def test_global_avg_pool(libs, shape):
+    """GlobalAveragePool / ReduceMean: window = whole image (300 taps also exercises the >256-tap path)."""
+    rng = np.random.default_rng(16)
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    m, s = Q.avg_pool_multipliers(0.05, 0.03, shape[1:3])
+    ref = _check(libs, "avg_pool2d", (x, shape[1:3], (1, 1)),
+                 dict(input_offset=7, output_offset=-3, multiplier=m, shift=s))
+    assert np.array_equal(ref, R.global_avg_pool(x, input_offset=7, output_offset=-3, multiplier=m, shift=s))
+    real = (x.astype(np.float64) - (-7)).mean(axis=(1, 2), keepdims=True) * 0.05 / 0.03 - 3
+    assert np.all(np.abs(ref - np.clip(real, -128, 127)) <= 1.0)
+
+
+def test_add_random(libs):
+    rng = np.random.default_rng(17)
+    for _ in range(60):
+        size = int(rng.integers(1, 70))
+        s1, s2, so = rng.uniform(0.005, 0.2, 3)
+        zp1, zp2, zpo = (int(v) for v in rng.integers(-128, 128, 3))
+        c_ = _rand_common(rng, False)
+        p = Q.add_params(s1, zp1, s2, zp2, so, zpo, c_["act_min"], c_["act_max"])
+        x1 = rng.integers(-128, 128, size, dtype=np.int8)
+        x2 = rng.integers(-128, 128, size, dtype=np.int8)
+        ref = _check(libs, "add", (x1, x2), p)
+        real = (s1 * (x1.astype(np.float64) - zp1) + s2 * (x2.astype(np.float64) - zp2)) / so + zpo
+        assert np.all(np.abs(ref - np.clip(real, c_["act_min"], c_["act_max"])) <= 1.0)
+
+
+def test_relu_random(libs):
+    rng = np.random.default_rng(18)
+    for _ in range(30):
+        x = rng.integers(-128, 128, int(rng.integers(1, 50)), dtype=np.int8)
+        lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
+        _check(libs, "relu", (x,), dict(act_min=lo, act_max=hi))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Argument errors
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_argument_errors(libs):
+    x = np.zeros((1, 4, 4, 3), np.int8)
+    w = np.zeros((2, 3, 3, 3), np.int8)
+    ok = dict(input_offset=0, output_offset=0, multiplier=1 << 30, shift=-4)
+    for v, lib in libs.items():
+        assert lib.conv2d(x, w, **ok)[0] == H.MT_SUCCESS
+        assert lib.conv2d(x, w, **{**ok, "input_offset": 129})[0] == H.MT_ARG_ERROR
+        assert lib.conv2d(x, w, **{**ok, "shift": 31})[0] == H.MT_ARG_ERROR
+        assert lib.conv2d(x, w, **ok, act_min=10, act_max=5)[0] == H.MT_ARG_ERROR
+        assert lib.conv2d(x, w, **ok, out_hw=(3, 2))[0] == H.MT_ARG_ERROR   # wrong output shape
+        assert lib.conv2d(x, w, **ok, stride=(0, 1))[0] == H.MT_ARG_ERROR
+        assert lib.max_pool2d(x, (2, 2), (1, 1), (2, 0, 0, 0))[0] == H.MT_ARG_ERROR  # a window all padding
+        m, s = Q.avg_pool_multipliers(1.0, 1.0, (3, 3), 1)
+        assert lib.avg_pool2d(x, (3, 3), (1, 1), (1, 1, 1, 1), input_offset=0, output_offset=0,
+                              multiplier=m, shift=s)[0] == H.MT_ARG_ERROR  # table too short for padded windows
+        assert lib.add(x, x, **{**Q.add_params(0.1, 0, 0.1, 0, 0.1, 0), "left_shift": 21})[0] == H.MT_ARG_ERROR
+        assert lib.relu(x, act_min=1, act_max=0)[0] == H.MT_ARG_ERROR
+    dsp = libs["dsp"]
+    assert dsp.conv2d(x, w, **ok, scratch=0)[0] == H.MT_ARG_ERROR  # DSP path needs its scratch buffer
+    assert libs["ref"].conv2d(x, w, **ok, scratch=0)[0] == H.MT_SUCCESS
