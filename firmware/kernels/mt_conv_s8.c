@@ -82,12 +82,36 @@ static void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt
     }
 }
 
+/* One group of 4 K values for 2 filter rows (w0, w1) x 2 columns (x): 2 LDR, 2 LDRD, 4 SXTB16, 8 SMLAD. */
+#define MT_CONV_GROUP_2X2() \
+    do { \
+        const int32_t wa_ = mt_read_s32(w0); \
+        const int32_t wb_ = mt_read_s32(w1); \
+        w0 += 4; \
+        w1 += 4; \
+        int32_t c0_ = x[0]; \
+        int32_t c1_ = x[1]; \
+        int32_t t_ = mt_lo(wa_); \
+        a00 = mt_smlad(t_, c0_, a00); \
+        a01 = mt_smlad(t_, c1_, a01); \
+        t_ = mt_lo(wb_); \
+        a10 = mt_smlad(t_, c0_, a10); \
+        a11 = mt_smlad(t_, c1_, a11); \
+        c0_ = x[2]; \
+        c1_ = x[3]; \
+        x += 4; \
+        t_ = mt_hi(wa_); \
+        a00 = mt_smlad(t_, c0_, a00); \
+        a01 = mt_smlad(t_, c1_, a01); \
+        t_ = mt_hi(wb_); \
+        a10 = mt_smlad(t_, c0_, a10); \
+        a11 = mt_smlad(t_, c1_, a11); \
+    } while (0)
+
 /* C_out x 2 positions over the interleaved columns; out0 / out1 are the two output pixels. */
-static __attribute__((noinline)) void mt_conv_mat_mult_2col(const int8_t *filter, const int32_t *bias,
-                                                             const mt_per_channel_quant_params *q, int32_t c_out,
-                                                             int32_t k, const int32_t *cols, int32_t out_off,
-                                                             uint32_t min4, uint32_t max4, int8_t *out0,
-                                                             int8_t *out1)
+static __attribute__((noinline)) MT_NO_PRESCHED void mt_conv_mat_mult_2col(
+    const int8_t *filter, const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t c_out, int32_t k,
+    const int32_t *cols, int32_t out_off, uint32_t min4, uint32_t max4, int8_t *out0, int8_t *out1)
 {
     const int32_t groups = k >> 2;
     const int32_t rem = k & 3;
@@ -102,27 +126,7 @@ static __attribute__((noinline)) void mt_conv_mat_mult_2col(const int8_t *filter
         const int32_t *x = cols;
 
         for (int32_t i = groups; i > 0; i--) {
-            const int32_t wa = mt_read_s32(w0);
-            const int32_t wb = mt_read_s32(w1);
-            w0 += 4;
-            w1 += 4;
-            int32_t c0 = x[0];
-            int32_t c1 = x[1];
-            int32_t t = mt_lo(wa);
-            a00 = mt_smlad(t, c0, a00);
-            a01 = mt_smlad(t, c1, a01);
-            t = mt_lo(wb);
-            a10 = mt_smlad(t, c0, a10);
-            a11 = mt_smlad(t, c1, a11);
-            c0 = x[2];
-            c1 = x[3];
-            x += 4;
-            t = mt_hi(wa);
-            a00 = mt_smlad(t, c0, a00);
-            a01 = mt_smlad(t, c1, a01);
-            t = mt_hi(wb);
-            a10 = mt_smlad(t, c0, a10);
-            a11 = mt_smlad(t, c1, a11);
+            MT_CONV_GROUP_2X2();
         }
         if (rem) {
             const int32_t wa = mt_read_tail(filter + oc * k, k);
@@ -136,8 +140,8 @@ static __attribute__((noinline)) void mt_conv_mat_mult_2col(const int8_t *filter
             a10 = mt_smlad(mt_hi(wb), x[2], a10);
             a11 = mt_smlad(mt_hi(wb), x[3], a11);
         }
-        const int32_t m0 = q->multiplier[oc], s0 = q->shift[oc];
-        const int32_t m1 = q->multiplier[oc + 1], s1 = q->shift[oc + 1];
+        const int32_t m0 = mult[oc], s0 = shift[oc];
+        const int32_t m1 = mult[oc + 1], s1 = shift[oc + 1];
         const uint32_t v = mt_clamp4(mt_pack4(mt_requant_sat8(a00, m0, s0, out_off),
                                               mt_requant_sat8(a10, m1, s1, out_off),
                                               mt_requant_sat8(a01, m0, s0, out_off),
@@ -170,8 +174,8 @@ static __attribute__((noinline)) void mt_conv_mat_mult_2col(const int8_t *filter
             a00 = mt_smlad(mt_hi(wa), x[2], a00);
             a01 = mt_smlad(mt_hi(wa), x[3], a01);
         }
-        const uint32_t v = mt_clamp4(mt_pack4(mt_requant_sat8(a00, q->multiplier[oc], q->shift[oc], out_off),
-                                              mt_requant_sat8(a01, q->multiplier[oc], q->shift[oc], out_off), 0, 0),
+        const uint32_t v = mt_clamp4(mt_pack4(mt_requant_sat8(a00, mult[oc], shift[oc], out_off),
+                                              mt_requant_sat8(a01, mult[oc], shift[oc], out_off), 0, 0),
                                      min4, max4);
         out0[oc] = (int8_t)v;
         out1[oc] = (int8_t)(v >> 8);
@@ -269,8 +273,8 @@ mt_status mt_conv_s8(const mt_context *ctx,
                 ox = 0;
                 oy++;
             }
-            mt_conv_mat_mult_2col(filter, bias, quant_params, c_out, k, cols, p->output_offset, min4, max4, out,
-                                  out + c_out);
+            mt_conv_mat_mult_2col(filter, bias, quant_params->multiplier, quant_params->shift, c_out, k, cols,
+                                  p->output_offset, min4, max4, out, out + c_out);
             out += 2 * c_out;
         }
         if (pos < out_positions) {

@@ -55,6 +55,94 @@ static void mt_dw_reference(const mt_dw_conv_params *p, const mt_per_channel_qua
 }
 
 #if MT_USE_DSP
+typedef struct {
+    int32_t c;        /* channels (input = output, ch_mult = 1) */
+    int32_t x_row;    /* bytes between input rows */
+    int32_t w_row;    /* bytes between filter rows */
+    int32_t off16x2;  /* input offset in both halfwords */
+    int32_t out_off;
+    uint32_t min4, max4;
+    int32_t lo, hi;   /* activation bounds minus the output offset (scalar tail) */
+    int32_t input_offset;
+} mt_dw_ctx;
+
+/* One tap for 4 channels: widen a word of input (+ offset) and of filter, 4 lane-wise MACs. */
+#define MT_DW_TAP(xp, wp) \
+    do { \
+        const int32_t xv_ = mt_read_s32(xp); \
+        const int32_t wv_ = mt_read_s32(wp); \
+        const int32_t xl_ = mt_lo_off(xv_, off16x2); \
+        const int32_t wl_ = mt_lo(wv_); \
+        a0 = __smlabb(xl_, wl_, a0); \
+        a2 = __smlatt(xl_, wl_, a2); \
+        const int32_t xh_ = mt_hi_off(xv_, off16x2); \
+        const int32_t wh_ = mt_hi(wv_); \
+        a1 = __smlabb(xh_, wh_, a1); \
+        a3 = __smlatt(xh_, wh_, a3); \
+    } while (0)
+
+/* All channels of one output pixel: window rows x taps starting at x (input) and w (filter). */
+static __attribute__((noinline)) MT_NO_PRESCHED void mt_dw_pixel(const mt_dw_ctx *k, const int8_t *x,
+                                                                 const int8_t *w, int32_t rows, int32_t taps,
+                                                                 const int32_t *bias, const int32_t *mult,
+                                                                 const int32_t *shift, int8_t *out)
+{
+    const int32_t c = k->c;
+    const int32_t off16x2 = k->off16x2;
+    int32_t ch = 0;
+    for (; ch + 4 <= c; ch += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        if (bias) {
+            a0 = bias[ch];
+            a1 = bias[ch + 1];
+            a2 = bias[ch + 2];
+            a3 = bias[ch + 3];
+        }
+        const int8_t *xr = x + ch;
+        const int8_t *wr = w + ch;
+        if (taps == 3) { /* the common 3-wide window: input and filter taps are both c bytes apart */
+            const int32_t c2 = 2 * c;
+            for (int32_t r = rows; r > 0; r--) {
+                MT_DW_TAP(xr, wr);
+                MT_DW_TAP(xr + c, wr + c);
+                MT_DW_TAP(xr + c2, wr + c2);
+                xr += k->x_row;
+                wr += k->w_row;
+            }
+        } else {
+            for (int32_t r = rows; r > 0; r--) {
+                const int8_t *xp = xr;
+                const int8_t *wp = wr;
+                for (int32_t i = taps; i > 0; i--) {
+                    MT_DW_TAP(xp, wp);
+                    xp += c;
+                    wp += c;
+                }
+                xr += k->x_row;
+                wr += k->w_row;
+            }
+        }
+        const uint32_t v = mt_pack4(mt_requant_sat8(a0, mult[ch], shift[ch], k->out_off),
+                                    mt_requant_sat8(a1, mult[ch + 1], shift[ch + 1], k->out_off),
+                                    mt_requant_sat8(a2, mult[ch + 2], shift[ch + 2], k->out_off),
+                                    mt_requant_sat8(a3, mult[ch + 3], shift[ch + 3], k->out_off));
+        mt_write_s32(out + ch, (int32_t)mt_clamp4(v, k->min4, k->max4));
+    }
+    for (; ch < c; ch++) {
+        int32_t a = bias ? bias[ch] : 0;
+        const int8_t *xr = x + ch;
+        const int8_t *wr = w + ch;
+        for (int32_t r = 0; r < rows; r++) {
+            for (int32_t i = 0; i < taps; i++) {
+                a += ((int32_t)xr[i * c] + k->input_offset) * (int32_t)wr[i * c];
+            }
+            xr += k->x_row;
+            wr += k->w_row;
+        }
+        out[ch] = mt_output_s8(a, mult[ch], shift[ch], k->lo, k->hi, k->out_off);
+    }
+}
+
 static void mt_dw_dsp(const mt_dw_conv_params *p, const mt_per_channel_quant_params *q, const mt_dims *input_dims,
                       const int8_t *input, const mt_dims *filter_dims, const int8_t *filter, const int32_t *bias,
                       const mt_dims *output_dims, int8_t *output)
@@ -62,11 +150,10 @@ static void mt_dw_dsp(const mt_dw_conv_params *p, const mt_per_channel_quant_par
     const int32_t c = input_dims->c;
     const int32_t in_w = input_dims->w;
     const int32_t kw = filter_dims->w;
-    const int32_t lo = p->activation.min - p->output_offset;
-    const int32_t hi = p->activation.max - p->output_offset;
-    const int32_t out_off = p->output_offset;
-    const int32_t off16x2 = mt_pack_off16x2(p->input_offset);
-    const int32_t row_step = in_w * c;
+    const mt_dw_ctx k = {c, in_w * c, kw * c, mt_pack_off16x2(p->input_offset), p->output_offset,
+                         mt_splat4(p->activation.min), mt_splat4(p->activation.max),
+                         p->activation.min - p->output_offset, p->activation.max - p->output_offset,
+                         p->input_offset};
 
     for (int32_t b = 0; b < input_dims->n; b++) {
         const int8_t *in = input + b * input_dims->h * in_w * c;
@@ -78,58 +165,13 @@ static void mt_dw_dsp(const mt_dw_conv_params *p, const mt_per_channel_quant_par
                 const int32_t ix0 = ox * p->stride.w - p->padding.left;
                 const int32_t kx0 = MT_MAX(0, -ix0);
                 const int32_t kx1 = MT_MIN(kw, in_w - ix0);
-                const int32_t nkx = kx1 - kx0;
-                const int8_t *x_base = in + ((iy0 + ky0) * in_w + ix0 + kx0) * c;
-                const int8_t *w_base = filter + (ky0 * kw + kx0) * c;
-                int32_t ch = 0;
-                for (; ch + 4 <= c; ch += 4) {
-                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                    if (bias) {
-                        a0 = bias[ch];
-                        a1 = bias[ch + 1];
-                        a2 = bias[ch + 2];
-                        a3 = bias[ch + 3];
-                    }
-                    const int8_t *xr = x_base + ch;
-                    const int8_t *wr = w_base + ch;
-                    for (int32_t ky = ky0; ky < ky1; ky++) {
-                        const int8_t *xp = xr;
-                        const int8_t *wp = wr;
-                        for (int32_t i = nkx; i > 0; i--) {
-                            const int32_t xv = mt_read_s32(xp);
-                            const int32_t wv = mt_read_s32(wp);
-                            xp += c;
-                            wp += c;
-                            const int32_t xl = mt_lo_off(xv, off16x2);
-                            const int32_t wl = mt_lo(wv);
-                            const int32_t xh = mt_hi_off(xv, off16x2);
-                            const int32_t wh = mt_hi(wv);
-                            a0 = __smlabb(xl, wl, a0);
-                            a2 = __smlatt(xl, wl, a2);
-                            a1 = __smlabb(xh, wh, a1);
-                            a3 = __smlatt(xh, wh, a3);
-                        }
-                        xr += row_step;
-                        wr += kw * c;
-                    }
-                    output[ch] = mt_output_s8(a0, q->multiplier[ch], q->shift[ch], lo, hi, out_off);
-                    output[ch + 1] = mt_output_s8(a1, q->multiplier[ch + 1], q->shift[ch + 1], lo, hi, out_off);
-                    output[ch + 2] = mt_output_s8(a2, q->multiplier[ch + 2], q->shift[ch + 2], lo, hi, out_off);
-                    output[ch + 3] = mt_output_s8(a3, q->multiplier[ch + 3], q->shift[ch + 3], lo, hi, out_off);
-                }
-                for (; ch < c; ch++) {
-                    int32_t a = bias ? bias[ch] : 0;
-                    const int8_t *xr = x_base + ch;
-                    const int8_t *wr = w_base + ch;
-                    for (int32_t ky = ky0; ky < ky1; ky++) {
-                        for (int32_t i = 0; i < nkx; i++) {
-                            a += ((int32_t)xr[i * c] + p->input_offset) * (int32_t)wr[i * c];
-                        }
-                        xr += row_step;
-                        wr += kw * c;
-                    }
-                    output[ch] = mt_output_s8(a, q->multiplier[ch], q->shift[ch], lo, hi, out_off);
-                }
+                /* rows / taps may be <= 0 only when a window lies entirely in the padding: then the pointers
+                 * below are never dereferenced */
+                const int32_t rows = MT_MAX(0, ky1 - ky0);
+                const int32_t taps = MT_MAX(0, kx1 - kx0);
+                const int8_t *x = in + ((iy0 + ky0) * in_w + ix0 + kx0) * c;
+                const int8_t *w = filter + (ky0 * kw + kx0) * c;
+                mt_dw_pixel(&k, x, w, taps ? rows : 0, taps, bias, q->multiplier, q->shift, output);
                 output += c;
             }
         }

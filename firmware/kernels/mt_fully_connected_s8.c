@@ -4,7 +4,7 @@
  *
  * Reference path: one dot product per output.
  * DSP path: 4 output rows at a time; each input word is widened once (SXTAB16 with the input offset) and
- * used by the 4 rows (SXTB16 + SMLAD). A K that is not a multiple of 4 ends with one partial group whose
+ * used by the 4 rows (SXTB16 + SMLAD); the 4 results are requantised, packed and clamped together. A K that is not a multiple of 4 ends with one partial group whose
  * input and weight words are the last 4 bytes of each row shifted down (weights there are 0), so no byte
  * outside the arrays is read.
  */
@@ -17,9 +17,44 @@ int32_t mt_fully_connected_s8_get_buffer_size(const mt_dims *filter_dims)
 }
 
 #if MT_USE_DSP
-static void mt_fc_dsp_row(const int8_t *x, const int8_t *filter, const int32_t *bias,
-                          const mt_per_channel_quant_params *q, int32_t k, int32_t m_rows, int32_t off16x2,
-                          int32_t lo, int32_t hi, int32_t out_off, int8_t *out)
+/* 4 dot products of int8 rows w, w + k, w + 2k, w + 3k with x (groups words), input offset added to x.
+ * Rows 1 and 3 are addressed from rows 0 and 2 with a register offset, which keeps the loop within the 14
+ * usable registers. */
+static __attribute__((noinline)) MT_NO_PRESCHED void mt_fc_dot4(const int8_t *x, const int8_t *w, int32_t k,
+                                                                int32_t groups, int32_t off16x2, int32_t *acc)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int8_t *w0 = w;
+    const int8_t *w2 = w + 2 * k;
+    for (int32_t i = groups; i > 0; i--) {
+        const int32_t xv = mt_read_s32(x);
+        x += 4;
+        const int32_t xl = mt_lo_off(xv, off16x2);
+        const int32_t xh = mt_hi_off(xv, off16x2);
+        int32_t wv = mt_read_s32(w0 + k); /* row 1 before row 0, so row 0's load can post-increment */
+        a1 = mt_smlad(mt_lo(wv), xl, a1);
+        a1 = mt_smlad(mt_hi(wv), xh, a1);
+        wv = mt_read_s32(w0);
+        w0 += 4;
+        a0 = mt_smlad(mt_lo(wv), xl, a0);
+        a0 = mt_smlad(mt_hi(wv), xh, a0);
+        wv = mt_read_s32(w2 + k);
+        a3 = mt_smlad(mt_lo(wv), xl, a3);
+        a3 = mt_smlad(mt_hi(wv), xh, a3);
+        wv = mt_read_s32(w2);
+        w2 += 4;
+        a2 = mt_smlad(mt_lo(wv), xl, a2);
+        a2 = mt_smlad(mt_hi(wv), xh, a2);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+static void mt_fc_dsp_row(const int8_t *x, const int8_t *filter, const int32_t *bias, const int32_t *mult,
+                          const int32_t *shift, int32_t k, int32_t m_rows, int32_t off16x2, int32_t out_off,
+                          uint32_t min4, uint32_t max4, int32_t lo, int32_t hi, int8_t *out)
 {
     const int32_t groups = k >> 2;
     const int32_t rem = k & 3;
@@ -31,59 +66,27 @@ static void mt_fc_dsp_row(const int8_t *x, const int8_t *filter, const int32_t *
     }
     int32_t m = 0;
     for (; m + 4 <= m_rows; m += 4) {
-        const int8_t *w0 = filter + m * k;
-        const int8_t *w1 = w0 + k;
-        const int8_t *w2 = w1 + k;
-        const int8_t *w3 = w2 + k;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int8_t *row = filter + m * k;
+        int32_t a[4] = {0, 0, 0, 0};
         if (bias) {
-            a0 = bias[m];
-            a1 = bias[m + 1];
-            a2 = bias[m + 2];
-            a3 = bias[m + 3];
+            a[0] = bias[m];
+            a[1] = bias[m + 1];
+            a[2] = bias[m + 2];
+            a[3] = bias[m + 3];
         }
-        const int8_t *xp = x;
-        for (int32_t i = groups; i > 0; i--) {
-            const int32_t xv = mt_read_s32(xp);
-            xp += 4;
-            const int32_t xl = mt_lo_off(xv, off16x2);
-            const int32_t xh = mt_hi_off(xv, off16x2);
-            int32_t wv = mt_read_s32(w0);
-            w0 += 4;
-            a0 = mt_smlad(mt_lo(wv), xl, a0);
-            a0 = mt_smlad(mt_hi(wv), xh, a0);
-            wv = mt_read_s32(w1);
-            w1 += 4;
-            a1 = mt_smlad(mt_lo(wv), xl, a1);
-            a1 = mt_smlad(mt_hi(wv), xh, a1);
-            wv = mt_read_s32(w2);
-            w2 += 4;
-            a2 = mt_smlad(mt_lo(wv), xl, a2);
-            a2 = mt_smlad(mt_hi(wv), xh, a2);
-            wv = mt_read_s32(w3);
-            w3 += 4;
-            a3 = mt_smlad(mt_lo(wv), xl, a3);
-            a3 = mt_smlad(mt_hi(wv), xh, a3);
-        }
+        mt_fc_dot4(x, row, k, groups, off16x2, a);
         if (rem) {
-            const int8_t *row = filter + m * k;
-            int32_t wv = mt_read_tail(row, k);
-            a0 = mt_smlad(mt_lo(wv), xt_lo, a0);
-            a0 = mt_smlad(mt_hi(wv), xt_hi, a0);
-            wv = mt_read_tail(row + k, k);
-            a1 = mt_smlad(mt_lo(wv), xt_lo, a1);
-            a1 = mt_smlad(mt_hi(wv), xt_hi, a1);
-            wv = mt_read_tail(row + 2 * k, k);
-            a2 = mt_smlad(mt_lo(wv), xt_lo, a2);
-            a2 = mt_smlad(mt_hi(wv), xt_hi, a2);
-            wv = mt_read_tail(row + 3 * k, k);
-            a3 = mt_smlad(mt_lo(wv), xt_lo, a3);
-            a3 = mt_smlad(mt_hi(wv), xt_hi, a3);
+            for (int32_t r = 0; r < 4; r++) {
+                const int32_t wv = mt_read_tail(row + r * k, k);
+                a[r] = mt_smlad(mt_lo(wv), xt_lo, a[r]);
+                a[r] = mt_smlad(mt_hi(wv), xt_hi, a[r]);
+            }
         }
-        out[m] = mt_output_s8(a0, q->multiplier[m], q->shift[m], lo, hi, out_off);
-        out[m + 1] = mt_output_s8(a1, q->multiplier[m + 1], q->shift[m + 1], lo, hi, out_off);
-        out[m + 2] = mt_output_s8(a2, q->multiplier[m + 2], q->shift[m + 2], lo, hi, out_off);
-        out[m + 3] = mt_output_s8(a3, q->multiplier[m + 3], q->shift[m + 3], lo, hi, out_off);
+        const uint32_t v = mt_pack4(mt_requant_sat8(a[0], mult[m], shift[m], out_off),
+                                    mt_requant_sat8(a[1], mult[m + 1], shift[m + 1], out_off),
+                                    mt_requant_sat8(a[2], mult[m + 2], shift[m + 2], out_off),
+                                    mt_requant_sat8(a[3], mult[m + 3], shift[m + 3], out_off));
+        mt_write_s32(out + m, (int32_t)mt_clamp4(v, min4, max4));
     }
     for (; m < m_rows; m++) {
         const int8_t *w0 = filter + m * k;
@@ -102,7 +105,7 @@ static void mt_fc_dsp_row(const int8_t *x, const int8_t *filter, const int32_t *
             a0 = mt_smlad(mt_lo(wv), xt_lo, a0);
             a0 = mt_smlad(mt_hi(wv), xt_hi, a0);
         }
-        out[m] = mt_output_s8(a0, q->multiplier[m], q->shift[m], lo, hi, out_off);
+        out[m] = mt_output_s8(a0, mult[m], shift[m], lo, hi, out_off);
     }
 }
 #endif
@@ -140,8 +143,9 @@ mt_status mt_fully_connected_s8(const mt_context *ctx,
         const int8_t *x = input + b * k;
         int8_t *out = output + b * m_rows;
 #if MT_USE_DSP
-        mt_fc_dsp_row(x, filter, bias, quant_params, k, m_rows, mt_pack_off16x2(p->input_offset), lo, hi,
-                      p->output_offset, out);
+        mt_fc_dsp_row(x, filter, bias, quant_params->multiplier, quant_params->shift, k, m_rows,
+                      mt_pack_off16x2(p->input_offset), p->output_offset, mt_splat4(p->activation.min),
+                      mt_splat4(p->activation.max), lo, hi, out);
 #else
         for (int32_t m = 0; m < m_rows; m++) {
             const int8_t *w = filter + m * k;

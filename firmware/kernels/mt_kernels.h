@@ -182,8 +182,16 @@ MT_INLINE int32_t mt_doubling_high_mul(int32_t a, int32_t b)
     if (a == INT32_MIN && b == INT32_MIN) {
         return INT32_MAX;
     }
+#if defined(__GNUC__) && defined(__thumb2__)
+    /* one SMLAL (GCC sometimes turns the C form into a 64 x 64-bit multiply) */
+    uint32_t lo = 1u << 30;
+    int32_t hi = 0;
+    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(a), "r"(b));
+    return (int32_t)((lo >> 31) | ((uint32_t)hi << 1));
+#else
     const int64_t ab = (int64_t)a * (int64_t)b + ((int64_t)1 << 30);
     return (int32_t)(ab >> 31); /* arithmetic shift: floor */
+#endif
 }
 
 /** round(x / 2^exponent), ties away from zero, exponent in [0, 31]. Equal to gemmlowp's RoundingDivideByPOT. */
@@ -212,9 +220,9 @@ MT_INLINE int32_t mt_saturating_left_shift(int32_t x, int32_t n)
  *   shift > 0:  mt_doubling_high_mul(mt_saturating_left_shift(acc, shift), multiplier)
  *   shift <= 0: mt_divide_by_pot(mt_doubling_high_mul(acc, multiplier), -shift)
  * For shift < 0 the division is written in a cheaper form that gives the same value for every x the
- * multiply can return (x > INT32_MIN): with e = -shift >= 1 and y = x - (x < 0),
- *   round-half-away(x / 2^e) = floor((y + 2^(e-1)) / 2^e) = (y >> e) + ((y >> (e - 1)) & 1).
- * (x < 0 with remainder r: y's remainder is r - 1, so a tie r = 2^(e-1) no longer rounds up.)
+ * multiply can return (x > INT32_MIN): with e = -shift >= 1, y = x - (x < 0) and t = y >> (e - 1),
+ *   round-half-away(x / 2^e) = floor((y + 2^(e-1)) / 2^e) = ceil(t / 2) = (t >> 1) + (t & 1).
+ * (For x < 0 with remainder r, y's remainder is r - 1, so a tie r = 2^(e-1) no longer rounds up.)
  * tests/test_kernels_host.py checks it against the two-function form on random and edge values.
  */
 MT_INLINE int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
@@ -223,9 +231,9 @@ MT_INLINE int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
         return mt_doubling_high_mul(shift > 0 ? mt_saturating_left_shift(acc, shift) : acc, multiplier);
     }
     const int32_t x = mt_doubling_high_mul(acc, multiplier); /* never INT32_MIN */
-    const int32_t e = -shift;
     const int32_t y = x + (x >> 31);
-    return (y >> e) + ((y >> (e - 1)) & 1);
+    const int32_t t = y >> (-shift - 1);
+    return (t >> 1) + (t & 1);
 }
 
 /* ---------------------------------------------------------------------------------------------------------
