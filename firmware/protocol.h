@@ -20,6 +20,7 @@ enum mt_msg_type {
     MSG_HELLO = 0x01,
     MSG_PING = 0x02,
     MSG_LINK_STATS = 0x03,
+    MSG_CLASSIFY = 0x10,
     MSG_ERROR = 0x7F,
 };
 
@@ -35,6 +36,7 @@ enum mt_error_reason {
     ERR_TOO_LONG = 5,     /* link: more bytes than the largest frame before a delimiter */
     ERR_BAD_FRAME = 6,    /* link: not valid COBS */
     ERR_BAD_PAYLOAD = 7,  /* request: payload malformed for its type */
+    ERR_MODEL_FAILED = 8, /* request: the model could not run (a kernel rejected its arguments) */
 };
 
 /* A request handler reads the request payload and writes its reply payload (capacity MT_MAX_PAYLOAD).

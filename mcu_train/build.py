@@ -1,4 +1,5 @@
 """Cross-compile firmware for a board from its manifest: arm-none-eabi-gcc for Cortex-M, gcc for `host`."""
+import json
 import os
 import shutil
 import subprocess
@@ -113,9 +114,22 @@ def build_elf(board, sources, out_elf, include_dirs=(), defines=(), extra_cflags
 
 
 def build_firmware(board, model_dir=None, out_dir=None):
-    """The protocol server firmware for `board` (with the compiled model in `model_dir`, when given)."""
-    if model_dir is not None:
-        raise BuildError("building with a compiled model needs `mcu-train compile` (not available yet)")
-    out_dir = Path(out_dir) if out_dir else BUILD_DIR / board.name
+    """The protocol server firmware for `board`, with the compiled model in `model_dir` when given."""
     sources = [FIRMWARE_DIR / "main.c", *(FIRMWARE_DIR / s for s in RUNTIME_SOURCES)]
-    return build_elf(board, sources, out_dir / "firmware.elf")
+    includes, defines = [], []
+    if model_dir is not None:
+        model_dir = Path(model_dir)
+        meta_path = model_dir / "model.json"
+        if not meta_path.is_file():
+            raise BuildError(f"{model_dir} is not an output folder of `mcu-train compile` (no model.json)")
+        compiled_for = json.loads(meta_path.read_text())["board"]
+        if compiled_for != board.name and not board.is_host:
+            raise BuildError(f"{model_dir} was compiled for {compiled_for}: run "
+                             f"`mcu-train compile ... --board {board.name}` for {board.name}")
+        sources += [model_dir / "model.c", FIRMWARE_DIR / "model_service.c",
+                    *sorted((FIRMWARE_DIR / "kernels").glob("*.c"))]
+        includes += [model_dir, FIRMWARE_DIR / "kernels"]
+        defines.append("MT_HAVE_MODEL=1")
+        out_dir = Path(out_dir) if out_dir else model_dir / f"build-{board.name}"
+    out_dir = Path(out_dir) if out_dir else BUILD_DIR / board.name
+    return build_elf(board, sources, out_dir / "firmware.elf", include_dirs=includes, defines=defines)

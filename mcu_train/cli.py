@@ -37,6 +37,18 @@ def cmd_selftest(args):
         sys.exit(1)
 
 
+def cmd_compile(args):
+    from codegen.compile import compile_model
+    from mcu_train.boards import get_board
+    exits = [e.strip() for e in args.exits.split(",")] if args.exits else None
+    compile_model(args.model, get_board(args.board), args.output, calib=args.calib, exits=exits)
+
+
+def cmd_infer(args):
+    from mcu_train.infer import infer_command
+    infer_command(args)
+
+
 def cmd_pretrain(args):
     from mcu_train.pretrain import pretrain_command
     pretrain_command(args)
@@ -67,6 +79,24 @@ def build_parser():
     s.add_argument("--pings", type=int, default=200)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_selftest)
+
+    s = sub.add_parser("compile", help="quantise an ONNX CNN with exits and lower it to int8 C")
+    s.add_argument("model", help="float ONNX model (with --calib) or a QDQ model from onnxruntime")
+    s.add_argument("--board", default=DEFAULT_BOARD)
+    s.add_argument("--calib", help="calibration inputs (.npz: array 'x', in the model's input layout)")
+    s.add_argument("--exits", help="output names of the exits, shallow to deep (default: model metadata)")
+    s.add_argument("-o", "--output", required=True, help="output folder")
+    s.set_defaults(func=cmd_compile)
+
+    s = sub.add_parser("infer", help="run a compiled model on a board for every input of an .npz")
+    s.add_argument("model_dir", help="output folder of `mcu-train compile`")
+    s.add_argument("--board", default=DEFAULT_BOARD)
+    s.add_argument("--input", required=True, help=".npz with array 'x' (N, ...model input shape)")
+    s.add_argument("-o", "--output", required=True, help=".npz to write: exit, logits, logits_q, cost")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--exit", type=int, help="force exit K (0 = shallowest, -1 = final)")
+    how.add_argument("--thresholds", help="confidence threshold per exit, comma-separated (default 0.9)")
+    s.set_defaults(func=cmd_infer)
 
     s = sub.add_parser("pretrain", help="pretrain the early-exit CNN on HAPT and export ONNX")
     s.add_argument("--dataset", default="hapt", choices=["hapt"])

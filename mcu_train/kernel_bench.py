@@ -38,7 +38,8 @@ def target(case) -> float | None:
 
 
 def measure(board, reference: bool = False, out_dir=None, cases=None) -> list[dict]:
-    """[{case, macs, instructions, per_mac, cmsis, target}] for the benchmark cases on `board`."""
+    """[{case, macs, instructions, per_mac, cmsis, target}] for the benchmark cases on `board`. The targets
+    apply to the DSP path only (target None on the reference path and on cores without DSP)."""
     cases = cases or bench_cases()
     with tempfile.TemporaryDirectory() as tmp:
         elf = build_harness(board, cases, out_dir or tmp, reference=reference)
@@ -55,7 +56,8 @@ def measure(board, reference: bool = False, out_dir=None, cases=None) -> list[di
         n = res.marks[2 * i + 1] - res.marks[2 * i]
         macs = case.macs()
         rows.append(dict(case=case, macs=macs, instructions=n, per_mac=n / macs if macs else None,
-                         cmsis=CMSIS_NN.get(case.name), target=target(case)))
+                         cmsis=CMSIS_NN.get(case.name),
+                         target=target(case) if board.dsp and not reference else None))
     return rows
 
 

@@ -16,7 +16,8 @@ from mcu_train.paths import FIRMWARE_DIR
 
 KERNELS_DIR = FIRMWARE_DIR / "kernels"
 HARNESS_DIR = KERNELS_DIR / "harness"
-OP_CODES = {"conv": 1, "depthwise": 2, "fc": 3, "max_pool": 4, "avg_pool": 5, "add": 6, "relu": 7}
+OP_CODES = {"conv": 1, "depthwise": 2, "fc": 3, "max_pool": 4, "avg_pool": 5, "add": 6, "relu": 7, "requantize": 8}
+REQUANT_EDGES = (-2**31, -2**31 + 1, -1, 0, 1, 1 << 30, 2**31 - 2, 2**31 - 1)
 
 
 class XorShift32:
@@ -91,13 +92,15 @@ class KernelCase:
         kh, kw = self.kernel
         return {"conv": (self.c_out, kh, kw, c), "depthwise": (1, kh, kw, c * self.ch_mult),
                 "fc": (self.c_out, 1, 1, h * w * c), "max_pool": (1, kh, kw, 1), "avg_pool": (1, kh, kw, 1),
-                "add": (1, 1, 1, 1), "relu": (1, 1, 1, 1)}[self.op]
+                "add": (1, 1, 1, 1), "relu": (1, 1, 1, 1), "requantize": (1, 1, 1, 1)}[self.op]
 
     @property
     def output_dims(self) -> tuple:
         n, h, w, c = self.input_dims
         if self.op in ("add", "relu"):
             return (n, h, w, c)
+        if self.op == "requantize":
+            return (n, 1, 1, 4)  # int32 results, as bytes
         if self.op == "fc":
             return (n, 1, 1, self.c_out)
         t, l, b, r = self.padding
@@ -141,6 +144,14 @@ class KernelCase:
     def data(self) -> dict:
         """The arrays the board generates from the seed (same order: input, input2, filter)."""
         rng = XorShift32(self.seed)
+        if self.op == "requantize":
+            t = np.zeros((self.input_dims[0], 3), np.int64)
+            for i in range(len(t)):
+                t[i] = rng.next(), rng.next(), rng.next() % 62 - 31
+                if i % 4 == 0:
+                    t[i, :2] = REQUANT_EDGES[rng.next() & 7], REQUANT_EDGES[rng.next() & 7]
+            t[:, :2] = np.where(t[:, :2] >= 2**31, t[:, :2] - 2**32, t[:, :2])
+            return {"acc": t[:, 0], "multiplier": t[:, 1], "shift": t[:, 2]}
         d = {"x": rng.int8(int(np.prod(self.input_dims))).reshape(self.input_dims)}
         if self.op == "add":
             d["x2"] = rng.int8(int(np.prod(self.input_dims))).reshape(self.input_dims)
@@ -151,7 +162,10 @@ class KernelCase:
     def reference(self) -> np.ndarray:
         """Expected output from the numpy golden model (ValueError where the kernel must refuse)."""
         from codegen import int8_ops as R
+        from codegen.quant import requantize
         d = self.data()
+        if self.op == "requantize":
+            return requantize(d["acc"], d["multiplier"], d["shift"]).astype("<i4").view(np.int8)
         x = d["x"]
         q = dict(input_offset=self.input_offset, output_offset=self.output_offset,
                  multiplier=np.asarray(self.multiplier), shift=np.asarray(self.shift), act_min=self.act_min,

@@ -18,6 +18,7 @@ class Msg(IntEnum):
     HELLO = 0x01
     PING = 0x02
     LINK_STATS = 0x03
+    CLASSIFY = 0x10
     ERROR = 0x7F
 
 
@@ -29,6 +30,7 @@ class Reason(IntEnum):
     TOO_LONG = 5
     BAD_FRAME = 6
     BAD_PAYLOAD = 7
+    MODEL_FAILED = 8
 
 
 HELLO_FLAG_EMULATED = 0x01

@@ -132,6 +132,25 @@ def test_rounding_matches_tflite_formulas(libs):
         assert libs["dsp"].requantize(int(acc[i]), int(m[i]), int(s[i])) == got[i]
 
 
+def test_requantize_fast_form_equals_gemmlowp_composition(libs):
+    """mt_requantize writes RoundingDivideByPOT in a cheaper form; it must equal
+    divide_by_pot(doubling_high_mul(acc, m), -shift) (and the saturating-left-shift form for shift > 0) for
+    every int32 acc and multiplier, including INT32_MIN, negative multipliers and every shift."""
+    rng = np.random.default_rng(5)
+    edge = np.array([I32_MIN, I32_MIN + 1, -(1 << 30) - 1, -(1 << 30), -3, -2, -1, 0, 1, 2, 3, 1 << 30,
+                     I32_MAX - 1, I32_MAX])
+    acc = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), np.repeat(edge, len(edge))])
+    m = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), np.tile(edge, len(edge))])
+    for shift in range(-31, 31):
+        want = Q.requantize(acc, m, shift)
+        for i in range(0, len(acc), 37 if -3 < shift < 3 else 151):
+            assert libs["ref"].requantize(int(acc[i]), int(m[i]), shift) == want[i], (acc[i], m[i], shift)
+    for i in range(len(edge) ** 2):  # every edge pair at every shift
+        a, b = int(acc[3000 + i]), int(m[3000 + i])
+        for shift in range(-31, 31):
+            assert libs["ref"].requantize(a, b, shift) == int(Q.requantize(a, b, shift))
+
+
 def test_quantize_multiplier():
     assert Q.quantize_multiplier(0.0) == (0, 0)
     assert Q.quantize_multiplier(0.5) == (1 << 30, 0)

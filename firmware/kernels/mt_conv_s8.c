@@ -35,7 +35,8 @@ int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *fil
 
 #if MT_USE_DSP
 
-/* Fills column `which` (0 or 1) of the interleaved im2col buffer for output position (oy, ox). */
+/* Fills one column of the interleaved im2col buffer for output position (oy, ox): cols points at word 0 of
+ * the buffer for column 0 and at word 1 for column 1. stage holds 4 * groups int8 bytes. */
 static void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
                            const mt_conv_params *p, int32_t oy, int32_t ox, int8_t *stage, int32_t *cols,
                            int32_t groups, int32_t off16x2)
@@ -289,23 +290,21 @@ mt_status mt_conv_s8(const mt_context *ctx,
         const int8_t *in = input + b * in_image;
         int8_t *out = output + b * out_positions * c_out;
         for (int32_t oy = 0; oy < output_dims->h; oy++) {
+            const int32_t iy0 = oy * p->stride.h - p->padding.top;
+            const int32_t ky0 = MT_MAX(0, -iy0); /* taps outside the input are zero padding: skipped */
+            const int32_t ky1 = MT_MIN(filter_dims->h, input_dims->h - iy0);
             for (int32_t ox = 0; ox < output_dims->w; ox++) {
-                const int32_t iy0 = oy * p->stride.h - p->padding.top;
                 const int32_t ix0 = ox * p->stride.w - p->padding.left;
+                const int32_t kx0 = MT_MAX(0, -ix0);
+                const int32_t kx1 = MT_MIN(filter_dims->w, input_dims->w - ix0);
                 for (int32_t oc = 0; oc < c_out; oc++) {
                     int32_t acc = bias ? bias[oc] : 0;
-                    const int8_t *w = filter + oc * filter_dims->h * filter_dims->w * c_in;
-                    for (int32_t ky = 0; ky < filter_dims->h; ky++) {
-                        const int32_t iy = iy0 + ky;
-                        for (int32_t kx = 0; kx < filter_dims->w; kx++) {
-                            const int32_t ix = ix0 + kx;
-                            if (iy < 0 || iy >= input_dims->h || ix < 0 || ix >= input_dims->w) {
-                                continue; /* zero padding: (zero point + offset) * w = 0 */
-                            }
-                            const int8_t *x = in + (iy * input_dims->w + ix) * c_in;
-                            const int8_t *wk = w + (ky * filter_dims->w + kx) * c_in;
+                    for (int32_t ky = ky0; ky < ky1; ky++) {
+                        for (int32_t kx = kx0; kx < kx1; kx++) {
+                            const int8_t *x = in + ((iy0 + ky) * input_dims->w + ix0 + kx) * c_in;
+                            const int8_t *w = filter + ((oc * filter_dims->h + ky) * filter_dims->w + kx) * c_in;
                             for (int32_t ic = 0; ic < c_in; ic++) {
-                                acc += ((int32_t)x[ic] + p->input_offset) * (int32_t)wk[ic];
+                                acc += ((int32_t)x[ic] + p->input_offset) * (int32_t)w[ic];
                             }
                         }
                     }

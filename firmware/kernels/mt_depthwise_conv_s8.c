@@ -26,23 +26,19 @@ static void mt_dw_reference(const mt_dw_conv_params *p, const mt_per_channel_qua
     for (int32_t b = 0; b < input_dims->n; b++) {
         const int8_t *in = input + b * input_dims->h * input_dims->w * c_in;
         for (int32_t oy = 0; oy < output_dims->h; oy++) {
+            const int32_t iy0 = oy * p->stride.h - p->padding.top;
+            const int32_t ky0 = MT_MAX(0, -iy0); /* taps outside the input are zero padding: skipped */
+            const int32_t ky1 = MT_MIN(filter_dims->h, input_dims->h - iy0);
             for (int32_t ox = 0; ox < output_dims->w; ox++) {
-                const int32_t iy0 = oy * p->stride.h - p->padding.top;
                 const int32_t ix0 = ox * p->stride.w - p->padding.left;
+                const int32_t kx0 = MT_MAX(0, -ix0);
+                const int32_t kx1 = MT_MIN(filter_dims->w, input_dims->w - ix0);
                 for (int32_t oc = 0; oc < c_out; oc++) {
                     const int32_t ic = oc / p->ch_mult;
                     int32_t acc = bias ? bias[oc] : 0;
-                    for (int32_t ky = 0; ky < filter_dims->h; ky++) {
-                        const int32_t iy = iy0 + ky;
-                        if (iy < 0 || iy >= input_dims->h) {
-                            continue;
-                        }
-                        for (int32_t kx = 0; kx < filter_dims->w; kx++) {
-                            const int32_t ix = ix0 + kx;
-                            if (ix < 0 || ix >= input_dims->w) {
-                                continue;
-                            }
-                            const int32_t x = in[(iy * input_dims->w + ix) * c_in + ic];
+                    for (int32_t ky = ky0; ky < ky1; ky++) {
+                        for (int32_t kx = kx0; kx < kx1; kx++) {
+                            const int32_t x = in[((iy0 + ky) * input_dims->w + ix0 + kx) * c_in + ic];
                             const int32_t w = filter[(ky * filter_dims->w + kx) * c_out + oc];
                             acc += (x + p->input_offset) * w;
                         }

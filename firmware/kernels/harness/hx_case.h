@@ -8,12 +8,21 @@
 
 #include "mt_kernels.h"
 
-enum { HX_CONV = 1, HX_DEPTHWISE = 2, HX_FC = 3, HX_MAX_POOL = 4, HX_AVG_POOL = 5, HX_ADD = 6, HX_RELU = 7 };
+enum {
+    HX_CONV = 1,
+    HX_DEPTHWISE = 2,
+    HX_FC = 3,
+    HX_MAX_POOL = 4,
+    HX_AVG_POOL = 5,
+    HX_ADD = 6,
+    HX_RELU = 7,
+    HX_REQUANTIZE = 8, /* input.n triples (acc, multiplier, shift) from the PRNG -> int32 mt_requantize() */
+};
 
 typedef struct {
     int32_t op;
     uint32_t seed;
-    mt_dims input;  /* add / relu: n = number of elements, h = w = c = 1 */
+    mt_dims input;  /* add / relu / requantize: n = number of elements, h = w = c = 1 */
     mt_dims filter; /* conv: C_out,KH,KW,C_in; depthwise: 1,KH,KW,C_out; fc: M,1,1,K; pools: 1,KH,KW,1 */
     mt_dims output;
     int32_t ch_mult;

@@ -14,7 +14,7 @@
 static int8_t hx_input[HX_MAX_INPUT];
 static int8_t hx_input2[HX_MAX_INPUT];
 static int8_t hx_filter[HX_MAX_FILTER];
-static int8_t hx_output[HX_MAX_OUTPUT];
+static int8_t hx_output[HX_MAX_OUTPUT] __attribute__((aligned(4)));
 static uint32_t hx_scratch[(HX_SCRATCH_BYTES + 3) / 4 + 1];
 static uint32_t hx_state;
 
@@ -87,6 +87,24 @@ static void hx_put_hex(uint32_t v)
     hx_puts(buf);
 }
 
+/* Random (acc, multiplier, shift) triples, every fourth one built from edge values; results as int32. */
+static int32_t hx_requantize(int32_t n)
+{
+    static const int32_t edges[8] = {INT32_MIN, INT32_MIN + 1, -1, 0, 1, 1 << 30, INT32_MAX - 1, INT32_MAX};
+    int32_t *out = (int32_t *)(void *)hx_output;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t acc = (int32_t)hx_next();
+        int32_t mult = (int32_t)hx_next();
+        const int32_t shift = (int32_t)(hx_next() % 62u) - 31;
+        if ((i & 3) == 0) {
+            acc = edges[hx_next() & 7u];
+            mult = edges[hx_next() & 7u];
+        }
+        out[i] = mt_requantize(acc, mult, shift);
+    }
+    return MT_SUCCESS;
+}
+
 static int32_t hx_run(const hx_case *c)
 {
     const mt_per_channel_quant_params q = {c->multiplier, c->shift};
@@ -127,6 +145,8 @@ static int32_t hx_run(const hx_case *c)
         return mt_add_s8(&c->add, hx_input, hx_input2, hx_output, hx_size(&c->input));
     case HX_RELU:
         return mt_relu_s8(&c->activation, hx_input, hx_output, hx_size(&c->input));
+    case HX_REQUANTIZE:
+        return hx_requantize(c->input.n);
     default:
         return -98;
     }
@@ -145,7 +165,9 @@ int main(void)
     for (int32_t i = 0; i < HX_NUM_CASES; i++) {
         const hx_case *c = &hx_cases[i];
         hx_state = c->seed;
-        hx_fill(hx_input, hx_size(&c->input), 0);
+        if (c->op != HX_REQUANTIZE) {
+            hx_fill(hx_input, hx_size(&c->input), 0);
+        }
         if (c->op == HX_ADD) {
             hx_fill(hx_input2, hx_size(&c->input), 0);
         }

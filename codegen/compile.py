@@ -1,0 +1,203 @@
+"""`mcu-train compile`: ONNX (+ calibration windows) -> model.h / model.c for one board, with reports.
+
+Pipeline: import (codegen.onnx_import) -> passes (BatchNorm folding, activation fusion, MACs) ->
+quantisation (codegen.quantize) -> lowering to kernel steps (codegen.lower) -> memory plan
+(codegen.planner) -> C through jinja2 templates (codegen/templates). Everything is computed in memory
+first and written at the end, so an error leaves no output behind."""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from codegen import passes, planner
+from codegen.ir import CompileError
+from codegen.lower import lower
+from codegen.onnx_import import import_onnx
+from codegen.quantize import assign_qparams, calibrate, load_calibration, quantize_ops
+from codegen.reference import Reference, confidence_table
+from mcu_train import __version__
+
+TEMPLATES = Path(__file__).parent / "templates"
+# RAM the firmware needs besides the arena: protocol buffers (rx, reply, error) and a margin for its own
+# statics; the stack reserve comes from the board manifest.
+RUNTIME_RAM_BYTES = 3 * 1024
+# Flash the firmware needs besides the model's constants: runtime, kernels, startup (measured ~14 KB).
+RUNTIME_FLASH_BYTES = 24 * 1024
+C_TYPES = {"filter": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t"}
+
+
+@dataclass
+class Compiled:
+    graph: object
+    steps: list
+    buffers: list
+    arena_bytes: int
+    weights_bytes: int
+    reference: Reference
+    meta: dict  # model.json
+    memory: dict  # memory.json
+
+
+def _carray(arr):
+    flat = np.asarray(arr).reshape(-1)
+    items = [str(int(v)) for v in flat]
+    return ",\n    ".join(", ".join(items[i:i + 24]) for i in range(0, len(items), 24))
+
+
+def _plan(steps, input_name, input_size, exits):
+    """Buffers with lifetimes in step indices; returns the list (offsets assigned) and the arena size."""
+    last_use = {}
+    for i, s in enumerate(steps):
+        for t in s.inputs:
+            last_use[t] = i
+    buffers = {input_name: planner.Buffer(input_name, input_size, 0, last_use.get(input_name, 0))}
+    for i, s in enumerate(steps):
+        size = int(np.prod(s.out_dims))
+        buffers[s.output] = planner.Buffer(s.output, size, i, max(i, last_use.get(s.output, i)))
+        if s.scratch_bytes:
+            buffers[f"{s.output}.scratch"] = planner.Buffer(f"{s.output}.scratch", s.scratch_bytes, i, i)
+    arena = planner.plan(list(buffers.values()))
+    overlaps = planner.check_overlaps(list(buffers.values()))
+    if overlaps:
+        raise AssertionError(f"memory plan overlaps: {overlaps}")  # a planner bug, never user input
+    return buffers, arena
+
+
+def build(onnx_path, board, calib=None, exits=None):
+    graph, onnx_model = import_onnx(onnx_path, exits)
+    passes.run_passes(graph)
+    ranges = None
+    if calib is not None:
+        ranges = calibrate(onnx_model, graph, load_calibration(calib, graph.shapes[graph.input]))
+    elif not graph.given_qparams:
+        raise CompileError(f"{onnx_path} is a float model: pass --calib windows.npz (calibration inputs) "
+                           "or give a QDQ model quantised by onnxruntime")
+    qparams = assign_qparams(graph, ranges)
+    quantize_ops(graph)
+    steps, alias = lower(graph, board.dsp)
+    input_dims = steps[0].in_dims if steps else None
+    input_size = int(np.prod(input_dims))
+    buffers, arena = _plan(steps, graph.input, input_size, graph.exits)
+    tables = [confidence_table(qparams[e][0]) for e in graph.exits]
+    weights_bytes = sum(a.nbytes for s in steps for a in s.arrays.values()) + sum(t.nbytes for t in tables)
+    md = graph.metadata
+    classes = md.get("mcu_train.classes", "")
+    exit_info = []
+    for k, e in enumerate(graph.exits):
+        scale, zp = qparams[e]
+        exit_info.append(dict(name=e, classes=int(graph.shapes[e][1]), scale=scale, zero_point=zp))
+    meta = dict(
+        source=str(onnx_path), board=board.name, input=graph.input, input_shape=list(graph.shapes[graph.input]),
+        input_dims_nhwc=list(input_dims), input_scale=qparams[graph.input][0],
+        input_zero_point=qparams[graph.input][1], exits=exit_info,
+        classes=classes.split(",") if classes else [], metadata=md,
+        macs_per_exit=passes.macs_per_exit(graph))
+    memory = dict(
+        arena_bytes=arena, weights_bytes=int(weights_bytes), macs_per_exit=meta["macs_per_exit"],
+        board=board.name, board_ram_bytes=board.ram.size, board_flash_bytes=board.flash.size,
+        runtime_ram_bytes=RUNTIME_RAM_BYTES + board.stack_bytes, runtime_flash_bytes=RUNTIME_FLASH_BYTES,
+        tensors=[dict(name=b.name, offset=b.offset, size=b.size, first_use=b.first, last_use=b.last)
+                 for b in sorted(buffers.values(), key=lambda b: (b.first, b.offset))])
+    ram_needed = arena + memory["runtime_ram_bytes"]
+    flash_needed = weights_bytes + RUNTIME_FLASH_BYTES
+    if not board.is_host and ram_needed > board.ram.size:
+        raise CompileError(f"the model does not fit {board.name}'s RAM: it needs {ram_needed:,} B "
+                           f"(arena {arena:,} B + runtime {memory['runtime_ram_bytes']:,} B), "
+                           f"{board.ram.size:,} B available")
+    if not board.is_host and flash_needed > board.flash.size:
+        raise CompileError(f"the model does not fit {board.name}'s flash: it needs {flash_needed:,} B "
+                           f"(weights {weights_bytes:,} B + runtime {RUNTIME_FLASH_BYTES:,} B), "
+                           f"{board.flash.size:,} B available")
+    reference = Reference(steps, graph.input, tables)
+    compiled = Compiled(graph, steps, list(buffers.values()), arena, int(weights_bytes), reference, meta, memory)
+    compiled.buffer_offsets = {name: b.offset for name, b in buffers.items()}
+    compiled.tables = tables
+    return compiled
+
+
+def render(compiled, source_name):
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["carray"] = _carray
+    off = compiled.buffer_offsets
+    views = []
+    for i, s in enumerate(compiled.steps):
+        v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=off[s.output],
+                 scratch_offset=off.get(f"{s.output}.scratch", 0), out_size=int(np.prod(s.out_dims)))
+        if s.kernel == "conv":
+            f = s.arrays["filter"].shape
+            v["filter_dims"] = [f[0], f[1], f[2], f[3]]
+        elif s.kernel == "dwconv":
+            f = s.arrays["filter"].shape
+            v["filter_dims"] = [1, f[0], f[1], f[2]]
+        elif s.kernel == "dense":
+            v["filter_dims"] = [s.arrays["filter"].shape[0], 1, 1, s.arrays["filter"].shape[1]]
+        views.append(v)
+    exits = [dict(e, table=t) for e, t in zip(compiled.meta["exits"], compiled.tables)]
+    ctx = dict(version=__version__, source=source_name, steps=views, exits=exits, ctype=C_TYPES,
+               arena_bytes=compiled.arena_bytes, weights_bytes=compiled.weights_bytes,
+               input_size=int(np.prod(compiled.meta["input_dims_nhwc"])),
+               input_dims=compiled.meta["input_dims_nhwc"], input_offset=off[compiled.graph.input],
+               max_classes=max(e["classes"] for e in exits),
+               plan_text=planner.render(compiled.buffers, compiled.arena_bytes))
+    # The hash covers everything the C says, so a host can tell whether a board runs this exact model.
+    draft = env.get_template("model.c.j2").render(ctx, hash=[0] * 16)
+    digest = hashlib.sha256(draft.encode()).digest()[:16]
+    ctx["hash"] = list(digest)
+    return {"model.c": env.get_template("model.c.j2").render(ctx),
+            "model.h": env.get_template("model.h.j2").render(ctx)}, digest.hex()
+
+
+def write_outputs(out_dir, files):
+    """Write every file into a temporary folder, then move them into place: all or nothing."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".compile-", dir=out_dir.parent))
+    try:
+        for name, content in files.items():
+            path = tmp / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        out_dir.mkdir(exist_ok=True)
+        for name in files:
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False):
+    from codegen.qdq_export import export_qdq
+    t0 = time.monotonic()
+    compiled = build(onnx_path, board, calib, exits)
+    sources, model_hash = render(compiled, Path(onnx_path).name)
+    compiled.meta["model_hash"] = model_hash
+    compiled.memory["model_hash"] = model_hash
+    files = dict(sources)
+    files["model.json"] = json.dumps(compiled.meta, indent=1)
+    files["memory.json"] = json.dumps(compiled.memory, indent=1)
+    files["plan.txt"] = planner.render(compiled.buffers, compiled.arena_bytes) + "\n"
+    files["model_qdq.onnx"] = export_qdq(compiled.graph).SerializeToString()
+    write_outputs(out_dir, files)
+    if not quiet:
+        print_summary(compiled, out_dir, time.monotonic() - t0)
+    return compiled
+
+
+def print_summary(compiled, out_dir, seconds):
+    m = compiled.memory
+    print(f"compiled {compiled.meta['source']} for {m['board']} in {seconds:.1f} s -> {out_dir}/")
+    print(f"  {len(compiled.steps)} kernel steps, {len(compiled.meta['exits'])} exits: "
+          + ", ".join(f"{e['name']} ({e['classes']} classes)" for e in compiled.meta["exits"]))
+    print("  MACs to each exit: " + ", ".join(f"{v:,}" for v in m["macs_per_exit"]))
+    print(f"  arena {m['arena_bytes']:,} B + runtime {m['runtime_ram_bytes']:,} B of {m['board_ram_bytes']:,} B RAM; "
+          f"weights {m['weights_bytes']:,} B + runtime {m['runtime_flash_bytes']:,} B of "
+          f"{m['board_flash_bytes']:,} B flash")

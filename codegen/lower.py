@@ -1,0 +1,100 @@
+"""Quantised IR -> kernel steps in the kernels' layout (NHWC; 1-D as H = 1): what the C template emits and
+what the numpy reference runs, so both execute exactly the same list."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codegen.passes import shape4
+
+
+@dataclass
+class Step:
+    kernel: str  # conv, dwconv, dense, maxpool, avgpool, add, relu
+    name: str  # ONNX node
+    inputs: list  # buffer names
+    output: str
+    in_dims: tuple  # NHWC of the first input
+    out_dims: tuple  # NHWC of the output
+    q: dict  # integer parameters (offsets, clamps, add params, ...)
+    arrays: dict = field(default_factory=dict)  # constant arrays: filter, bias, multiplier, shift
+    segment: int = 0  # the exit block this step belongs to
+    exit_index: int = -1  # >= 0 when the output is exit k's logits
+    exits_needing: int = 0  # bit k set when exit k depends on this step
+    scratch_bytes: int = 0
+    macs: int = 0
+
+
+def nhwc(shape):
+    if len(shape) == 2:
+        return (shape[0], 1, 1, shape[1])
+    n, c, h, w = shape4(shape)
+    return (n, h, w, c)
+
+
+def conv_scratch_bytes(kh, kw, c_in, dsp):
+    """Must equal mt_conv_s8_get_buffer_size() (checked at run time by model_init and by tests)."""
+    groups = (kh * kw * c_in + 3) // 4
+    return groups * 20 if dsp else 0
+
+
+def lower(graph, dsp):
+    """The schedule as a list of Step, plus the alias map (reshape outputs share their input's buffer)."""
+    alias = {}
+    flatten_from = {}  # reshape output -> the 4-D NCHW shape it flattened
+    steps = []
+    exit_of = {name: k for k, name in enumerate(graph.exits)}
+    needing = {}
+    for k, name in enumerate(graph.exits):
+        for i in graph.ancestors(name):
+            needing[i] = needing.get(i, 0) | (1 << k)
+
+    def buf(t):
+        while t in alias:
+            t = alias[t]
+        return t
+
+    for i, segment in graph.schedule():
+        op = graph.ops[i]
+        q = dict(op.q)
+        in_shape = graph.shapes[op.inputs[0]]
+        out_shape = graph.shapes[op.output]
+        if op.kind == "reshape":
+            alias[op.output] = op.inputs[0]
+            src = shape4(in_shape) if len(in_shape) >= 3 else None
+            if src is not None and src[2] * src[3] > 1:
+                flatten_from[op.output] = src
+            elif op.inputs[0] in flatten_from:
+                flatten_from[op.output] = flatten_from[op.inputs[0]]
+            if op.output in exit_of:
+                raise ValueError("an exit produced by a reshape")  # _pick_exits prevents this
+            continue
+        arrays = {}
+        kernel = op.kind
+        if op.kind == "conv":
+            arrays["filter"] = np.ascontiguousarray(q.pop("w").transpose(0, 2, 3, 1))  # OIHW -> OHWI
+        elif op.kind == "dwconv":
+            w = q.pop("w")  # (C_out, 1, KH, KW) -> (KH, KW, C_out)
+            arrays["filter"] = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
+            q["ch_mult"] = w.shape[0] // nhwc(in_shape)[3]
+        elif op.kind == "dense":
+            w = q.pop("w")
+            src = flatten_from.get(op.inputs[0])
+            if src is not None:  # the input was flattened in NCHW order; ours is NHWC
+                _, c, h, wd = src
+                w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+            arrays["filter"] = np.ascontiguousarray(w)
+        elif op.kind in ("avgpool", "gap"):
+            kernel = "avgpool"
+        for key in ("bias", "multiplier", "shift"):
+            if key in q:
+                arrays[key] = np.asarray(q.pop(key), np.int32)
+        q.pop("w_scale", None)
+        if op.kind in ("conv", "dwconv", "maxpool"):
+            q.update(kernel=op.attrs["kernel"], stride=op.attrs["stride"], padding=op.attrs["padding"])
+        step = Step(kernel, op.name, [buf(t) for t in op.inputs], op.output, nhwc(in_shape), nhwc(out_shape), q,
+                    arrays, segment, exit_of.get(op.output, -1), needing.get(i, 0), macs=op.macs)
+        if op.kind == "conv":
+            kh, kw = op.attrs["kernel"]
+            step.scratch_bytes = conv_scratch_bytes(kh, kw, step.in_dims[3], dsp)
+        steps.append(step)
+    return steps, {k: buf(k) for k in alias}
