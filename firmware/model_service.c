@@ -61,7 +61,19 @@ static int handle_classify(const uint8_t *payload, uint16_t len, uint8_t *reply)
     return 10 + result.num_classes;
 }
 
+/* Reply: u32 cost of each kernel step of the last CLASSIFY, in schedule order. */
+static int handle_profile(const uint8_t *payload, uint16_t len, uint8_t *reply)
+{
+    (void)payload;
+    if (len != 0 || 4 * MODEL_NUM_STEPS > MT_MAX_PAYLOAD)
+        return -ERR_BAD_PAYLOAD;
+    for (int i = 0; i < MODEL_NUM_STEPS; i++)
+        put_u32(reply + 4 * i, model_step_cost[i]);
+    return 4 * MODEL_NUM_STEPS;
+}
+
 const mt_route model_routes[] = {
     {MSG_CLASSIFY, handle_classify},
+    {MSG_PROFILE, handle_profile},
 };
 const size_t model_route_count = sizeof model_routes / sizeof model_routes[0];

@@ -21,6 +21,7 @@ enum mt_msg_type {
     MSG_PING = 0x02,
     MSG_LINK_STATS = 0x03,
     MSG_CLASSIFY = 0x10,
+    MSG_PROFILE = 0x11,
     MSG_ERROR = 0x7F,
 };
 

@@ -69,6 +69,11 @@ class ModelClient:
         exit_k, n, conf, cost = struct.unpack_from("<BBII", reply)
         return Classification(exit_k, np.frombuffer(reply[10:10 + n], np.int8).copy(), conf, cost)
 
+    def step_costs(self):
+        """Cost of each kernel step in the last classification (schedule order)."""
+        reply = self.link.request(Msg.PROFILE)
+        return list(struct.unpack(f"<{len(reply) // 4}I", reply))
+
     def dequantize(self, exit_k, logits_q):
         e = self.meta["exits"][exit_k]
         return (logits_q.astype(np.float32) - e["zero_point"]) * np.float32(e["scale"])

@@ -19,6 +19,7 @@ class Msg(IntEnum):
     PING = 0x02
     LINK_STATS = 0x03
     CLASSIFY = 0x10
+    PROFILE = 0x11
     ERROR = 0x7F
 
 

@@ -1,0 +1,66 @@
+"""Shared by the compiler tests: compile zoo models, compare the board with the numpy reference and
+onnxruntime."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from codegen.compile import compile_model
+from codegen.reference import threshold_to_q16
+from mcu_train.build import build_firmware
+from mcu_train.infer import ModelClient, load_model_meta, to_wire
+from mcu_train.runner import session
+
+
+def compile_zoo(model, tmp_path, board, name="m", calib=True):
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    calib_path = None
+    if calib:
+        from model_zoo import calibration
+        calib_path = tmp_path / f"{name}_calib.npz"
+        np.savez(calib_path, x=calibration(model))
+    out = tmp_path / name
+    compiled = compile_model(path, board, out, calib=calib_path, quiet=True)
+    return compiled, out
+
+
+def random_inputs(meta, n=200, seed=7):
+    return np.random.default_rng(seed).normal(0, 1, (n, *meta["input_shape"][1:])).astype(np.float32)
+
+
+def board_vs_reference(compiled, out_dir, board, x, thresholds=(0.7,)):
+    """Mismatches between the firmware on `board` and the reference, over every forced exit and a
+    threshold policy; also returns the number of comparisons."""
+    meta = load_model_meta(out_dir)
+    rows = to_wire(meta, x)
+    num_exits = len(meta["exits"])
+    th = [thresholds[0]] * num_exits
+    mismatches, total = [], 0
+    firmware = build_firmware(board, out_dir, out_dir / f"fw-{board.name}")
+    with session(board, firmware.elf) as (running, link):
+        client = ModelClient(link, meta)
+        for i, row in enumerate(rows):
+            nhwc = row.reshape(meta["input_dims_nhwc"])
+            for force in [None, *range(num_exits)]:
+                got = client.classify(row, force_exit=force, thresholds=None if force is not None else th)
+                ref = compiled.reference.run(nhwc, [threshold_to_q16(t) for t in th] if force is None else None,
+                                             force)
+                total += 1
+                if (got.exit, got.logits_q.tolist(), got.confidence_q16) != (ref[0], ref[1].tolist(), ref[2]):
+                    mismatches.append((i, force, got, ref))
+    return mismatches, total
+
+
+def onnxruntime_exits(qdq_path, x):
+    """int8 logits of every exit, from onnxruntime running a QDQ model, one input at a time."""
+    sess = ort.InferenceSession(str(qdq_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: xi[None]}) for xi in x]
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
+def agreement(ours, theirs):
+    """(top-1 agreement, fraction of int8 outputs within 1 LSB)."""
+    top1 = np.mean(np.argmax(ours, 1) == np.argmax(theirs, 1))
+    within = np.mean(np.abs(ours.astype(np.int32) - theirs.astype(np.int32)) <= 1)
+    return top1, within

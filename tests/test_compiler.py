@@ -1,0 +1,186 @@
+"""The compiler on models written by the tests: C equals the numpy reference bit for bit, the reference
+agrees with onnxruntime, and every kind of bad input is refused clearly with nothing written."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import model_zoo
+from compiler_helpers import agreement, board_vs_reference, compile_zoo, onnxruntime_exits, random_inputs
+from codegen.ir import CompileError
+from mcu_train.boards import get_board
+from mcu_train.infer import load_model_meta, to_wire
+
+AN386 = get_board("mps2-an386")
+HOST = get_board("host")
+ZOO = {"har_like": model_zoo.har_like, "cnn2d_residual": model_zoo.cnn2d_residual,
+       "cnn1d_plain": model_zoo.cnn1d_plain}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("zoo")
+    return {name: compile_zoo(make(), tmp, AN386, name) for name, make in ZOO.items()}
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_reference_agrees_with_onnxruntime(zoo, name):
+    compiled, out = zoo[name]
+    meta = load_model_meta(out)
+    x = random_inputs(meta, 200)
+    theirs = onnxruntime_exits(out / "model_qdq.onnx", x)
+    rows = to_wire(meta, x)
+    for k in range(len(meta["exits"])):
+        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        top1, within = agreement(ours, theirs[k])
+        assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_host_board_equals_reference(zoo, name):
+    compiled, out = zoo[name]
+    mismatches, total = board_vs_reference(compiled, out, HOST, random_inputs(load_model_meta(out), 200))
+    assert total >= 400 and not mismatches, mismatches[:3]
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_mps2_an386_equals_reference(zoo, name):
+    compiled, out = zoo[name]
+    mismatches, total = board_vs_reference(compiled, out, AN386, random_inputs(load_model_meta(out), 200))
+    assert total >= 400 and not mismatches, mismatches[:3]
+
+
+def test_reports(zoo):
+    compiled, out = zoo["har_like"]
+    memory = json.loads((out / "memory.json").read_text())
+    for key in ("arena_bytes", "weights_bytes", "macs_per_exit", "board_ram_bytes", "board_flash_bytes", "tensors"):
+        assert key in memory
+    assert memory["board_ram_bytes"] == AN386.ram.size and len(memory["macs_per_exit"]) == 3
+    assert memory["macs_per_exit"] == sorted(memory["macs_per_exit"])
+    for t in memory["tensors"]:
+        assert {"name", "offset", "size", "first_use", "last_use"} <= set(t)
+        assert t["offset"] + t["size"] <= memory["arena_bytes"]
+    c = (out / "model.c").read_text()
+    assert "static uint8_t arena[MODEL_ARENA_BYTES]" in c and "malloc" not in c
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "memory.json", "model.c", "model.h", "model.json", "model_qdq.onnx", "plan.txt"]
+
+
+def test_quantize_static_model(tmp_path):
+    """A QDQ model quantised by onnxruntime (the user's own quantisation) compiles without calibration data,
+    runs bit-exactly against the reference, and agrees with onnxruntime on that QDQ model."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    float_model = model_zoo.har_like(seed=4)
+    float_path = tmp_path / "float.onnx"
+    onnx.save(float_model, float_path)
+    calib = model_zoo.calibration(float_model, 64)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"x": c[None]} for c in calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    qdq_path = tmp_path / "qdq.onnx"
+    quantize_static(str(float_path), str(qdq_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    from codegen.compile import compile_model
+    compiled = compile_model(qdq_path, HOST, tmp_path / "out", quiet=True)
+    meta = load_model_meta(tmp_path / "out")
+    x = random_inputs(meta, 200)
+    mismatches, total = board_vs_reference(compiled, tmp_path / "out", HOST, x[:50])
+    assert not mismatches
+    # onnxruntime on the user's QDQ model: exits are float outputs there; compare after our dequantisation.
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(qdq_path), providers=["CPUExecutionProvider"])
+    rows = to_wire(meta, x)
+    for k, e in enumerate(meta["exits"]):
+        theirs = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])
+        theirs_q = np.clip(np.round(theirs / e["scale"]) + e["zero_point"], -128, 127).astype(np.int8)
+        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        top1, within = agreement(ours, theirs_q)
+        assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
+
+
+# --- bad inputs: a clear error, a non-zero exit code, nothing written ----------------------------------------
+
+def run_compile(*args):
+    return subprocess.run([sys.executable, "-m", "mcu_train.cli", "compile", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def save(model, path):
+    onnx.save(model, path)
+    return path
+
+
+def test_unsupported_op_names_the_node(tmp_path):
+    m = model_zoo.cnn1d_plain()
+    m.graph.node.append(helper.make_node("Sigmoid", [m.graph.output[0].name], ["probs"], name="the_sigmoid"))
+    m.graph.output[0].name = "probs"
+    out = run_compile(save(m, tmp_path / "m.onnx"), "--calib", "x.npz", "-o", tmp_path / "out")
+    assert out.returncode == 2
+    assert "node 'the_sigmoid' has op type Sigmoid" in out.stderr and "Supported op types: Conv" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_dynamic_shape_is_refused(tmp_path):
+    m = model_zoo.cnn1d_plain()
+    m.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "time"
+    out = run_compile(save(m, tmp_path / "m.onnx"), "-o", tmp_path / "out")
+    assert out.returncode == 2 and "dynamic dimension 'time' at axis 2" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_without_exits_is_refused(tmp_path):
+    b = model_zoo.Builder(0)
+    y = b.conv("x", 3, 4, 3)
+    m = b.model([1, 3, 32], [])
+    m.graph.output.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 4, 32]))
+    np.savez(tmp_path / "c.npz", x=np.zeros((4, 3, 32), np.float32))
+    out = run_compile(save(m, tmp_path / "m.onnx"), "--calib", tmp_path / "c.npz", "-o", tmp_path / "out")
+    assert out.returncode == 2 and "has no exits" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_file_is_refused(tmp_path):
+    data = model_zoo.cnn1d_plain().SerializeToString()
+    (tmp_path / "m.onnx").write_bytes(data[: len(data) // 2])
+    out = run_compile(tmp_path / "m.onnx", "-o", tmp_path / "out")
+    assert out.returncode == 2 and "not a readable ONNX model" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_of_wrong_shape_is_refused(tmp_path):
+    np.savez(tmp_path / "c.npz", x=np.zeros((10, 3, 64), np.float32))
+    out = run_compile(save(model_zoo.cnn1d_plain(), tmp_path / "m.onnx"), "--calib", tmp_path / "c.npz",
+                      "-o", tmp_path / "out")
+    assert out.returncode == 2
+    assert "has shape (10, 3, 64), but the model input needs (N, 4, 64)" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_too_large_for_board(tmp_path):
+    b = model_zoo.Builder(0)
+    y = b.conv("x", 3, 64, 3)  # 64 x 2048 activations: 128 KB of int8, twice the LM3S6965's RAM
+    y = b.node("Flatten", [b.node("GlobalAveragePool", [y])], axis=1)
+    m = b.model([1, 3, 2048], [b.dense(y, 64, 4)])
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).normal(0, 1, (4, 3, 2048)).astype(np.float32))
+    out = run_compile(save(m, tmp_path / "m.onnx"), "--calib", tmp_path / "c.npz", "--board", "lm3s6965evb",
+                      "-o", tmp_path / "out")
+    assert out.returncode == 2
+    assert "does not fit lm3s6965evb's RAM: it needs" in out.stderr and "65,536 B available" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_float_model_without_calibration_is_refused(tmp_path):
+    with pytest.raises(CompileError, match="pass --calib"):
+        from codegen.compile import build
+        build(save(model_zoo.cnn1d_plain(), tmp_path / "m.onnx"), AN386)
