@@ -49,6 +49,11 @@ def cmd_infer(args):
     infer_command(args)
 
 
+def cmd_bench(args):
+    from mcu_train.bench import bench_command
+    bench_command(args)
+
+
 def cmd_pretrain(args):
     from mcu_train.pretrain import pretrain_command
     pretrain_command(args)
@@ -98,6 +103,14 @@ def build_parser():
     how.add_argument("--thresholds", help="confidence threshold per exit, comma-separated (default 0.9)")
     s.set_defaults(func=cmd_infer)
 
+    s = sub.add_parser("bench", help="measure a model's cost per exit and per layer on boards")
+    s.add_argument("--board", action="append", help="board (repeatable; 'all': every emulated board)")
+    s.add_argument("--model", default="models/har.onnx")
+    s.add_argument("--calib", default="models/har_calib.npz", help="calibration windows, also the inputs")
+    s.add_argument("--inputs", type=int, default=20, help="inputs classified per exit")
+    s.add_argument("-o", "--output", default="build/bench.json")
+    s.set_defaults(func=cmd_bench, board=None)
+
     s = sub.add_parser("pretrain", help="pretrain the early-exit CNN on HAPT and export ONNX")
     s.add_argument("--dataset", default="hapt", choices=["hapt"])
     s.add_argument("-o", "--output", default="models/har.onnx")
@@ -109,6 +122,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command == "bench" and not args.board:
+        args.board = [DEFAULT_BOARD]
     try:
         args.func(args)
     except McuTrainError as e:

@@ -51,14 +51,16 @@ class ModelClient:
             raise McuTrainError(f"the board runs model {hello.model_hash or '(none)'}, not the compiled model "
                                 f"{meta['model_hash']}: build and flash this model first")
 
-    def classify(self, x_q, force_exit=None, thresholds=None):
+    def classify(self, x_q, force_exit=None, thresholds=None, thresholds_q16=None):
         if force_exit is not None:
             k = force_exit + self.num_exits if force_exit < 0 else force_exit
             if not 0 <= k < self.num_exits:
                 raise McuTrainError(f"exit {force_exit} does not exist: the model has {self.num_exits} exits")
             head = struct.pack("<bB", k, 0)
         else:
-            if thresholds is None:
+            if thresholds_q16 is not None:
+                head = struct.pack(f"<bB{self.num_exits}I", -1, self.num_exits, *thresholds_q16)
+            elif thresholds is None:
                 head = struct.pack("<bB", -1, 0)
             else:
                 if len(thresholds) != self.num_exits:

@@ -1,0 +1,76 @@
+"""`mcu-train bench`: cost of a compiled model on each board, measured on the board itself.
+Under QEMU (-icount shift=0) the cost counter counts instructions, exactly and repeatably (resolution: one
+SysTick tick, 40 instructions on mps2-an386); on silicon it counts DWT cycles. Reported: the cost of an
+inference leaving at each exit, and each conv / dense step's cost per MAC."""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from codegen.compile import compile_model
+from mcu_train.build import build_firmware
+from mcu_train.infer import ModelClient, load_model_meta, to_wire
+from mcu_train.paths import BUILD_DIR
+from mcu_train.runner import session
+
+
+def bench_board(board, model, calib, inputs=20, work_dir=None):
+    work_dir = Path(work_dir or BUILD_DIR / "bench" / board.name)
+    compiled = compile_model(model, board, work_dir / "model", calib=calib, quiet=True)
+    meta = load_model_meta(work_dir / "model")
+    x = np.load(calib)["x"][:inputs]
+    rows = to_wire(meta, x)
+    firmware = build_firmware(board, work_dir / "model", work_dir / "firmware")
+    result = dict(board=board.name, cpu=board.cpu, model=str(model), flash_bytes=firmware.flash_bytes,
+                  ram_bytes=firmware.ram_bytes, arena_bytes=compiled.arena_bytes, exits=[], layers=[])
+    with session(board, firmware.elf) as (running, link):
+        client = ModelClient(link, meta)
+        result["unit"] = link.hello.counter_unit
+        for k, macs in enumerate(meta["macs_per_exit"]):
+            # The early-exit path to exit k: no earlier exit passes (threshold above 1.0), exit k always does.
+            thresholds = [0xFFFFFFFF] * k + [0] * (len(meta["exits"]) - k)
+            costs = [client.classify(r, thresholds_q16=thresholds).cost for r in rows]
+            result["exits"].append(dict(exit=k, macs=macs, cost=float(np.mean(costs)),
+                                        cost_min=int(min(costs)), cost_max=int(max(costs))))
+        client.classify(rows[0], force_exit=-1)
+        step_costs = client.step_costs()
+    for step, cost in zip(compiled.steps, step_costs):
+        layer = dict(name=step.name, kernel=step.kernel, in_dims=list(step.in_dims), out_dims=list(step.out_dims),
+                     macs=step.macs, cost=cost)
+        if step.kernel in ("conv", "dwconv", "dense") and step.macs and cost:
+            layer["cost_per_mac"] = round(cost / step.macs, 3)
+        result["layers"].append(layer)
+    return result
+
+
+def print_results(results, console=None):
+    from rich.console import Console
+    from rich.table import Table
+    console = console or Console()
+    for r in results:
+        t = Table(title=f"{r['model']} on {r['board']} ({r['cpu']}): {r['unit']}; firmware flash "
+                        f"{r['flash_bytes']:,} B, RAM {r['ram_bytes']:,} B (arena {r['arena_bytes']:,} B)")
+        for col in ("exit", "MACs", f"{r['unit']} / inference", f"{r['unit']} / MAC"):
+            t.add_column(col, justify="right")
+        for e in r["exits"]:
+            t.add_row(str(e["exit"]), f"{e['macs']:,}", f"{e['cost']:,.0f}", f"{e['cost'] / e['macs']:.2f}")
+        console.print(t)
+        t = Table(title=f"layers on {r['board']} (final exit)")
+        for col in ("step", "kernel", "in (NHWC)", "out (NHWC)", "MACs", r["unit"], "per MAC"):
+            t.add_column(col, justify="right")
+        for i, layer in enumerate(r["layers"]):
+            t.add_row(str(i), layer["kernel"], "x".join(map(str, layer["in_dims"][1:])),
+                      "x".join(map(str, layer["out_dims"][1:])), f"{layer['macs']:,}", f"{layer['cost']:,}",
+                      f"{layer['cost_per_mac']:.2f}" if "cost_per_mac" in layer else "")
+        console.print(t)
+
+
+def bench_command(args):
+    from mcu_train.boards import emulated_boards, get_board
+    boards = emulated_boards() if args.board == ["all"] else [get_board(b) for b in args.board]
+    results = [bench_board(b, args.model, args.calib, args.inputs) for b in boards]
+    print_results(results)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=1))
+        print(f"results written to {args.output}")
