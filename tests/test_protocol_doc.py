@@ -68,7 +68,9 @@ def test_limits_match():
 
 
 def test_payload_field_tables_match():
-    hello, stats, error = ([row[0] for row in table] for table in doc_tables("field"))
+    hello, stats, classify_req, classify_reply, error = ([row[0] for row in table] for table in doc_tables("field"))
+    assert classify_req == ["force_exit", "num_thresholds", "thresholds", "input"]
+    assert classify_reply == ["exit", "num_classes", "confidence", "cost", "logits"]
     assert hello == ["protocol_version", "flags", "max_payload", "counter_hz", "board", "firmware_version",
                      "counter_unit", "model_hash"]
     assert hello == list(Hello.__dataclass_fields__)[:1] + ["flags"] + list(Hello.__dataclass_fields__)[3:]
@@ -108,3 +110,28 @@ def test_every_message_round_trips_on_firmware(host_link):
     info = ErrorInfo.unpack(frame.payload)
     assert info.reason == Reason.UNKNOWN_TYPE and info.detail == 0x42 and info.expected_seq == seq + 1
     assert link.ping(b"after") == b"after"
+
+
+def test_model_messages_round_trip_on_firmware(tmp_path):
+    """CLASSIFY and PROFILE with the documented layouts, on firmware built with a compiled model."""
+    import numpy as np
+
+    import model_zoo
+    from compiler_helpers import compile_zoo
+    from mcu_train.build import build_firmware
+    from mcu_train.infer import load_model_meta, to_wire
+    host = get_board("host")
+    compiled, out = compile_zoo(model_zoo.cnn1d_plain(), tmp_path, host)
+    meta = load_model_meta(out)
+    row = to_wire(meta, np.zeros((1, *meta["input_shape"][1:]), np.float32))[0]
+    with session(host, build_firmware(host, out).elf) as (running, link):
+        assert link.hello.model_hash == meta["model_hash"] and len(link.hello.model_hash) == 32
+        reply = link.request(Msg.CLASSIFY, struct.pack("<bBI", -1, 1, 65536) + row.tobytes())
+        exit_k, n, conf, cost = struct.unpack_from("<BBII", reply)
+        assert (exit_k, n, len(reply)) == (0, 3, 10 + 3) and 0 < conf <= 65536 and cost > 0
+        ref = compiled.reference.run(row.reshape(meta["input_dims_nhwc"]), [65536])
+        assert list(reply[10:]) == list(ref[1].astype(np.uint8)) and conf == ref[2]
+        steps = link.request(Msg.PROFILE)
+        assert len(steps) == 4 * len(compiled.steps)
+        with pytest.raises(Exception, match="BAD_PAYLOAD"):
+            link.request(Msg.CLASSIFY, struct.pack("<bB", -1, 0) + row.tobytes()[:-1])
