@@ -141,11 +141,13 @@ def render(compiled, source_name):
             v["filter_dims"] = [s.arrays["filter"].shape[0], 1, 1, s.arrays["filter"].shape[1]]
         views.append(v)
     exits = [dict(e, table=t) for e, t in zip(compiled.meta["exits"], compiled.tables)]
+    exit_step = {s.exit_index: s for s in compiled.steps if s.exit_index >= 0}
+    exit_offsets = [off[exit_step[k].output] for k in range(len(exits))]
     ctx = dict(version=__version__, source=source_name, steps=views, exits=exits, ctype=C_TYPES,
                arena_bytes=compiled.arena_bytes, weights_bytes=compiled.weights_bytes,
                input_size=int(np.prod(compiled.meta["input_dims_nhwc"])),
                input_dims=compiled.meta["input_dims_nhwc"], input_offset=off[compiled.graph.input],
-               max_classes=max(e["classes"] for e in exits),
+               max_classes=max(e["classes"] for e in exits), exit_offsets=exit_offsets,
                plan_text=planner.render(compiled.buffers, compiled.arena_bytes))
     # The hash covers everything the C says, so a host can tell whether a board runs this exact model.
     draft = env.get_template("model.c.j2").render(ctx, hash=[0] * 16)

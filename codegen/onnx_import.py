@@ -98,6 +98,11 @@ def _unsupported(node, why=None):
     return CompileError(f"{what}, which mcu-train cannot compile. Supported op types: {', '.join(SUPPORTED_OPS)}")
 
 
+def _unsupported_shape(op, shape):
+    return CompileError(f"node '{op.name}' reshapes to {tuple(shape)}: only flattening to (N, features) before "
+                        "a dense layer is supported")
+
+
 def _check_no_auto_pad(node, a):
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise _unsupported(node, "auto_pad is not supported: export with explicit pads")
@@ -267,14 +272,35 @@ def import_onnx(path, exits=None):
         else:
             raise _unsupported(node)
 
+    for op in ops:  # our own shape inference where ONNX's gave up
+        if op.output not in shapes:
+            shapes[op.output] = _infer_shape(op, [shapes[t] for t in op.inputs])
+        if op.kind == "reshape" and len(shapes[op.output]) != 2:
+            raise _unsupported_shape(op, shapes[op.output])
     graph_outputs = [src(o.name) for o in model.graph.output]
     metadata = {p.key: p.value for p in model.metadata_props}
     graph = Graph(input_name, {k: tuple(v) for k, v in shapes.items()}, ops, [], metadata, given_qparams)
     graph.exits = _pick_exits(graph, graph_outputs, exits, [o.name for o in model.graph.output], alias)
-    for op in ops:
-        if op.output not in shapes:
-            raise CompileError(f"node '{op.name}': the shape of its output '{op.output}' is unknown")
     return graph, model
+
+
+def _infer_shape(op, in_shapes):
+    """Output shape of an IR op, for outputs ONNX's shape inference left unknown (e.g. a Reshape whose target
+    shape was computed by Shape/Gather/Concat nodes that only became constants when we folded them)."""
+    x = in_shapes[0]
+    if op.kind in ("relu", "add"):
+        return x
+    if op.kind == "reshape":
+        return (x[0], int(np.prod(x[1:])))  # Flatten/Reshape/Squeeze to (N, features): the forms we support
+    if op.kind == "dense":
+        return (x[0], op.params["w"].shape[0])
+    if op.kind == "gap":
+        return (x[0], x[1])
+    (kh, kw), (sh, sw), (t, l, b, r) = op.attrs["kernel"], op.attrs["stride"], op.attrs["padding"]
+    n, c, h, w = _as_4d(x)
+    c_out = op.params["w"].shape[0] if op.kind in ("conv", "dwconv") else c
+    oh, ow = (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
+    return (n, c_out, ow) if len(x) == 3 else (n, c_out, oh, ow)
 
 
 def _pick_exits(graph, outputs, requested, output_names, alias):
