@@ -92,7 +92,7 @@ def build(onnx_path, board, calib=None, exits=None):
     exit_info = []
     for k, e in enumerate(graph.exits):
         scale, zp = qparams[e]
-        exit_info.append(dict(name=e, classes=int(graph.shapes[e][1]), scale=scale, zero_point=zp))
+        exit_info.append(dict(name=graph.exit_names[k], classes=int(graph.shapes[e][1]), scale=scale, zero_point=zp))
     meta = dict(
         source=str(onnx_path), board=board.name, input=graph.input, input_shape=list(graph.shapes[graph.input]),
         input_dims_nhwc=list(input_dims), input_scale=qparams[graph.input][0],

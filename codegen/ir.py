@@ -31,7 +31,8 @@ class Graph:
     input: str
     shapes: dict  # tensor name -> tuple (NCHW for activations, (N, K) after flattening)
     ops: list
-    exits: list  # graph output names, shallow to deep
+    exits: list  # the tensors that are exits' logits, shallow to deep
+    exit_names: list = field(default_factory=list)  # the model's output names for them
     metadata: dict = field(default_factory=dict)
     given_qparams: dict = field(default_factory=dict)  # tensor -> (scale, zero point), from a QDQ model
 

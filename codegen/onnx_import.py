@@ -279,8 +279,10 @@ def import_onnx(path, exits=None):
             raise _unsupported_shape(op, shapes[op.output])
     graph_outputs = [src(o.name) for o in model.graph.output]
     metadata = {p.key: p.value for p in model.metadata_props}
-    graph = Graph(input_name, {k: tuple(v) for k, v in shapes.items()}, ops, [], metadata, given_qparams)
-    graph.exits = _pick_exits(graph, graph_outputs, exits, [o.name for o in model.graph.output], alias)
+    graph = Graph(input_name, {k: tuple(v) for k, v in shapes.items()}, ops, exits=[], metadata=metadata,
+                  given_qparams=given_qparams)
+    graph.exits, graph.exit_names = _pick_exits(graph, graph_outputs, exits, [o.name for o in model.graph.output],
+                                                alias)
     return graph, model
 
 
@@ -309,6 +311,7 @@ def _pick_exits(graph, outputs, requested, output_names, alias):
     def resolve(names, where):
         resolved = []
         for n in names:
+            n = n.strip()
             if n not in output_names and n not in graph.shapes:
                 raise CompileError(f"exit '{n}' named by {where} is not an output of the model "
                                    f"(outputs: {', '.join(output_names)})")
@@ -318,12 +321,14 @@ def _pick_exits(graph, outputs, requested, output_names, alias):
         return resolved
 
     if requested:
-        exits = resolve(requested, "--exits")
+        names = list(requested)
     elif "mcu_train.exits" in graph.metadata:
-        exits = resolve([e.strip() for e in graph.metadata["mcu_train.exits"].split(",")], "mcu_train.exits")
+        names = graph.metadata["mcu_train.exits"].split(",")
     else:
-        exits = sorted((o for o in outputs if len(graph.shapes.get(o, ())) == 2),
-                       key=lambda o: len(graph.ancestors(o)))
+        names = sorted((name for name, o in zip(output_names, outputs) if len(graph.shapes.get(o, ())) == 2),
+                       key=lambda name: len(graph.ancestors(outputs[output_names.index(name)])))
+    exits = resolve(names, "--exits" if requested else "mcu_train.exits")
+    names = [n.strip() for n in names]
     if not exits:
         raise CompileError("the model has no exits: no graph output is a (N, classes) tensor of logits "
                            f"(outputs: {', '.join(f'{o} {graph.shapes.get(o)}' for o in output_names)})")
@@ -331,4 +336,4 @@ def _pick_exits(graph, outputs, requested, output_names, alias):
         if len(graph.shapes.get(e, ())) != 2 or graph.producer(e) is None:
             raise CompileError(f"exit '{e}' has shape {graph.shapes.get(e)}; an exit must be (N, classes) logits "
                                "computed from the input")
-    return exits
+    return exits, names

@@ -8,9 +8,11 @@ from codegen.ir import CompileError
 def fold_batchnorm(graph):
     for bn in [op for op in graph.ops if op.kind == "batchnorm"]:
         conv = graph.producer(bn.inputs[0])
-        if conv is None or conv.kind not in ("conv", "dwconv") or len(graph.consumers(conv.output)) != 1 \
-                or "w_q" in conv.params:
-            raise CompileError(f"node '{bn.name}' (BatchNormalization) must directly follow a float Conv "
+        if conv is not None and "w_q" in conv.params:
+            raise CompileError(f"node '{bn.name}' (BatchNormalization) follows a conv with quantised weights: fold "
+                               "it before quantising (onnxruntime.quantization.quant_pre_process does)")
+        if conv is None or conv.kind not in ("conv", "dwconv") or len(graph.consumers(conv.output)) != 1:
+            raise CompileError(f"node '{bn.name}' (BatchNormalization) must directly follow a Conv "
                                "to be folded into it")
         p = bn.params
         g = p["gamma"] / np.sqrt(p["var"] + p["epsilon"])

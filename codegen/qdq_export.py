@@ -111,12 +111,14 @@ def export_qdq(graph):
             raise ValueError(op.kind)
         y = activation(op, y)
         if op.output in graph.exits:
-            fl[op.output], _ = q_dq(y, op.output, out_name=op.output)
+            name = graph.exit_names[graph.exits.index(op.output)]
+            fl[op.output], _ = q_dq(y, op.output, out_name=name)
         else:
             fl[op.output], _ = q_dq(y, op.output)
 
     inputs = [helper.make_tensor_value_info(graph.input, TensorProto.FLOAT, list(in_shape))]
-    outputs = [helper.make_tensor_value_info(e, TensorProto.INT8, list(graph.shapes[e])) for e in graph.exits]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.INT8, list(graph.shapes[e]))
+               for e, name in zip(graph.exits, graph.exit_names)]
     model = helper.make_model(helper.make_graph(nodes, "mcu_train_qdq", inputs, outputs, inits),
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

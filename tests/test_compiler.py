@@ -88,8 +88,11 @@ def test_quantize_static_model(tmp_path):
         def get_next(self):
             return next(self.it, None)
 
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(float_path), str(prepared))  # onnxruntime's recommended first step: folds BatchNorm
     qdq_path = tmp_path / "qdq.onnx"
-    quantize_static(str(float_path), str(qdq_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(prepared), str(qdq_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     from codegen.compile import compile_model
     compiled = compile_model(qdq_path, HOST, tmp_path / "out", quiet=True)
