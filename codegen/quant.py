@@ -8,9 +8,9 @@ The scheme (docs/quantisation.md) is TFLite's int8 scheme:
 * bias: int32 with scale ``input_scale * weight_scale[c]`` and zero point 0;
 * a real rescale factor ``M`` is stored as a Q31 ``multiplier`` in [2^30, 2^31) and a ``shift`` in
   [-31, 30] with ``M ~= multiplier * 2^(shift - 31)``;
-* ``requantize(acc, multiplier, shift)`` rounds twice, as TFLite / TFLM / CMSIS-NN do:
-  ``doubling_high_mul`` (round(a*b / 2^31), ties up, saturating) then ``divide_by_pot``
-  (round(x / 2^e), ties away from zero). A positive shift is a saturating left shift before the multiply.
+* ``requantize(acc, multiplier, shift)`` rounds once (TFLite's TFLITE_SINGLE_ROUNDING, CMSIS-NN's
+  CMSIS_NN_USE_SINGLE_ROUNDING): ``(acc * multiplier + 2^(total-1)) >> total`` with ``total = 31 - shift``
+  on the exact 64-bit product, ties towards +infinity, saturated to int32.
 
 Every function works on numpy arrays (int64 internally, no float on the integer path) and broadcasts, so
 per-channel parameters are plain arrays along the channel axis.
@@ -76,52 +76,31 @@ def conv_quant_params(input_scale, weight_scales, output_scale) -> tuple[np.ndar
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The rounding rule (mirrors mt_doubling_high_mul / mt_divide_by_pot / mt_requantize in C)
+# The rounding rule (mirrors mt_requantize in firmware/kernels/mt_kernels.h)
 # --------------------------------------------------------------------------------------------------------------
 
-def doubling_high_mul(a, b) -> np.ndarray:
-    """``floor((a*b + 2^30) / 2^31)``, i.e. round(a*b / 2^31) with ties up; ``a = b = INT32_MIN`` saturates
-    to INT32_MAX. Equal to gemmlowp's SaturatingRoundingDoublingHighMul. Returns int64 values in int32 range."""
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
-    r = (a * b + (1 << 30)) >> 31
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, r)
-
-
-def divide_by_pot(x, exponent) -> np.ndarray:
-    """round(x / 2^exponent) with ties away from zero, exponent in [0, 31] (gemmlowp RoundingDivideByPOT)."""
-    x = np.asarray(x, dtype=np.int64)
-    e = np.asarray(exponent, dtype=np.int64)
-    if np.any((e < 0) | (e > 31)):
-        raise ValueError("exponent must be in [0, 31]")
-    mask = (np.int64(1) << e) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> e) + (remainder > threshold)
-
-
-def saturating_left_shift(x, n) -> np.ndarray:
-    """``x * 2^n`` clamped to the int32 range (n in [0, 30])."""
-    x = np.asarray(x, dtype=np.int64)
-    return np.clip(x << np.asarray(n, dtype=np.int64), INT32_MIN, INT32_MAX)
-
-
 def requantize(acc, multiplier, shift) -> np.ndarray:
-    """``acc * multiplier * 2^(shift - 31)`` rounded exactly as ``mt_requantize`` does.
+    """``acc * multiplier * 2^(shift - 31)`` rounded once, exactly as ``mt_requantize`` does::
 
-    ``acc`` must hold int32 values; ``multiplier``/``shift`` broadcast against it (per channel: the last axis).
-    Returns int64 values in int32 range.
+        total = 31 - shift                                   # 1..62
+        sat32((acc * multiplier + 2^(total - 1)) >> total)   # floor: ties round towards +infinity
+
+    ``acc`` and ``multiplier`` must hold int32 values, ``shift`` values in [-31, 30]; they broadcast (per
+    channel: the last axis). The product and the sum fit in int64 (|acc * multiplier| <= 2^62). Returns int64
+    values in int32 range.
     """
     acc = np.asarray(acc, dtype=np.int64)
     m = np.asarray(multiplier, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
     if np.any((acc < INT32_MIN) | (acc > INT32_MAX)):
         raise ValueError("accumulator outside int32")
+    if np.any((m < INT32_MIN) | (m > INT32_MAX)):
+        raise ValueError("multiplier outside int32")
     if np.any((s < SHIFT_MIN) | (s > SHIFT_MAX)):
         raise ValueError("shift must be in [-31, 30]")
-    left = np.maximum(s, 0)
-    right = np.maximum(-s, 0)
-    return divide_by_pot(doubling_high_mul(saturating_left_shift(acc, left), m), right)
+    total = 31 - s
+    r = (acc * m + (np.int64(1) << (total - 1))) >> total
+    return np.clip(r, INT32_MIN, INT32_MAX)
 
 
 def output_stage(acc, multiplier, shift, output_offset, act_min=-128, act_max=127) -> np.ndarray:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from mcu_train.errors import BoardTimeout, BuildError, McuTrainError
+from mcu_train.errors import BuildError, McuTrainError
 from mcu_train.paths import BUILD_DIR, ROOT
 
 PLUGIN_SOURCE = ROOT / "tools" / "qemu_insn_count" / "insn_count.c"
@@ -92,7 +91,7 @@ class CountResult:
 def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: float = 120,
                  stdin: bytes = b"") -> CountResult:
     """Run `elf` on an emulated `board` to its exit with the counting plugin loaded."""
-    from mcu_train.runner import RunningBoard, connect_serial
+    from mcu_train.runner import run_to_exit
     if not board.qemu_machine:
         raise McuTrainError(f"{board.name}: instruction counting needs a QEMU board")
     so = build_plugin()
@@ -102,25 +101,9 @@ def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: floa
         if mark:
             args.append(f"mark={symbol_address(elf, mark):#x}")
         plugin = ",".join([str(so), *args])
-        with RunningBoard(board, elf, icount=False, extra_args=["-plugin", plugin]) as running:
-            ser = connect_serial(running.url)
-            output = bytearray()
-            try:
-                if stdin:
-                    ser.write(stdin)
-                deadline = time.monotonic() + timeout
-                while running.process.poll() is None or ser.in_waiting:
-                    if time.monotonic() > deadline:
-                        raise BoardTimeout(f"{Path(elf).name} did not exit within {timeout} s")
-                    try:
-                        output += ser.read(max(1, ser.in_waiting))
-                    except Exception:
-                        break  # the emulator closed the socket on exit
-            finally:
-                ser.close()
-            code = running.wait(10)
-            if not out_file.is_file():
-                raise McuTrainError(f"the counting plugin wrote nothing: {running.log_tail()}")
+        code, output = run_to_exit(board, elf, timeout=timeout, stdin=stdin, extra_args=["-plugin", plugin])
+        if not out_file.is_file():
+            raise McuTrainError(f"the counting plugin wrote nothing (exit code {code})")
         marks, total = [], None
         for line in out_file.read_text().splitlines():
             key, _, value = line.partition(" ")

@@ -295,7 +295,7 @@ def random_cases(seed: int = 0, count: int = 70) -> list[KernelCase]:
             zp = [int(v) for v in rng.integers(-128, 128, 3)]
             kc.add = add_params(*rng.uniform(0.005, 0.2, 1), zp[0], *rng.uniform(0.005, 0.2, 1), zp[1],
                                 *rng.uniform(0.005, 0.2, 1), zp[2], act[0], act[1])
-            kc.add.pop("act_min"), kc.add.pop("act_max")
+            del kc.add["act_min"], kc.add["act_max"]  # the clamp travels in act_min / act_max
         elif op == "relu":
             kc.input = (int(rng.integers(1, 80)), 1, 1, 1)
         cases.append(kc)

@@ -142,9 +142,10 @@ def session(board, elf, handshake_timeout=5.0, **link_args):
             link.close()
 
 
-def run_to_exit(board, elf, timeout=60, stdin=b""):
-    """Run a program that talks on the UART and exits (on-target tests): (exit code, UART output)."""
-    with RunningBoard(board, elf) as running:
+def run_to_exit(board, elf, timeout=60, stdin=b"", extra_args=()):
+    """Run a program that talks on the UART and exits (on-target tests): (exit code, UART output).
+    `extra_args` are appended to the emulator's command line (e.g. a TCG plugin)."""
+    with RunningBoard(board, elf, extra_args=extra_args) as running:
         ser = connect_serial(running.url)
         try:
             if stdin:

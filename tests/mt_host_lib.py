@@ -215,21 +215,9 @@ class Kernels:
                                  x.size)
         return st, out
 
-    # the rounding functions are static inline in the header: tests reach them through a tiny shim
+    # the rounding function is static inline in the header: tests reach it through a tiny shim
     def requantize(self, acc, multiplier, shift):
         f = self.lib.mt_test_requantize
         f.restype = i32
         f.argtypes = [i32, i32, i32]
         return f(int(acc), int(multiplier), int(shift))
-
-    def doubling_high_mul(self, a, b):
-        f = self.lib.mt_test_doubling_high_mul
-        f.restype = i32
-        f.argtypes = [i32, i32]
-        return f(int(a), int(b))
-
-    def divide_by_pot(self, x, e):
-        f = self.lib.mt_test_divide_by_pot
-        f.restype = i32
-        f.argtypes = [i32, i32]
-        return f(int(x), int(e))

@@ -4,6 +4,10 @@ Both kernel paths are checked: "ref" (plain C) and "dsp" (the SIMD path, with a 
 intrinsics in tests/host_c/acle). The real instructions are checked on QEMU by test_kernels_qemu.py."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -25,130 +29,102 @@ def libs(tmp_path_factory):
 # The rounding rule
 # ---------------------------------------------------------------------------------------------------------------
 
-def tflite_srdhm(a: int, b: int) -> int:
-    """gemmlowp SaturatingRoundingDoublingHighMul, transcribed literally (truncating division)."""
-    if a == b == I32_MIN:
-        return I32_MAX
-    ab = a * b
-    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
-    t = ab + nudge
-    q = abs(t) // (1 << 31)
-    return q if t >= 0 else -q
+def single_round(acc: int, m: int, shift: int) -> int:
+    """The rule, transcribed literally with Python's unbounded integers (>> is floor division by 2^total)."""
+    total = 31 - shift
+    r = (acc * m + (1 << (total - 1))) >> total
+    return min(max(r, I32_MIN), I32_MAX)
 
 
-def tflite_rdbpot(x: int, e: int) -> int:
-    """gemmlowp RoundingDivideByPOT, transcribed literally."""
-    mask = (1 << e) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (1 if x < 0 else 0)
-    return (x >> e) + (1 if remainder > threshold else 0)
-
-
-def tflite_mbqm(x: int, m: int, shift: int) -> int:
-    """TFLite MultiplyByQuantizedMultiplier (double rounding)."""
-    left, right = max(shift, 0), max(-shift, 0)
-    return tflite_rdbpot(tflite_srdhm(x * (1 << left), m), right)
-
-
-HAND_SRDHM = [  # (a, b, expected)
-    (I32_MIN, I32_MIN, I32_MAX),          # the single overflow case saturates
-    (I32_MIN, I32_MAX, -I32_MAX),         # -2^31 * (2^31-1) / 2^31 = -(2^31-1), exact
-    (I32_MAX, I32_MAX, I32_MAX - 1),      # (2^31-1)^2 / 2^31 = 2^31 - 2 + 2^-31 -> 2^31 - 2
-    (1 << 30, 1 << 30, 1 << 29),          # 0.5 * 0.5 = 0.25
-    (1, 1 << 30, 1),                      # 0.5 ties up
-    (-1, 1 << 30, 0),                     # -0.5 ties up (towards +inf), not away from zero
-    (-3, 1 << 30, -1),                    # -1.5 -> -1
-    (3, 1 << 30, 2),                      # 1.5 -> 2
-    (0, I32_MIN, 0),
-    (12345, 0, 0),
-]
-
-HAND_RDBPOT = [  # (x, exponent, expected)
-    (5, 1, 3), (-5, 1, -3), (3, 1, 2), (-3, 1, -2), (4, 1, 2), (-4, 1, -2),   # ties away from zero
-    (7, 2, 2), (-7, 2, -2), (6, 2, 2), (-6, 2, -2), (5, 2, 1), (-5, 2, -1),
-    (123, 0, 123), (-123, 0, -123),
-    (I32_MAX, 31, 1), (I32_MIN, 31, -1), (1 << 30, 31, 1), (-(1 << 30), 31, -1), ((1 << 30) - 1, 31, 0),
-    (I32_MAX, 1, 1 << 30), (I32_MIN, 1, -(1 << 30)),
-]
-
-HAND_REQUANT = [  # (acc, multiplier, shift, expected)
+HAND_REQUANT = [  # (acc, multiplier, shift, expected): worked by hand from the exact real value
     (100, 1 << 30, 0, 50),        # x 0.5
     (100, 1 << 30, -1, 25),       # x 0.25
-    (5, 1 << 30, -1, 2),          # 1.25: 5*0.5 = 2.5 -> 3, then 3/2 = 1.5 -> 2 (double rounding; single gives 1)
-    (-5, 1 << 30, -1, -1),        # -2.5 -> -2 (ties up), then -1.0 -> -1
-    (3, 1 << 30, 1, 3),           # x 1.0 with a left shift
-    (1 << 29, 1 << 30, 3, 1 << 30),         # 2^29 << 3 saturates to 2^31 - 1, then * 0.5 -> 2^30
-    (-(1 << 29), 1 << 30, 3, -(1 << 30)),  # saturates to INT32_MIN, * 0.5
-    (I32_MAX, I32_MAX, -31, 1),   # (2^31 - 2) / 2^31 -> 1
-    (I32_MIN, I32_MAX, -31, -1),
+    (5, 1 << 30, -1, 1),          # 1.25 -> 1 (TFLite's double rounding: 2.5 -> 3, then 1.5 -> 2)
+    (-5, 1 << 30, -1, -1),        # -1.25 -> -1
+    (6, 1 << 30, -2, 1),          # 0.75 -> 1
+    (2, 1 << 30, -1, 1),          # 0.5: ties round towards +infinity ...
+    (-2, 1 << 30, -1, 0),         # -0.5 -> 0 (... not away from zero)
+    (3, 1 << 30, 0, 2),           # 1.5 -> 2
+    (-3, 1 << 30, 0, -1),         # -1.5 -> -1
+    (-1, 1 << 30, 0, 0),          # -0.5 -> 0
+    (19, 1 << 30, -4, 1),         # 19/32 = 0.59 -> 1
+    (-17, 1 << 30, -4, -1),       # -17/32 = -0.53 -> -1
+    (3, 1 << 30, 1, 3),           # x 1.0
+    (1 << 29, 1 << 30, 2, 1 << 30),          # x 2.0: fits
+    (1 << 29, 1 << 30, 3, I32_MAX),          # x 4.0: 2^31 saturates
+    (-(1 << 29), 1 << 30, 3, I32_MIN),       # -2^31 is exact, no saturation
+    (-(1 << 29) - 1, 1 << 30, 3, I32_MIN),   # saturates
+    (1, (1 << 30) + 1, 30, (1 << 29) + 1),   # total = 1: 2^29 + 0.5 ties up
+    (-1, (1 << 30) + 1, 30, -(1 << 29)),     # -2^29 - 0.5 ties up
+    (I32_MAX, I32_MAX, 30, I32_MAX),         # the largest product, smallest divisor: saturates
+    (I32_MIN, I32_MAX, 30, I32_MIN),
+    (I32_MAX, I32_MAX, 0, I32_MAX - 1),      # (2^31-1)^2 / 2^31 = 2^31 - 2 + 2^-31
+    (I32_MIN, I32_MAX, 0, -I32_MAX),         # -2^31 (2^31-1) / 2^31 exactly
+    (I32_MAX, I32_MAX, -31, 1),              # (2^31-1)^2 / 2^62 = 1 - 2^-30 + 2^-62 -> 1
+    (I32_MIN, I32_MAX, -31, -1),             # -1 + 2^-31 -> -1
+    (I32_MIN, 1 << 30, -31, 0),              # -2^61 / 2^62 = -0.5 ties up
+    (I32_MAX, 1 << 30, -31, 0),              # 0.4999999998 -> 0
+    (I32_MIN, I32_MIN, 0, I32_MAX),          # outside the kernels' contract (multiplier < 0) but defined:
+    (I32_MIN, I32_MIN, -31, 1),              # 2^62 / 2^31 = 2^31 saturates; 2^62 / 2^62 = 1
     (1000, 0, 0, 0),              # multiplier 0 (flushed scale)
+    (I32_MIN, 0, 30, 0),
 ]
-
-
-@pytest.mark.parametrize("a,b,expected", HAND_SRDHM)
-def test_doubling_high_mul_hand(libs, a, b, expected):
-    assert tflite_srdhm(a, b) == expected
-    assert int(Q.doubling_high_mul(a, b)) == expected
-    assert libs["ref"].doubling_high_mul(a, b) == expected
-
-
-@pytest.mark.parametrize("x,e,expected", HAND_RDBPOT)
-def test_divide_by_pot_hand(libs, x, e, expected):
-    assert tflite_rdbpot(x, e) == expected
-    assert int(Q.divide_by_pot(x, e)) == expected
-    assert libs["ref"].divide_by_pot(x, e) == expected
 
 
 @pytest.mark.parametrize("acc,m,shift,expected", HAND_REQUANT)
 def test_requantize_hand(libs, acc, m, shift, expected):
+    assert single_round(acc, m, shift) == expected
     assert int(Q.requantize(acc, m, shift)) == expected
     assert libs["ref"].requantize(acc, m, shift) == expected
+    assert libs["dsp"].requantize(acc, m, shift) == expected
 
 
-def test_rounding_matches_tflite_formulas(libs):
+REQUANT_EDGES = [I32_MIN, I32_MIN + 1, -(1 << 30) - 1, -(1 << 30), -3, -2, -1, 0, 1, 2, 3, 1 << 30,
+                 (1 << 30) + 1, I32_MAX - 1, I32_MAX]
+
+
+def test_requantize_matches_formula(libs):
+    """numpy and C (both paths) against the literal formula: random int32 operands (any sign; the function is
+    defined for all of them), every edge pair, at every shift in [-31, 30]."""
     rng = np.random.default_rng(1)
-    edge = [I32_MIN, I32_MIN + 1, -(1 << 30), -1, 0, 1, 1 << 30, I32_MAX - 1, I32_MAX]
-    a = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), edge * 10])
-    b = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), np.repeat(edge, 10)])
-    got = Q.doubling_high_mul(a, b)
-    for i in range(len(a)):
-        assert got[i] == tflite_srdhm(int(a[i]), int(b[i])), (a[i], b[i])
-    for i in range(0, len(a), 7):
-        assert libs["ref"].doubling_high_mul(int(a[i]), int(b[i])) == got[i]
-    e = rng.integers(0, 32, len(a))
-    got = Q.divide_by_pot(a, e)
-    for i in range(len(a)):
-        assert got[i] == tflite_rdbpot(int(a[i]), int(e[i]))
-    # requantize: real multipliers, shifts over the whole range; TFLite's left shift is undefined on overflow,
-    # so compare only where it does not overflow (the saturating cases are covered by HAND_REQUANT)
-    acc = rng.integers(-(1 << 24), 1 << 24, 4000)
-    m = rng.integers(1 << 30, I32_MAX, 4000, endpoint=True)
-    s = rng.integers(-31, 8, 4000)
-    got = Q.requantize(acc, m, s)
-    for i in range(len(acc)):
-        assert got[i] == tflite_mbqm(int(acc[i]), int(m[i]), int(s[i]))
-    for i in range(0, len(acc), 13):
-        assert libs["ref"].requantize(int(acc[i]), int(m[i]), int(s[i])) == got[i]
-        assert libs["dsp"].requantize(int(acc[i]), int(m[i]), int(s[i])) == got[i]
-
-
-def test_requantize_fast_form_equals_gemmlowp_composition(libs):
-    """mt_requantize writes RoundingDivideByPOT in a cheaper form; it must equal
-    divide_by_pot(doubling_high_mul(acc, m), -shift) (and the saturating-left-shift form for shift > 0) for
-    every int32 acc and multiplier, including INT32_MIN, negative multipliers and every shift."""
-    rng = np.random.default_rng(5)
-    edge = np.array([I32_MIN, I32_MIN + 1, -(1 << 30) - 1, -(1 << 30), -3, -2, -1, 0, 1, 2, 3, 1 << 30,
-                     I32_MAX - 1, I32_MAX])
-    acc = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), np.repeat(edge, len(edge))])
-    m = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True), np.tile(edge, len(edge))])
+    n = 600
+    acc = np.concatenate([rng.integers(I32_MIN, I32_MAX, n, endpoint=True),          # anything
+                          rng.integers(-(1 << 20), 1 << 20, n),                          # realistic accumulators
+                          np.repeat(REQUANT_EDGES, len(REQUANT_EDGES))])
+    m = np.concatenate([rng.integers(I32_MIN, I32_MAX, n, endpoint=True),
+                        rng.integers(1 << 30, I32_MAX, n, endpoint=True),                # the kernels' range
+                        np.tile(REQUANT_EDGES, len(REQUANT_EDGES))])
     for shift in range(-31, 31):
-        want = Q.requantize(acc, m, shift)
-        for i in range(0, len(acc), 37 if -3 < shift < 3 else 151):
-            assert libs["ref"].requantize(int(acc[i]), int(m[i]), shift) == want[i], (acc[i], m[i], shift)
-    for i in range(len(edge) ** 2):  # every edge pair at every shift
-        a, b = int(acc[3000 + i]), int(m[3000 + i])
-        for shift in range(-31, 31):
-            assert libs["ref"].requantize(a, b, shift) == int(Q.requantize(a, b, shift))
+        got = Q.requantize(acc, m, shift)
+        want = [single_round(int(a), int(b), shift) for a, b in zip(acc, m)]
+        assert got.tolist() == want, shift
+        step = 1 if shift in (-31, -1, 0, 1, 30) else 7
+        for i in range(0, len(acc), step):
+            for v in VARIANTS:
+                assert libs[v].requantize(int(acc[i]), int(m[i]), shift) == want[i], (v, acc[i], m[i], shift)
+
+
+def test_requantize_ties_round_up(libs):
+    """Exact ties (fraction exactly .5) at every shift and of both signs round towards +infinity.
+    A tie is acc * m = odd * 2^(total - 1): take m = odd * 2^a in [2^30, 2^31) and acc = odd * 2^b."""
+    rng = np.random.default_rng(7)
+    for shift in range(-31, 31):
+        total = 31 - shift
+        a = min(30, total - 1)
+        b = total - 1 - a                      # 0..31
+        for _ in range(12):
+            m = (int(rng.integers(1 << (30 - a), 1 << (31 - a))) | 1) << a
+            if b == 31:
+                acc = I32_MIN
+            else:
+                acc = int(rng.choice([-1, 1])) * (2 * int(rng.integers(0, 1 << (30 - b))) + 1) << b
+            p = acc * m
+            assert (1 << 30) <= m <= I32_MAX and I32_MIN <= acc <= I32_MAX and p % (1 << total) == 1 << (total - 1)
+            want = min(max((p >> total) + 1, I32_MIN), I32_MAX)   # floor(x) + 1 = x + 1/2: towards +infinity
+            assert single_round(acc, m, shift) == want
+            assert int(Q.requantize(acc, m, shift)) == want
+            assert libs["ref"].requantize(acc, m, shift) == want
+            assert libs["dsp"].requantize(acc, m, shift) == want
 
 
 def test_quantize_multiplier():
@@ -170,15 +146,17 @@ def test_quantize_multiplier():
         assert abs(m * 2.0 ** (s - 31) - r) <= r * 2**-30
 
 
-def test_requantize_is_close_to_float():
-    """Double rounding stays within 1 LSB of the exact real product."""
+def test_requantize_is_exact_rounding_of_the_quantised_scale():
+    """Single rounding is round-half-up of the exact product acc * multiplier * 2^(shift - 31) (exact in float64
+    here: < 2^52), so within 0.5 LSB of the real scale's product up to the multiplier's 2^-31 error."""
     rng = np.random.default_rng(3)
-    reals = np.exp(rng.uniform(np.log(1e-5), np.log(0.9), 300))
-    acc = rng.integers(-(1 << 20), 1 << 20, 300)
+    reals = np.exp(rng.uniform(np.log(1e-5), np.log(0.9), 3000))
+    acc = rng.integers(-(1 << 20), 1 << 20, 3000)
     m, s = Q.quantize_multipliers(reals)
     got = Q.requantize(acc, m, s)
     exact = acc * (m.astype(np.float64) * 2.0 ** (s.astype(np.float64) - 31))
-    assert np.all(np.abs(got - exact) <= 1.0)
+    assert np.array_equal(got, np.floor(exact + 0.5))
+    assert np.all(np.abs(got - acc * reals) <= 0.5 + np.abs(acc) * reals * 2.0**-30)
 
 
 def test_weight_and_bias_helpers():
@@ -409,3 +387,37 @@ def test_argument_errors(libs):
     dsp = libs["dsp"]
     assert dsp.conv2d(x, w, **ok, scratch=0)[0] == H.MT_ARG_ERROR  # DSP path needs its scratch buffer
     assert libs["ref"].conv2d(x, w, **ok, scratch=0)[0] == H.MT_SUCCESS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Warning-free on every supported core
+# ---------------------------------------------------------------------------------------------------------------
+
+CORES = {
+    "cortex-m0plus": ["-mfloat-abi=soft"],
+    "cortex-m3": ["-mfloat-abi=soft"],
+    "cortex-m4": ["-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
+    "cortex-m7": ["-mfloat-abi=hard", "-mfpu=fpv5-d16"],
+    "cortex-m33": ["-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"],
+}
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc (make setup)")
+def test_kernels_compile_warning_free_for_every_core(tmp_path):
+    """-Wall -Wextra -Werror for M0+ (soft), M3 (soft), M4 / M7 / M33 (hard float), both paths."""
+    srcs = sorted(str(p) for p in H.KERNELS.glob("mt_*.c"))
+    flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections"]
+
+    def build(job):
+        (cpu, extra), ref = job
+        out = tmp_path / f"{cpu}{'-ref' if ref else ''}"
+        out.mkdir()
+        cmd = ["arm-none-eabi-gcc", "-mthumb", f"-mcpu={cpu}", *extra, *flags, f"-I{H.KERNELS}", "-c", *srcs]
+        r = subprocess.run(cmd + (["-DMT_FORCE_REFERENCE"] if ref else []), cwd=out, capture_output=True,
+                           text=True)
+        return cpu, ref, r.returncode, r.stderr
+
+    jobs = [(c, ref) for c in CORES.items() for ref in (False, True)]
+    with ThreadPoolExecutor(4) as pool:
+        for cpu, ref, code, err in pool.map(build, jobs):
+            assert code == 0 and not err.strip(), f"{cpu} {'reference' if ref else 'default'}:\n{err}"

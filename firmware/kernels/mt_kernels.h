@@ -7,8 +7,8 @@
  *   activations: per tensor, asymmetric int8 (zero point in [-128, 127])
  *   bias: int32 with scale input_scale * weight_scale[channel], zero point 0
  *   requantisation: out = clamp(requantize(acc, multiplier, shift) + output_offset, act_min, act_max)
- * where requantize() is the double-rounding rule below (SaturatingRoundingDoublingHighMul, then
- * RoundingDivideByPOT), the same function in every kernel and in codegen/quant.py.
+ * where requantize() is the single-rounding rule below (round(acc * multiplier / 2^(31 - shift)) with one
+ * 64-bit product, ties towards +infinity), the same function in every kernel and in codegen/quant.py.
  *
  * Layout is channels-last: NHWC for 2-D tensors; a 1-D tensor (N, W, C) is NHWC with H = 1.
  * Conv filters are OHWI [C_out][KH][KW][C_in]; depthwise filters are [1][KH][KW][C_out];
@@ -172,68 +172,56 @@ typedef struct {
 } mt_add_params;
 
 /* ---------------------------------------------------------------------------------------------------------
- * The rounding rule (TFLite's default, "double rounding"). Used by every kernel and by codegen/quant.py.
+ * The rounding rule: single rounding (TFLite's TFLITE_SINGLE_ROUNDING, CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING).
+ * Used by every kernel and by codegen/quant.py:requantize (docs/quantisation.md, section 4).
  * ------------------------------------------------------------------------------------------------------- */
 
-/** round(a * b / 2^31), ties towards +infinity; saturates the single overflow case a = b = INT32_MIN.
- *  Equal to gemmlowp's SaturatingRoundingDoublingHighMul. */
-MT_INLINE int32_t mt_doubling_high_mul(int32_t a, int32_t b)
-{
-    if (a == INT32_MIN && b == INT32_MIN) {
-        return INT32_MAX;
-    }
-#if defined(__GNUC__) && defined(__thumb2__)
-    /* one SMLAL (GCC sometimes turns the C form into a 64 x 64-bit multiply) */
-    uint32_t lo = 1u << 30;
-    int32_t hi = 0;
-    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(a), "r"(b));
-    return (int32_t)((lo >> 31) | ((uint32_t)hi << 1));
-#else
-    const int64_t ab = (int64_t)a * (int64_t)b + ((int64_t)1 << 30);
-    return (int32_t)(ab >> 31); /* arithmetic shift: floor */
-#endif
-}
-
-/** round(x / 2^exponent), ties away from zero, exponent in [0, 31]. Equal to gemmlowp's RoundingDivideByPOT. */
-MT_INLINE int32_t mt_divide_by_pot(int32_t x, int32_t exponent)
-{
-    const int32_t mask = (int32_t)((1u << exponent) - 1u);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> exponent) + (remainder > threshold ? 1 : 0);
-}
-
-/** x * 2^n saturated to int32 (n in [0, 30]). */
-MT_INLINE int32_t mt_saturating_left_shift(int32_t x, int32_t n)
-{
-    if (x > (INT32_MAX >> n)) {
-        return INT32_MAX;
-    }
-    if (x < (INT32_MIN >> n)) {
-        return INT32_MIN;
-    }
-    return (int32_t)((uint32_t)x << n);
-}
-
 /**
- * acc * multiplier * 2^(shift - 31), rounded twice as TFLite does (shift in [-31, 30]):
- *   shift > 0:  mt_doubling_high_mul(mt_saturating_left_shift(acc, shift), multiplier)
- *   shift <= 0: mt_divide_by_pot(mt_doubling_high_mul(acc, multiplier), -shift)
- * For shift < 0 the division is written in a cheaper form that gives the same value for every x the
- * multiply can return (x > INT32_MIN): with e = -shift >= 1, y = x - (x < 0) and t = y >> (e - 1),
- *   round-half-away(x / 2^e) = floor((y + 2^(e-1)) / 2^e) = ceil(t / 2) = (t >> 1) + (t & 1).
- * (For x < 0 with remainder r, y's remainder is r - 1, so a tie r = 2^(e-1) no longer rounds up.)
- * tests/test_kernels_host.py checks it against the two-function form on random and edge values.
+ * acc * multiplier * 2^(shift - 31) rounded once to nearest, ties towards +infinity, saturated to int32:
+ *   total = 31 - shift                                                    (1..62)
+ *   mt_requantize = sat32((int64(acc) * multiplier + 2^(total - 1)) >> total)   (arithmetic shift)
+ * Defined for every int32 acc and multiplier and shift in [-31, 30]; the kernels pass multipliers in
+ * [2^30, 2^31) or 0, for which the result can only saturate when shift > 0.
+ *
+ * Thumb-2, shift < 0 (total >= 32, every realistic conv / dense / pooling scale): with P = acc * multiplier
+ * = hi * 2^32 + lo (SMULL) and k = total - 32 = ~shift in [0, 30], round-half-up of P / 2^total is
+ * floor(P / 2^total) + bit (total - 1) of P = (hi >> k) + carry. ASRS by k >= 1 leaves bit k - 1 of hi in the
+ * carry flag; for k = 0 the bit needed is bit 31 of lo, which LSLS #1 puts in the carry, and ASRS by a
+ * register holding 0 leaves the carry alone. ADC adds it. |hi| <= 2^30, so nothing overflows: four
+ * instructions plus the MVN that makes k. tests/test_kernels_qemu.py checks it on the target.
  */
 MT_INLINE int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
-    if (shift >= 0) {
-        return mt_doubling_high_mul(shift > 0 ? mt_saturating_left_shift(acc, shift) : acc, multiplier);
+#if defined(__GNUC__) && defined(__thumb2__)
+    const int32_t k = ~shift; /* -shift - 1; >= 0 exactly when shift < 0 (one MVNS sets the flag too) */
+    if (__builtin_expect(k >= 0, 1)) {
+        int32_t lo, hi;
+        __asm__("smull %0, %1, %2, %3\n\t"
+                "lsls %0, %0, #1\n\t"
+                "asrs %1, %1, %4\n\t"
+                "adc %1, %1, #0"
+                : "=&r"(lo), "=&r"(hi)
+                : "r"(acc), "r"(multiplier), "r"(k)
+                : "cc");
+        return hi;
     }
-    const int32_t x = mt_doubling_high_mul(acc, multiplier); /* never INT32_MIN */
-    const int32_t y = x + (x >> 31);
-    const int32_t t = y >> (-shift - 1);
-    return (t >> 1) + (t & 1);
+    /* shift >= 0: total in [1, 31], so the 64-bit shift is written on 32-bit halves (13 instructions;
+     * GCC's inline int64 shift by a variable amount, which must also handle amounts >= 32, takes 24). */
+    const int64_t p = (int64_t)acc * multiplier + (int64_t)(1 << (30 - shift));
+    const uint32_t lo = (uint32_t)p;
+    const int32_t hi = (int32_t)(p >> 32);
+    const int32_t total = 31 - shift;
+    const int32_t r_hi = hi >> total;
+    const int32_t r_lo = (int32_t)((lo >> total) | ((uint32_t)hi << (shift + 1)));
+    if (r_hi != (r_lo >> 31)) { /* the 64-bit result does not fit in int32 */
+        return r_hi < 0 ? INT32_MIN : INT32_MAX;
+    }
+    return r_lo;
+#else
+    const int32_t total = 31 - shift;
+    const int64_t r = ((int64_t)acc * multiplier + ((int64_t)1 << (total - 1))) >> total;
+    return r > INT32_MAX ? INT32_MAX : (r < INT32_MIN ? INT32_MIN : (int32_t)r);
+#endif
 }
 
 /* ---------------------------------------------------------------------------------------------------------

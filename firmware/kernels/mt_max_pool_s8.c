@@ -25,8 +25,8 @@ mt_status mt_max_pool_s8(const mt_pool_params *pool_params,
     const int32_t act_min = p->activation.min;
     const int32_t act_max = p->activation.max;
 #if MT_USE_DSP
-    const uint32_t min4 = 0x01010101u * (uint8_t)(int8_t)act_min;
-    const uint32_t max4 = 0x01010101u * (uint8_t)(int8_t)act_max;
+    const uint32_t min4 = mt_splat4(act_min);
+    const uint32_t max4 = mt_splat4(act_max);
 #endif
 
     for (int32_t b = 0; b < input_dims->n; b++) {
@@ -55,11 +55,7 @@ mt_status mt_max_pool_s8(const mt_pool_params *pool_params,
                         }
                         row += in_w * c;
                     }
-                    (void)__ssub8((int8x4_t)m, (int8x4_t)min4);
-                    m = __sel(m, min4);
-                    (void)__ssub8((int8x4_t)m, (int8x4_t)max4);
-                    m = __sel(max4, m);
-                    mt_write_s32(output + ch, (int32_t)m);
+                    mt_write_s32(output + ch, (int32_t)mt_clamp4(m, min4, max4));
                 }
 #endif
                 for (; ch < c; ch++) {

@@ -15,15 +15,10 @@ mt_status mt_relu_s8(const mt_activation *activation, const int8_t *input, int8_
     const int32_t hi = activation->max;
     int32_t i = 0;
 #if MT_USE_DSP
-    const uint32_t lo4 = 0x01010101u * (uint8_t)(int8_t)lo;
-    const uint32_t hi4 = 0x01010101u * (uint8_t)(int8_t)hi;
+    const uint32_t lo4 = mt_splat4(lo);
+    const uint32_t hi4 = mt_splat4(hi);
     for (; i + 4 <= size; i += 4) {
-        uint32_t v = (uint32_t)mt_read_s32(input + i);
-        (void)__ssub8((int8x4_t)v, (int8x4_t)lo4); /* GE[i] = v[i] >= lo */
-        v = __sel(v, lo4);
-        (void)__ssub8((int8x4_t)v, (int8x4_t)hi4); /* GE[i] = v[i] >= hi */
-        v = __sel(hi4, v);
-        mt_write_s32(output + i, (int32_t)v);
+        mt_write_s32(output + i, (int32_t)mt_clamp4((uint32_t)mt_read_s32(input + i), lo4, hi4));
     }
 #endif
     for (; i < size; i++) {

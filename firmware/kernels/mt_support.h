@@ -11,6 +11,8 @@
 #endif
 
 #define MT_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define MT_MIN(a, b) ((a) < (b) ? (a) : (b))
+
 /* For the SIMD inner loops: GCC's pre-allocation scheduler hoists loads and then runs out of the 14 usable
  * registers, spilling inside the loop; without it the 2x2 conv loop is 19 instructions per 16 MACs. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -30,7 +32,6 @@
 #else
 #define MT_ASSUME(cond) ((void)0)
 #endif
-#define MT_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* Load / store 4 bytes from any address. On ARMv7-M this is one LDR/STR (unaligned access is allowed);
  * __builtin_memcpy keeps it a single instruction even where memcpy would be a library call. */
