@@ -32,7 +32,8 @@ def bench_board(board, model, calib, inputs=20, work_dir=None):
             costs = [client.classify(r, thresholds_q16=thresholds).cost for r in rows]
             result["exits"].append(dict(exit=k, macs=macs, cost=float(np.mean(costs)),
                                         cost_min=int(min(costs)), cost_max=int(max(costs))))
-        client.classify(rows[0], force_exit=-1)
+        # Profile the path through every exit head (no early exit passes), so every step is measured.
+        client.classify(rows[0], thresholds_q16=[0xFFFFFFFF] * (len(meta["exits"]) - 1) + [0])
         step_costs = client.step_costs()
     for step, cost in zip(compiled.steps, step_costs):
         layer = dict(name=step.name, kernel=step.kernel, in_dims=list(step.in_dims), out_dims=list(step.out_dims),
@@ -55,7 +56,7 @@ def print_results(results, console=None):
         for e in r["exits"]:
             t.add_row(str(e["exit"]), f"{e['macs']:,}", f"{e['cost']:,.0f}", f"{e['cost'] / e['macs']:.2f}")
         console.print(t)
-        t = Table(title=f"layers on {r['board']} (final exit)")
+        t = Table(title=f"layers on {r['board']} (one window through every exit)")
         for col in ("step", "kernel", "in (NHWC)", "out (NHWC)", "MACs", r["unit"], "per MAC"):
             t.add_column(col, justify="right")
         for i, layer in enumerate(r["layers"]):
@@ -74,3 +75,26 @@ def bench_command(args):
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=1))
         print(f"results written to {args.output}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results))
+        print(f"markdown tables written to {args.markdown}")
+
+
+def markdown(results):
+    """The tables docs/RESULTS.md publishes."""
+    lines = ["| board | CPU | flash B | RAM B (arena) | " + " | ".join(f"exit {e['exit']}" for e in results[0]["exits"])
+             + " | instr/MAC at the last exit |",
+             "|---|---|---|---|" + "---|" * len(results[0]["exits"]) + "---|"]
+    for b in results:
+        e = b["exits"]
+        lines.append(f"| {b['board']} | {b['cpu']} | {b['flash_bytes']:,} | {b['ram_bytes']:,} ({b['arena_bytes']:,}) | "
+                     + " | ".join(f"{x['cost']:,.0f}" for x in e) + f" | {e[-1]['cost'] / e[-1]['macs']:.2f} |")
+    lines.append("\nMACs to each exit (earlier heads included): " + ", ".join(f"{x['macs']:,}" for x in results[0]["exits"]))
+    for b in results:
+        lines += [f"\nPer layer on `{b['board']}`, one window through every head ({b['unit']}):\n",
+                  "| step | kernel | in (NHWC) | out (NHWC) | MACs | cost | per MAC |", "|---|---|---|---|---|---|---|"]
+        for i, layer in enumerate(b["layers"]):
+            lines.append(f"| {i} | {layer['kernel']} | {'x'.join(map(str, layer['in_dims'][1:]))} | "
+                         f"{'x'.join(map(str, layer['out_dims'][1:]))} | {layer['macs']:,} | {layer['cost']:,} | "
+                         f"{layer.get('cost_per_mac', '')} |")
+    return "\n".join(lines) + "\n"
