@@ -128,11 +128,14 @@ def _columns(frame) -> dict[str, np.ndarray]:
     return columns
 
 
-@functools.lru_cache(maxsize=2)
 def load_recordings(path: str | None = None) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
     """person -> recordings in order, each (acc float64 (n, 3) in g, label int64 (n,)).
-    Labels: 1-6 activities, 7-12 postural transitions, -1 unlabelled."""
-    path = Path(path) if path else default_data_path()
+    Labels: 1-6 activities, 7-12 postural transitions, -1 unlabelled. `path` defaults to the package's file."""
+    return _read_recordings(Path(path) if path else default_data_path())
+
+
+@functools.lru_cache(maxsize=2)
+def _read_recordings(path: Path):
     if not path.is_file():
         raise DatasetError(f"HAPT data file {path} is missing: reinstall with {INSTALL_HINT}")
     try:
@@ -211,16 +214,27 @@ def split_windows(split: str, *, shift: bool = False, seed: int = 0, path: str |
 
 # ---------------------------------------------------------------- placement shift and label mask
 
+def rotation_matrices(axes: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+    """Rotation matrices (n, 3, 3) about unit axes (n, 3) by angles in degrees (n,) (Rodrigues' formula)."""
+    axes, angle = np.asarray(axes, np.float64), np.deg2rad(np.asarray(angles_deg, np.float64))[:, None, None]
+    k = np.zeros((len(axes), 3, 3))
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axes[:, 2], axes[:, 1], -axes[:, 0]
+    k -= k.transpose(0, 2, 1)  # the cross-product matrix of each axis
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def random_rotations(rng: np.random.Generator, n: int, min_deg: float, max_deg: float) -> np.ndarray:
+    """n rotations (n, 3, 3): axis uniform on the sphere, angle uniform in [min_deg, max_deg]."""
+    axes = rng.normal(size=(n, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    return rotation_matrices(axes, rng.uniform(min_deg, max_deg, size=n))
+
+
 def placement_rotation(person: int, seed: int = 0) -> np.ndarray:
     """A fixed 3x3 rotation for this person and seed: the phone carried differently.
     Axis uniform on the sphere, angle uniform in 30-60 degrees."""
     person = _check_person(person)
-    rng = np.random.default_rng([seed, person])
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    angle = np.deg2rad(rng.uniform(30.0, 60.0))
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)  # Rodrigues' formula
+    return random_rotations(np.random.default_rng([seed, person]), 1, 30.0, 60.0)[0]
 
 
 def rotate(x: np.ndarray, rotation: np.ndarray) -> np.ndarray:
