@@ -3,7 +3,6 @@ scales, in float ops between QuantizeLinear/DequantizeLinear pairs. onnxruntime 
 reference (it requantises in float, so expect at most 1 LSB differences from our integer kernels).
 Outputs are the exits' int8 logits, named after the exits."""
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 

@@ -12,17 +12,8 @@ SAME_SCALE_OPS = ("maxpool", "reshape", "relu")
 
 def load_calibration(path, input_shape):
     """The npz's `x` (or its only array), shaped (N, *input_shape[1:]), as float32."""
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as e:
-        raise CompileError(f"cannot read calibration data {path}: {e}") from None
-    keys = list(data.keys())
-    if "x" in keys:
-        x = data["x"]
-    elif len(keys) == 1:
-        x = data[keys[0]]
-    else:
-        raise CompileError(f"{path} holds arrays {keys}: name the calibration windows 'x'")
+    from mcu_train.files import load_npz_array
+    x = load_npz_array(path, "calibration data")
     want = tuple(input_shape[1:])
     if x.ndim != len(input_shape) or tuple(x.shape[1:]) != want or len(x) == 0:
         raise CompileError(f"calibration data {path} has shape {tuple(x.shape)}, but the model input needs "

@@ -14,3 +14,29 @@ def write_atomically(path, data: bytes) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def save_npz_atomically(path, **arrays) -> Path:
+    import io
+
+    import numpy as np
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return write_atomically(path, buf.getvalue())
+
+
+def load_npz_array(path, what="inputs"):
+    """The array named 'x' in an .npz, or its only array; McuTrainError otherwise."""
+    import numpy as np
+
+    from mcu_train.errors import McuTrainError
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as e:
+        raise McuTrainError(f"cannot read {what} {path}: {e}") from None
+    keys = list(data.keys())
+    if "x" in keys:
+        return data["x"]
+    if len(keys) == 1:
+        return data[keys[0]]
+    raise McuTrainError(f"{path} holds arrays {keys}: name the {what} 'x'")

@@ -1,9 +1,7 @@
 """Run a compiled model on a board over the protocol: `mcu-train infer`, and the CLASSIFY client that the
 tests, the benchmark and the monitor use."""
 import json
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 from codegen import quant
 from codegen.reference import threshold_to_q16
 from mcu_train.errors import McuTrainError
+from mcu_train.files import load_npz_array, save_npz_atomically
 from mcu_train.protocol import Msg
 
 
@@ -81,32 +80,6 @@ class ModelClient:
         return (logits_q.astype(np.float32) - e["zero_point"]) * np.float32(e["scale"])
 
 
-def load_inputs(path):
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as e:
-        raise McuTrainError(f"cannot read {path}: {e}") from None
-    keys = list(data.keys())
-    if "x" in keys:
-        return data["x"]
-    if len(keys) == 1:
-        return data[keys[0]]
-    raise McuTrainError(f"{path} holds arrays {keys}: name the inputs 'x'")
-
-
-def save_npz_atomic(path, **arrays):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def run_inference(model_dir, board, x, force_exit=None, thresholds=None, progress=None):
     """Build the firmware for `board`, boot it, classify every input; returns the arrays infer saves."""
     from mcu_train.build import build_firmware
@@ -137,13 +110,13 @@ def infer_command(args):
     from rich.progress import Progress
     from mcu_train.boards import get_board
     board = get_board(args.board)
-    x = load_inputs(args.input)
+    x = load_npz_array(args.input)
     thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else None
     with Progress(transient=True) as bar:
         task = bar.add_task(f"classifying on {board.name}", total=len(x))
         results, unit = run_inference(args.model_dir, board, x, args.exit, thresholds,
                                       progress=lambda done, total: bar.update(task, completed=done))
-    save_npz_atomic(args.output, **results)
+    save_npz_atomically(args.output, **results)
     counts = np.bincount(results["exit"], minlength=len(load_model_meta(args.model_dir)["exits"]))
     print(f"{len(x)} inputs on {board.name} -> {args.output}")
     print(f"  exits taken: {', '.join(f'exit {k}: {c}' for k, c in enumerate(counts))}")

@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from mcu_train.build import build_firmware
-from mcu_train.protocol import (LINK_REASONS, MAX_ENCODED, MAX_PAYLOAD, REPLY, ErrorInfo, Msg, Reason,
+from mcu_train.protocol import (LINK_REASONS, MAX_PAYLOAD, REPLY, ErrorInfo, Msg, Reason,
                                 cobs_encode, encode_body, encode_frame)
 from mcu_train.runner import session
 
