@@ -187,3 +187,49 @@ def test_float_model_without_calibration_is_refused(tmp_path):
     with pytest.raises(CompileError, match="pass --calib"):
         from codegen.compile import build
         build(save(model_zoo.cnn1d_plain(), tmp_path / "m.onnx"), AN386)
+
+
+def test_infer_cli_contract(zoo, tmp_path):
+    """`mcu-train infer` on the host board: the documented npz keys, forced exits and thresholds."""
+    compiled, out = zoo["har_like"]
+    meta = load_model_meta(out)
+    x = random_inputs(meta, 12)
+    np.savez(tmp_path / "in.npz", x=x)
+    rows = to_wire(meta, x)
+    for extra, force, th in [(["--exit", "-1"], -1, None), (["--exit", "0"], 0, None),
+                             (["--thresholds", "0.5,0.5,0.5"], None, [32768] * 3)]:
+        res = subprocess.run([sys.executable, "-m", "mcu_train.cli", "infer", str(out), "--board", "host",
+                              "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"), *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        y = np.load(tmp_path / "out.npz")
+        assert sorted(y.keys()) == ["cost", "exit", "logits", "logits_q"]
+        assert y["exit"].dtype.kind == "i" and y["logits_q"].dtype == np.int8 and y["logits"].dtype.kind == "f"
+        assert len(y["exit"]) == 12 and np.all(y["cost"] > 0)
+        for i, r in enumerate(rows):
+            k, logits_q, _ = compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), th, force)
+            assert y["exit"][i] == k and np.array_equal(y["logits_q"][i], logits_q)
+            e = meta["exits"][k]
+            assert np.allclose(y["logits"][i], (logits_q.astype(np.float32) - e["zero_point"]) * e["scale"])
+
+
+def test_infer_refuses_a_board_running_another_model(zoo):
+    from mcu_train.build import build_firmware
+    from mcu_train.errors import McuTrainError
+    from mcu_train.infer import ModelClient
+    from mcu_train.runner import session
+    _, out_a = zoo["har_like"]
+    _, out_b = zoo["cnn1d_plain"]
+    with session(HOST, build_firmware(HOST, out_a, out_a / "fw-hash").elf) as (running, link):
+        with pytest.raises(McuTrainError, match="not the compiled model"):
+            ModelClient(link, load_model_meta(out_b))
+
+
+def test_infer_input_of_wrong_shape_is_clear(zoo, tmp_path):
+    _, out = zoo["cnn1d_plain"]
+    np.savez(tmp_path / "in.npz", x=np.zeros((3, 4, 65), np.float32))
+    res = subprocess.run([sys.executable, "-m", "mcu_train.cli", "infer", str(out), "--board", "host",
+                          "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "the model takes (N, 4, 64)" in res.stderr
+    assert not (tmp_path / "out.npz").exists()
