@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from codegen import passes, planner
+from codegen import passes, planner, trainer
 from codegen.ir import CompileError
 from codegen.lower import lower
 from codegen.onnx_import import import_onnx
@@ -51,18 +51,26 @@ def _carray(arr):
     return ",\n    ".join(", ".join(items[i:i + 24]) for i in range(0, len(items), 24))
 
 
-def _plan(steps, input_name, input_size, exits):
-    """Buffers with lifetimes in step indices; returns the list (offsets assigned) and the arena size."""
+def _plan(steps, input_name, input_size, exits, extra=(), pos=None, extend=None):
+    """Buffers with lifetimes, then offsets; returns the buffers (name -> Buffer) and the arena size.
+    Lifetimes are in step indices, or in the indices `pos[i]` of a longer timeline that interleaves other
+    events (the trainer's); `extra` buffers join the plan as they are; `extend` lengthens the lifetime of
+    named tensors (tensor -> last use)."""
+    pos = pos or list(range(len(steps)))
     last_use = {}
     for i, s in enumerate(steps):
         for t in s.inputs:
-            last_use[t] = i
+            last_use[t] = pos[i]
+    for t, last in (extend or {}).items():
+        last_use[t] = max(last_use.get(t, 0), last)
     buffers = {input_name: planner.Buffer(input_name, input_size, 0, last_use.get(input_name, 0))}
     for i, s in enumerate(steps):
         size = int(np.prod(s.out_dims))
-        buffers[s.output] = planner.Buffer(s.output, size, i, max(i, last_use.get(s.output, i)))
+        buffers[s.output] = planner.Buffer(s.output, size, pos[i], max(pos[i], last_use.get(s.output, pos[i])))
         if s.scratch_bytes:
-            buffers[f"{s.output}.scratch"] = planner.Buffer(f"{s.output}.scratch", s.scratch_bytes, i, i)
+            buffers[f"{s.output}.scratch"] = planner.Buffer(f"{s.output}.scratch", s.scratch_bytes, pos[i], pos[i])
+    for b in extra:
+        buffers[b.name] = b
     arena = planner.plan(list(buffers.values()))
     overlaps = planner.check_overlaps(list(buffers.values()))
     if overlaps:
@@ -70,7 +78,7 @@ def _plan(steps, input_name, input_size, exits):
     return buffers, arena
 
 
-def build(onnx_path, board, calib=None, exits=None):
+def build(onnx_path, board, calib=None, exits=None, train=None):
     graph, onnx_model = import_onnx(onnx_path, exits)
     passes.run_passes(graph)
     ranges = None
@@ -85,6 +93,14 @@ def build(onnx_path, board, calib=None, exits=None):
     input_dims = steps[0].in_dims if steps else None
     input_size = int(np.prod(input_dims))
     buffers, arena = _plan(steps, graph.input, input_size, graph.exits)
+    inference_arena = arena
+    train_spec = None
+    if train is not None:
+        train_spec = trainer.plan(graph, steps, train)
+        tbufs, extend, pos = trainer.training_buffers(train_spec, steps)
+        step_pos = [pos[("step", i)] for i in range(len(steps))]
+        buffers, arena = _plan(steps, graph.input, input_size, graph.exits, tbufs, step_pos, extend)
+        train_spec.offsets = {b.name: b.offset for b in tbufs}
     tables = [confidence_table(qparams[e][0]) for e in graph.exits]
     weights_bytes = sum(a.nbytes for s in steps for a in s.arrays.values()) + sum(t.nbytes for t in tables)
     md = graph.metadata
@@ -99,12 +115,19 @@ def build(onnx_path, board, calib=None, exits=None):
         input_zero_point=qparams[graph.input][1], exits=exit_info,
         classes=classes.split(",") if classes else [], metadata=md,
         macs_per_exit=passes.macs_per_exit(graph))
+    if train_spec is not None:
+        weights_bytes += 4 * train_spec.trainable_parameters  # the initial float weights, kept in flash
+        meta["train"] = trainer.describe(train_spec)
     memory = dict(
-        arena_bytes=arena, weights_bytes=int(weights_bytes), macs_per_exit=meta["macs_per_exit"],
+        arena_bytes=inference_arena, training_arena_bytes=arena,
+        trainable_parameters=train_spec.trainable_parameters if train_spec else 0,
+        weights_bytes=int(weights_bytes), macs_per_exit=meta["macs_per_exit"],
         board=board.name, board_ram_bytes=board.ram.size, board_flash_bytes=board.flash.size,
         runtime_ram_bytes=RUNTIME_RAM_BYTES + board.stack_bytes, runtime_flash_bytes=RUNTIME_FLASH_BYTES,
         tensors=[dict(name=b.name, offset=b.offset, size=b.size, first_use=b.first, last_use=b.last)
                  for b in sorted(buffers.values(), key=lambda b: (b.first, b.offset))])
+    if train_spec is not None:
+        memory["train"] = trainer.memory_report(train_spec, buffers)
     ram_needed = arena + memory["runtime_ram_bytes"]
     flash_needed = weights_bytes + RUNTIME_FLASH_BYTES
     if not board.is_host and ram_needed > board.ram.size:
@@ -119,13 +142,21 @@ def build(onnx_path, board, calib=None, exits=None):
     compiled = Compiled(graph, steps, list(buffers.values()), arena, int(weights_bytes), reference, meta, memory)
     compiled.buffer_offsets = {name: b.offset for name, b in buffers.items()}
     compiled.tables = tables
+    compiled.train = train_spec
     return compiled
 
 
-def render(compiled, source_name):
+def _f32array(arr):
+    items = [trainer.f32_literal(v) for v in np.asarray(arr, np.float32).reshape(-1)]
+    return ",\n    ".join(", ".join(items[i:i + 8]) for i in range(0, len(items), 8))
+
+
+def render(compiled, source_name, train_config=None):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["carray"] = _carray
+    env.filters["f32"] = trainer.f32_literal
+    env.filters["f32array"] = _f32array
     off = compiled.buffer_offsets
     views = []
     for i, s in enumerate(compiled.steps):
@@ -149,12 +180,19 @@ def render(compiled, source_name):
                input_dims=compiled.meta["input_dims_nhwc"], input_offset=off[compiled.graph.input],
                max_classes=max(e["classes"] for e in exits), exit_offsets=exit_offsets,
                plan_text=planner.render(compiled.buffers, compiled.arena_bytes))
+    files = {}
+    if compiled.train is not None:
+        from mcu_train.trainer import TrainConfig
+        config = train_config or TrainConfig.default(len(exits))
+        files["model_train.c"] = env.get_template("model_train.c.j2").render(
+            ctx, **trainer.render_context(compiled.train, compiled, config))
     # The hash covers everything the C says, so a host can tell whether a board runs this exact model.
     draft = env.get_template("model.c.j2").render(ctx, hash=[0] * 16)
-    digest = hashlib.sha256(draft.encode()).digest()[:16]
+    digest = hashlib.sha256((draft + files.get("model_train.c", "")).encode()).digest()[:16]
     ctx["hash"] = list(digest)
-    return {"model.c": env.get_template("model.c.j2").render(ctx),
-            "model.h": env.get_template("model.h.j2").render(ctx)}, digest.hex()
+    files.update({"model.c": env.get_template("model.c.j2").render(ctx),
+                  "model.h": env.get_template("model.h.j2").render(ctx)})
+    return files, digest.hex()
 
 
 def write_outputs(out_dir, files):
@@ -176,10 +214,10 @@ def write_outputs(out_dir, files):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False):
+def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False, train=None):
     from codegen.qdq_export import export_qdq
     t0 = time.monotonic()
-    compiled = build(onnx_path, board, calib, exits)
+    compiled = build(onnx_path, board, calib, exits, train)
     sources, model_hash = render(compiled, Path(onnx_path).name)
     compiled.meta["model_hash"] = model_hash
     compiled.memory["model_hash"] = model_hash
@@ -203,3 +241,8 @@ def print_summary(compiled, out_dir, seconds):
     print(f"  arena {m['arena_bytes']:,} B + runtime {m['runtime_ram_bytes']:,} B of {m['board_ram_bytes']:,} B RAM; "
           f"weights {m['weights_bytes']:,} B + runtime {m['runtime_flash_bytes']:,} B of "
           f"{m['board_flash_bytes']:,} B flash")
+    if compiled.train is not None:
+        t = m["train"]
+        print(f"  training ({t['mode']}): {m['trainable_parameters']:,} fp32 parameters in "
+              f"{len(t['units'])} exit(s); arena {m['arena_bytes']:,} B for inference only, "
+              f"{m['training_arena_bytes']:,} B with training (checkpoint {t['checkpoint_bytes']:,} B)")

@@ -22,6 +22,8 @@ class Step:
     exits_needing: int = 0  # bit k set when exit k depends on this step
     scratch_bytes: int = 0
     macs: int = 0
+    act: tuple = ("none",)  # the op's fused activation, in real units (the float trainer uses it)
+    float_arrays: dict = field(default_factory=dict)  # float weights in the layout of `arrays` (filter, bias)
 
 
 def nhwc(shape):
@@ -68,31 +70,37 @@ def lower(graph, dsp):
             if op.output in exit_of:
                 raise ValueError("an exit produced by a reshape")  # _pick_exits prevents this
             continue
-        arrays = {}
+        arrays, float_arrays = {}, {}
         kernel = op.kind
         if op.kind == "conv":
             arrays["filter"] = np.ascontiguousarray(q.pop("w").transpose(0, 2, 3, 1))  # OIHW -> OHWI
+            float_arrays["filter"] = np.ascontiguousarray(op.params["w"].transpose(0, 2, 3, 1), np.float32)
         elif op.kind == "dwconv":
             w = q.pop("w")  # (C_out, 1, KH, KW) -> (KH, KW, C_out)
             arrays["filter"] = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
             q["ch_mult"] = w.shape[0] // nhwc(in_shape)[3]
         elif op.kind == "dense":
-            w = q.pop("w")
+            w, wf = q.pop("w"), op.params["w"]
             src = flatten_from.get(op.inputs[0])
             if src is not None:  # the input was flattened in NCHW order; ours is NHWC
                 _, c, h, wd = src
                 w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+                wf = wf.reshape(wf.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(wf.shape[0], -1)
             arrays["filter"] = np.ascontiguousarray(w)
+            float_arrays["filter"] = np.ascontiguousarray(wf, np.float32)
         elif op.kind in ("avgpool", "gap"):
             kernel = "avgpool"
         for key in ("bias", "multiplier", "shift"):
             if key in q:
                 arrays[key] = np.asarray(q.pop(key), np.int32)
         q.pop("w_scale", None)
+        if float_arrays:
+            float_arrays["bias"] = np.asarray(op.params["b"], np.float32).reshape(-1)
         if op.kind in ("conv", "dwconv", "maxpool"):
             q.update(kernel=op.attrs["kernel"], stride=op.attrs["stride"], padding=op.attrs["padding"])
         step = Step(kernel, op.name, [buf(t) for t in op.inputs], op.output, nhwc(in_shape), nhwc(out_shape), q,
-                    arrays, segment, exit_of.get(op.output, -1), needing.get(i, 0), macs=op.macs)
+                    arrays, segment, exit_of.get(op.output, -1), needing.get(i, 0), macs=op.macs, act=op.act,
+                    float_arrays=float_arrays)
         if op.kind == "conv":
             kh, kw = op.attrs["kernel"]
             step.scratch_bytes = conv_scratch_bytes(kh, kw, step.in_dims[3], dsp)

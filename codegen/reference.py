@@ -81,3 +81,10 @@ class Reference:
             elif k == self.num_exits - 1 or conf >= thresholds_q16[k]:
                 return k, logits, conf
         raise AssertionError("the schedule ended without reaching an exit")
+
+    def run_all(self, x_q):
+        """Every step on an int8 NHWC input: tensor name -> int8 array (the trainer's reference needs them all)."""
+        buffers = {self.input_name: np.asarray(x_q, np.int8)}
+        for step in self.steps:
+            buffers[step.output] = _run_step(step, buffers)
+        return buffers

@@ -6,6 +6,17 @@
 
 #include "board.h"
 #include "model.h"
+#ifdef MT_HAVE_TRAINER
+#include "train_service.h"
+#include "trainer.h"
+/* With a trainer, CLASSIFY serves the personalised heads where do-no-harm allows, and its default
+ * thresholds are the board's adapted ones. */
+#define RUN_MODEL trainer_classify
+#define DEFAULT_THRESHOLD(k) trainer_threshold_q16(k)
+#else
+#define RUN_MODEL model_run
+#define DEFAULT_THRESHOLD(k) DEFAULT_THRESHOLD_Q16
+#endif
 
 #define DEFAULT_THRESHOLD_Q16 58982u /* 0.9 */
 
@@ -14,6 +25,9 @@ static mt_status init_status;
 void model_service_init(void)
 {
     init_status = model_init();
+#ifdef MT_HAVE_TRAINER
+    trainer_init();
+#endif
     protocol_set_model_hash(model_hash, MODEL_HASH_BYTES);
 }
 
@@ -44,12 +58,12 @@ static int handle_classify(const uint8_t *payload, uint16_t len, uint8_t *reply)
         len != 2 + 4 * n + MODEL_INPUT_SIZE)
         return -ERR_BAD_PAYLOAD;
     for (int k = 0; k < MODEL_NUM_EXITS; k++)
-        policy.threshold_q16[k] = n ? get_u32(payload + 2 + 4 * k) : DEFAULT_THRESHOLD_Q16;
+        policy.threshold_q16[k] = n ? get_u32(payload + 2 + 4 * k) : DEFAULT_THRESHOLD(k);
     const int8_t *input = (const int8_t *)(payload + 2 + 4 * n);
 
     model_result result;
     uint64_t start = board_counter();
-    mt_status status = model_run(input, &policy, &result);
+    mt_status status = RUN_MODEL(input, &policy, &result);
     uint64_t cost = board_counter() - start;
     if (status != MT_SUCCESS)
         return -ERR_MODEL_FAILED;
@@ -75,5 +89,12 @@ static int handle_profile(const uint8_t *payload, uint16_t len, uint8_t *reply)
 const mt_route model_routes[] = {
     {MSG_CLASSIFY, handle_classify},
     {MSG_PROFILE, handle_profile},
+#ifdef MT_HAVE_TRAINER
+    {MSG_TRAIN, handle_train},
+    {MSG_CONFIG, handle_config},
+    {MSG_STATS, handle_stats},
+    {MSG_CHECKPOINT_GET, handle_checkpoint_get},
+    {MSG_CHECKPOINT_PUT, handle_checkpoint_put},
+#endif
 };
 const size_t model_route_count = sizeof model_routes / sizeof model_routes[0];

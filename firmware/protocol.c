@@ -26,6 +26,14 @@ static int rx_overflow;
 /* The last reply is kept so a repeated request (same seq) is answered again without running twice. */
 static uint8_t tx_body[MT_MAX_BODY];
 static size_t tx_len; /* 0: nothing to replay */
+/* The replies to the MT_REPLAY_DEPTH - 1 requests accepted before the last one, when their payload is at
+ * most MT_REPLAY_SHORT_PAYLOAD bytes (TRAIN and CLASSIFY replies are), so a host with several requests in
+ * flight can have any of them answered again. A ring: older[(older_next - 1) % N] is the most recent. */
+#define OLDER_REPLIES (MT_REPLAY_DEPTH - 1)
+#define OLDER_BODY_MAX (MT_HEADER_SIZE + MT_REPLAY_SHORT_PAYLOAD + MT_CRC_SIZE)
+static uint8_t older_body[OLDER_REPLIES][OLDER_BODY_MAX];
+static uint8_t older_len[OLDER_REPLIES]; /* 0: that request's reply was too long to keep (or none) */
+static uint8_t older_next;
 /* Errors about frames that were not accepted go out of their own buffer, so the reply cache survives. */
 static uint8_t error_body[MT_HEADER_SIZE + 5 + MT_CRC_SIZE];
 static int synced;     /* has any request been accepted since boot? */
@@ -159,20 +167,51 @@ static mt_handler find_handler(uint8_t type)
     return 0;
 }
 
+static void forget_replies(void)
+{
+    tx_len = 0;
+    memset(older_len, 0, sizeof older_len);
+}
+
 void protocol_send_hello(void)
 {
     int n = handle_hello(0, 0, tx_body + MT_HEADER_SIZE);
     tx_body[MT_HEADER_SIZE + 1] |= HELLO_FLAG_BOOT;
     send_frame(tx_body, MSG_HELLO | MT_REPLY, 0, (uint16_t)n);
-    tx_len = 0;
+    forget_replies();
+}
+
+/* The last reply becomes an older one (kept if short) before the next reply overwrites tx_body. */
+static void age_last_reply(void)
+{
+    size_t n = tx_len <= OLDER_BODY_MAX ? tx_len : 0;
+    memcpy(older_body[older_next], tx_body, n);
+    older_len[older_next] = (uint8_t)n;
+    older_next = (uint8_t)((older_next + 1) % OLDER_REPLIES);
+}
+
+/* Send the stored reply to `seq` again; 0 if it is not stored. */
+static int replay(uint16_t seq)
+{
+    uint16_t age = (uint16_t)(last_seq - seq); /* 0: the last accepted request */
+    if (age == 0 && tx_len) {
+        send_encoded(tx_body, tx_len);
+        return 1;
+    }
+    if (age == 0 || age >= MT_REPLAY_DEPTH)
+        return 0;
+    unsigned slot = (older_next + OLDER_REPLIES - age) % OLDER_REPLIES;
+    if (!older_len[slot])
+        return 0;
+    send_encoded(older_body[slot], older_len[slot]);
+    return 1;
 }
 
 static void handle_request(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len)
 {
     if (type != MSG_HELLO && synced) {
-        if (seq == last_seq && tx_len) {
-            /* The host did not get our reply: send the same bytes again. */
-            send_encoded(tx_body, tx_len);
+        if (replay(seq)) {
+            /* The host did not get our reply: send the same bytes again, do not run the request twice. */
             stats.replayed++;
             return;
         }
@@ -181,6 +220,9 @@ static void handle_request(uint8_t type, uint16_t seq, const uint8_t *payload, u
             send_unaccepted_error(ERR_OUT_OF_ORDER, seq, seq);
             return;
         }
+        age_last_reply();
+    } else {
+        forget_replies(); /* HELLO (re)synchronises: stored replies belong to the old numbering */
     }
     /* HELLO (re)synchronises: any sequence number is accepted and becomes the last one. */
     synced = 1;
@@ -192,7 +234,9 @@ static void handle_request(uint8_t type, uint16_t seq, const uint8_t *payload, u
     if (n < 0) {
         if (n == -ERR_UNKNOWN_TYPE)
             stats.unknown_type++;
-        tx_len = send_frame(tx_body, MSG_ERROR, seq, error_payload(reply, (uint8_t)-n, type));
+        const uint8_t reason = (uint8_t)(-n & 0xFF);
+        const uint16_t detail = (-n >> 8) ? (uint16_t)(-n >> 8) : type;
+        tx_len = send_frame(tx_body, MSG_ERROR, seq, error_payload(reply, reason, detail));
     } else {
         tx_len = send_frame(tx_body, (uint8_t)(type | MT_REPLY), seq, (uint16_t)n);
     }

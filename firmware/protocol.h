@@ -16,12 +16,23 @@
 
 #define MT_REPLY 0x80 /* a reply's type is its request's type | MT_REPLY */
 
+/* Replies kept for repeated requests: the last one in full, and those of the MT_REPLAY_DEPTH - 1 requests
+ * before it when their payload is at most MT_REPLAY_SHORT_PAYLOAD bytes. A host may have up to
+ * MT_REPLAY_DEPTH such requests in flight. */
+#define MT_REPLAY_DEPTH 4
+#define MT_REPLAY_SHORT_PAYLOAD 48
+
 enum mt_msg_type {
     MSG_HELLO = 0x01,
     MSG_PING = 0x02,
     MSG_LINK_STATS = 0x03,
     MSG_CLASSIFY = 0x10,
     MSG_PROFILE = 0x11,
+    MSG_TRAIN = 0x20,
+    MSG_CONFIG = 0x21,
+    MSG_STATS = 0x22,
+    MSG_CHECKPOINT_GET = 0x23,
+    MSG_CHECKPOINT_PUT = 0x24,
     MSG_ERROR = 0x7F,
 };
 
@@ -38,7 +49,12 @@ enum mt_error_reason {
     ERR_BAD_FRAME = 6,    /* link: not valid COBS */
     ERR_BAD_PAYLOAD = 7,  /* request: payload malformed for its type */
     ERR_MODEL_FAILED = 8, /* request: the model could not run (a kernel rejected its arguments) */
+    ERR_BAD_CHECKPOINT = 9, /* request: a checkpoint was refused (detail: which check failed) */
 };
+
+/* A handler that wants an error frame with its own detail (instead of the request type) returns
+ * -MT_ERROR_WITH_DETAIL(reason, detail). */
+#define MT_ERROR_WITH_DETAIL(reason, detail) ((int)(reason) | ((int)(detail) << 8))
 
 /* A request handler reads the request payload and writes its reply payload (capacity MT_MAX_PAYLOAD).
  * Returns the reply length, or -(mt_error_reason) to answer with an error frame. */

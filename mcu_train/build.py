@@ -15,6 +15,11 @@ from mcu_train.paths import BOARDS_DIR, BUILD_DIR, FIRMWARE_DIR
 
 # The portable runtime; main.c is the protocol server.
 RUNTIME_SOURCES = ["protocol.c", "crc16.c", "cobs.c"]
+# The on-device trainer, built when the model was compiled with --train (model_train.c present).
+TRAINER_SOURCES = ["trainer.c", "train_layers.c", "instance_filter.c", "fmath.c", "checkpoint.c", "crc32.c",
+                   "train_service.c"]
+# The trainer's float arithmetic must match the numpy reference bit for bit: no fused multiply-add.
+TRAINER_CFLAGS = ["-ffp-contract=off"]
 COMMON_CFLAGS = ["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
                  "-fdata-sections", "-fno-math-errno"]
 
@@ -116,7 +121,7 @@ def build_elf(board, sources, out_elf, include_dirs=(), defines=(), extra_cflags
 def build_firmware(board, model_dir=None, out_dir=None):
     """The protocol server firmware for `board`, with the compiled model in `model_dir` when given."""
     sources = [FIRMWARE_DIR / "main.c", *(FIRMWARE_DIR / s for s in RUNTIME_SOURCES)]
-    includes, defines = [], []
+    includes, defines, extra = [], [], []
     if model_dir is not None:
         model_dir = Path(model_dir)
         meta_path = model_dir / "model.json"
@@ -130,6 +135,11 @@ def build_firmware(board, model_dir=None, out_dir=None):
                     *sorted((FIRMWARE_DIR / "kernels").glob("*.c"))]
         includes += [model_dir, FIRMWARE_DIR / "kernels"]
         defines.append("MT_HAVE_MODEL=1")
+        if (model_dir / "model_train.c").is_file():
+            sources += [model_dir / "model_train.c", *(FIRMWARE_DIR / s for s in TRAINER_SOURCES)]
+            defines.append("MT_HAVE_TRAINER=1")
+            extra += TRAINER_CFLAGS
         out_dir = Path(out_dir) if out_dir else model_dir / f"build-{board.name}"
     out_dir = Path(out_dir) if out_dir else BUILD_DIR / board.name
-    return build_elf(board, sources, out_dir / "firmware.elf", include_dirs=includes, defines=defines)
+    return build_elf(board, sources, out_dir / "firmware.elf", include_dirs=includes, defines=defines,
+                     extra_cflags=extra)

@@ -41,7 +41,7 @@ def cmd_compile(args):
     from codegen.compile import compile_model
     from mcu_train.boards import get_board
     exits = [e.strip() for e in args.exits.split(",")] if args.exits else None
-    compile_model(args.model, get_board(args.board), args.output, calib=args.calib, exits=exits)
+    compile_model(args.model, get_board(args.board), args.output, calib=args.calib, exits=exits, train=args.train)
 
 
 def cmd_infer(args):
@@ -52,6 +52,11 @@ def cmd_infer(args):
 def cmd_bench(args):
     from mcu_train.bench import bench_command
     bench_command(args)
+
+
+def cmd_personalise(args):
+    from mcu_train.personalise import personalise_command
+    personalise_command(args)
 
 
 def cmd_pretrain(args):
@@ -91,6 +96,9 @@ def build_parser():
     s.add_argument("--calib", help="calibration inputs (.npz: array 'x', in the model's input layout)")
     s.add_argument("--exits", help="output names of the exits, shallow to deep (default: model metadata)")
     s.add_argument("-o", "--output", required=True, help="output folder")
+    s.add_argument("--train", choices=["exits", "exits+last-block"],
+                   help="compile the on-device trainer: the early exits' heads train (exits), or those and the "
+                        "last backbone block with the final head (exits+last-block)")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("infer", help="run a compiled model on a board for every input of an .npz")
@@ -109,7 +117,25 @@ def build_parser():
     s.add_argument("--calib", default="models/har_calib.npz", help="calibration windows, also the inputs")
     s.add_argument("--inputs", type=int, default=20, help="inputs classified per exit")
     s.add_argument("-o", "--output", default="build/bench.json")
+    s.add_argument("--markdown", help="also write the results as markdown tables (as in docs/RESULTS.md)")
     s.set_defaults(func=cmd_bench, board=None)
+
+    s = sub.add_parser("personalise", help="stream a person's HAPT windows to a board with a trainer")
+    s.add_argument("--board", default=DEFAULT_BOARD)
+    s.add_argument("--model", default="models/har.onnx")
+    s.add_argument("--calib", default="models/har_calib.npz")
+    s.add_argument("--train", default="exits", choices=["exits", "exits+last-block"])
+    s.add_argument("--person", type=int, default=25)
+    s.add_argument("--windows", type=int, default=300)
+    s.add_argument("--labels", type=float, default=0.1, help="fraction of windows sent with their label")
+    s.add_argument("--shift", action="store_true", help="rotate the person's axes (a phone worn differently)")
+    s.add_argument("--filter", default="learned", choices=["off", "learned", "random"])
+    s.add_argument("--keep", type=float, default=0.3, help="instance filter: fraction of windows kept")
+    s.add_argument("--prune", type=float, default=0.5, help="error-map pruning: fraction of channels kept")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--reference", action="store_true", help="run the numpy reference instead of a board")
+    s.add_argument("-o", "--output", default="build/personalise")
+    s.set_defaults(func=cmd_personalise)
 
     s = sub.add_parser("pretrain", help="pretrain the early-exit CNN on HAPT and export ONNX")
     s.add_argument("--dataset", default="hapt", choices=["hapt"])

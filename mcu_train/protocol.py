@@ -12,6 +12,10 @@ MAX_BODY = HEADER.size + MAX_PAYLOAD + CRC_SIZE
 MAX_ENCODED = MAX_BODY + MAX_BODY // 254 + 1
 REPLY = 0x80
 SEQ_MODULO = 1 << 16
+# The board keeps the replies of the last REPLAY_DEPTH accepted requests (all but the last only when their
+# payload is at most REPLAY_SHORT_PAYLOAD bytes): so many requests may be in flight at once.
+REPLAY_DEPTH = 4
+REPLAY_SHORT_PAYLOAD = 48
 
 
 class Msg(IntEnum):
@@ -20,6 +24,11 @@ class Msg(IntEnum):
     LINK_STATS = 0x03
     CLASSIFY = 0x10
     PROFILE = 0x11
+    TRAIN = 0x20
+    CONFIG = 0x21
+    STATS = 0x22
+    CHECKPOINT_GET = 0x23
+    CHECKPOINT_PUT = 0x24
     ERROR = 0x7F
 
 
@@ -32,6 +41,7 @@ class Reason(IntEnum):
     BAD_FRAME = 6
     BAD_PAYLOAD = 7
     MODEL_FAILED = 8
+    BAD_CHECKPOINT = 9
 
 
 HELLO_FLAG_EMULATED = 0x01

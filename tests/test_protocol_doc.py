@@ -68,7 +68,9 @@ def test_limits_match():
 
 
 def test_payload_field_tables_match():
-    hello, stats, classify_req, classify_reply, error = ([row[0] for row in table] for table in doc_tables("field"))
+    hello, stats, classify_req, classify_reply, *training, error = (
+        [row[0] for row in table] for table in doc_tables("field"))
+    check_training_tables(*training)
     assert classify_req == ["force_exit", "num_thresholds", "thresholds", "input"]
     assert classify_reply == ["exit", "num_classes", "confidence", "cost", "logits"]
     assert hello == ["protocol_version", "flags", "max_payload", "counter_hz", "board", "firmware_version",
@@ -76,6 +78,21 @@ def test_payload_field_tables_match():
     assert hello == list(Hello.__dataclass_fields__)[:1] + ["flags"] + list(Hello.__dataclass_fields__)[3:]
     assert stats == [*protocol.LINK_STATS_FIELDS, "counter"]
     assert error == ["reason", "expected_seq", "detail"] == list(ErrorInfo.__dataclass_fields__)
+
+
+def check_training_tables(train_req, train_reply, config, train_stats, get_req, get_reply, put_req, put_reply):
+    from dataclasses import fields
+
+    from mcu_train.trainer import ExitStats, Outcome, TrainConfig, TrainStats, TrainStep
+    assert train_req == ["flags", "label", "input"]
+    assert train_reply == [f.name for f in fields(TrainStep)]
+    assert config == [f.name for f in fields(TrainConfig)][:-3] + ["thresholds"]
+    assert train_stats == [f.name for f in fields(TrainStats)][:-1] + ["num_exits", "exits"]
+    assert [r[0] for r in doc_table("exit field")] == [f.name for f in fields(ExitStats)]
+    assert {r[0]: int(r[1]) for r in doc_table("outcome")} == {o.name: o.value for o in Outcome}
+    assert get_req == ["offset", "max_bytes"] and get_reply == ["total", "offset", "data"]
+    assert put_req == ["total", "offset", "data"] and put_reply == ["staged", "committed"]
+    assert [int(r[0]) for r in doc_table("detail")] == list(range(1, 7))
 
 
 @pytest.fixture(scope="module")

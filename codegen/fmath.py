@@ -1,0 +1,152 @@
+"""float32 arithmetic of the on-device trainer, written so numpy and firmware/fmath.c give identical bits.
+
+Rules both sides follow (docs/training.md):
+- every value is float32 and every operation rounds once (the firmware is built with -ffp-contract=off, so
+  no fused multiply-add; numpy's elementwise float32 ufuncs round each operation);
+- sums run sequentially in a fixed order (never numpy's pairwise reduction);
+- exp and log are our own routines (Cephes' float polynomials with explicit evaluation order), since libm's
+  differ between newlib, glibc and numpy.
+"""
+import numpy as np
+
+F = np.float32
+_LOG2E = F(1.44269504088896341)
+_LN2_HI = F(0.693359375)
+_LN2_LO = F(-2.12194440e-4)
+_EXP_P = [F(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                         1.6666665459e-1, 5.0000001201e-1)]
+_LOG_P = [F(v) for v in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                         1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                         3.3333331174e-1)]
+EXP_MIN = F(-87.0)  # exp(x) = 0 below this (keeps 2^n a normal float)
+
+
+def expf(x):
+    """exp(x) for x <= 0 (float32 array or scalar); 0 below EXP_MIN."""
+    x = np.asarray(x, F)
+    under = x < EXP_MIN
+    x = np.where(under, F(0), x).astype(F)
+    t = x * _LOG2E
+    n = (t - F(0.5)).astype(np.int32)  # truncation toward zero, as C's (int) cast: round to nearest for t <= 0
+    fn = n.astype(F)
+    r = x - fn * _LN2_HI
+    r = r - fn * _LN2_LO
+    z = r * r
+    p = np.full_like(r, _EXP_P[0])
+    for c in _EXP_P[1:]:
+        p = p * r + c
+    y = p * z
+    y = y + r
+    y = y + F(1)
+    scale = ((n + 127).astype(np.uint32) << np.uint32(23)).view(F)
+    return np.where(under, F(0), y * scale).astype(F)
+
+
+def logf(x):
+    """log(x) for positive normal x."""
+    x = np.asarray(x, F)
+    bits = x.view(np.uint32)
+    e = (bits >> np.uint32(23)).astype(np.int32) - 127
+    m = ((bits & np.uint32(0x7FFFFF)) | np.uint32(0x3F800000)).view(F)
+    big = m > F(1.41421356)
+    m = np.where(big, m * F(0.5), m).astype(F)
+    e = np.where(big, e + 1, e)
+    f = m - F(1)
+    z = f * f
+    y = np.full_like(f, _LOG_P[0])
+    for c in _LOG_P[1:]:
+        y = y * f + c
+    y = y * f
+    y = y * z
+    fe = e.astype(F)
+    y = y + fe * _LN2_LO
+    y = y - F(0.5) * z
+    r = f + y
+    return (r + fe * _LN2_HI).astype(F)
+
+
+def sigmoid(s):
+    """1 / (1 + exp(-s)) for a float32 scalar, with exp only of non-positive arguments."""
+    s = F(s)
+    if s >= F(0):
+        e = expf(-s)
+        return F(F(1) / (F(1) + e))
+    e = expf(s)
+    return F(e / (F(1) + e))
+
+
+def seq_sum(values, start=0.0):
+    """Sequential float32 sum (the order the C loops use)."""
+    acc = F(start)
+    for v in np.asarray(values, F).reshape(-1):
+        acc = F(acc + v)
+    return acc
+
+
+def softmax_ce(z, target=None):
+    """Softmax of float32 logits z (1-D). Returns (p, loss or None, confidence in Q16).
+    m = max z; e_j = exp(z_j - m); s = sum e_j (in order); p_j = e_j / s; loss = log(s) - (z_t - m);
+    confidence = min(65536, trunc(65536 / s))."""
+    z = np.asarray(z, F)
+    m = z[0]
+    for v in z[1:]:
+        if v > m:
+            m = v
+    e = expf(z - m)
+    s = seq_sum(e)
+    p = (e / s).astype(F)
+    c = F(F(65536) / s)
+    conf = int(c) if c < F(65536) else 65536  # C: !(conf < 65536) -> 65536, which also catches NaN
+    loss = None
+    if target is not None:
+        loss = F(logf(s) - F(z[target] - m))
+    return p, loss, conf
+
+
+def argmax(z):
+    """Index of the first largest value."""
+    z = np.asarray(z)
+    best = 0
+    for j in range(1, len(z)):
+        if z[j] > z[best]:
+            best = j
+    return best
+
+
+def is_finite(*arrays):
+    return all(bool(np.all(np.isfinite(np.asarray(a, F)))) for a in arrays)
+
+
+def quantize_logits(z, scale, zero_point):
+    """float logits -> int8 as the C does: q = trunc(z / scale + copysign(0.5)) + zero point, saturated."""
+    z = np.asarray(z, F)
+    v = (z / F(scale)).astype(F)
+    v = np.where(v >= F(0), v + F(0.5), v - F(0.5)).astype(F)
+    v = np.clip(v, F(-1e6), F(1e6))
+    q = v.astype(np.int32) + int(zero_point)
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(q, scale, zero_point):
+    """int8 -> float32: (q - zero point) * scale, one rounding."""
+    return ((np.asarray(q, np.int32) - int(zero_point)).astype(F) * F(scale)).astype(F)
+
+
+class XorShift32:
+    """The trainer's PRNG (C: tr_prng_next): x ^= x << 13; x ^= x >> 17; x ^= x << 5."""
+
+    def __init__(self, seed):
+        self.state = (int(seed) & 0xFFFFFFFF) or 0x9E3779B9
+
+    def next(self):
+        x = self.state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.state = x
+        return x
+
+
+def q24(p):
+    """A probability as a 24-bit threshold for PRNG draws: trunc(p * 2^24)."""
+    return int(F(F(p) * F(16777216.0)))

@@ -1,0 +1,172 @@
+"""`mcu-train personalise`: stream one person's HAPT windows to a board with a trainer (prequential: every
+window is classified, then maybe trained on) and report accuracy, exits, costs, pruning, the instance filter,
+do-no-harm and the measured training peak SRAM. With --reference the numpy golden model runs instead of a board
+(same decisions, no costs), which is fast enough to compare settings over every person."""
+import json
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from elftools.elf.elffile import ELFFile
+
+from mcu_train.errors import McuTrainError
+
+
+def static_ram(board, elf):
+    """(bytes of .data + .bss, bytes of each symbol of interest) from the ELF."""
+    sizes = {}
+    with open(elf, "rb") as f:
+        e = ELFFile(f)
+        total = sum(s["sh_size"] for s in e.iter_sections() if s.name in (".data", ".bss"))
+        symtab = e.get_section_by_name(".symtab")
+        for sym in symtab.iter_symbols():
+            if sym.name in ("arena", "rx_buf", "tx_body", "error_body") and sym["st_size"]:
+                sizes[sym.name] = sym["st_size"]
+    return total, sizes
+
+
+def peak_sram(board, elf, link):
+    """Training peak SRAM measured on a running board: every static byte (.data + .bss: the planned arena,
+    protocol buffers, the rest) plus the stack's high-water mark from LINK_STATS (stack painting)."""
+    if board.is_host:
+        raise McuTrainError("peak SRAM is measured on Cortex-M boards (the host board has no painted stack)")
+    static, symbols = static_ram(board, elf)
+    stack_used = board.stack_bytes - link.link_stats()["stack_unused"]
+    return dict(board=board.name, static_bytes=static, arena_bytes=symbols.get("arena", 0),
+                protocol_buffer_bytes=sum(symbols.get(n, 0) for n in ("rx_buf", "tx_body", "error_body")),
+                stack_used_bytes=stack_used, stack_reserve_bytes=board.stack_bytes,
+                peak_bytes=static + stack_used)
+
+
+def summarise(steps, labels, mask):
+    """Prequential accuracy and costs over a stream of TrainStep."""
+    preds = np.array([s.prediction for s in steps])
+    trained = [s for s in steps if s.outcome in (0, 5)]
+    out = dict(windows=len(steps), accuracy=float(np.mean(preds == labels)),
+               accuracy_second_half=float(np.mean(preds[len(steps) // 2:] == labels[len(steps) // 2:])),
+               labelled=int(mask.sum()), outcomes=dict(Counter(s.outcome_name for s in steps)),
+               exits=dict(sorted(Counter(int(s.exit) for s in steps).items())),
+               trained=len(trained),
+               macs_forward=int(sum(s.macs_forward for s in trained)),
+               macs_backward=int(sum(s.macs_backward for s in trained)),
+               macs_backward_dense=int(sum(s.macs_backward_dense for s in trained)))
+    if any(s.cost_inference for s in steps):
+        out["cost_inference_mean"] = float(np.mean([s.cost_inference for s in steps]))
+        out["cost_training_mean_per_trained"] = float(np.mean([s.cost_training for s in trained])) if trained else 0
+    return out
+
+
+def personalise_command(args):
+    from codegen.compile import compile_model
+    from codegen.train_reference import TrainerReference
+    from mcu_train import data
+    from mcu_train.boards import get_board
+    from mcu_train.build import build_firmware
+    from mcu_train.infer import load_model_meta, to_wire
+    from mcu_train.runner import session
+    from mcu_train.trainer import FilterMode, Trainer, TrainConfig
+    board = get_board(args.board)
+    out = Path(args.output)
+    compiled = compile_model(args.model, board, out / "model", calib=args.calib, quiet=True, train=args.train)
+    meta = load_model_meta(out / "model")
+    w = data.person_windows(args.person, shift=args.shift, seed=args.seed)
+    n = min(args.windows, len(w))
+    rows, labels = to_wire(meta, w.x[:n]), w.y[:n]
+    mask = data.label_mask(n, args.labels, seed=args.seed)
+    cfg = TrainConfig.default(len(meta["exits"]))
+    cfg.filter_mode = FilterMode[args.filter.upper()]
+    cfg.filter_keep, cfg.prune_keep = args.keep, args.prune
+    report = dict(board=board.name, model=str(args.model), train=args.train, person=args.person, shift=args.shift,
+                  label_fraction=args.labels, config=asdict(cfg), memory={k: compiled.memory[k] for k in (
+                      "arena_bytes", "training_arena_bytes", "trainable_parameters")})
+    if args.reference:
+        ref = TrainerReference(compiled, cfg)
+        steps = [ref.train(r, int(y) if m else None) for r, y, m in zip(rows, labels, mask)]
+        stats = ref.stats()
+    else:
+        elf = build_firmware(board, out / "model", out / "firmware").elf
+        with session(board, elf) as (running, link):
+            trainer = Trainer(link, meta)
+            trainer.config(cfg)
+            steps = [trainer.train(r, int(y) if m else None) for r, y, m in zip(rows, labels, mask)]
+            stats = trainer.stats()
+            report["unit"] = link.hello.counter_unit
+            if not board.is_host:
+                report["sram"] = peak_sram(board, elf, link)
+    report["summary"] = summarise(steps, labels, mask)
+    report["stats"] = asdict(stats)
+    (out / "personalise.json").write_text(json.dumps(report, indent=1))
+    s = report["summary"]
+    print(f"{n} windows of person {args.person}{' (rotated)' if args.shift else ''} on "
+          f"{'the reference' if args.reference else board.name}, {100 * args.labels:.0f}% labelled")
+    print(f"  prequential accuracy {100 * s['accuracy']:.1f}% (second half {100 * s['accuracy_second_half']:.1f}%); "
+          f"exits taken {s['exits']}")
+    print(f"  outcomes {s['outcomes']}")
+    if s["macs_backward_dense"]:
+        print(f"  backward MACs {s['macs_backward']:,} of {s['macs_backward_dense']:,} dense "
+              f"({100 * (1 - s['macs_backward'] / s['macs_backward_dense']):.0f}% pruned)")
+    if "cost_inference_mean" in s:
+        print(f"  mean cost: prediction {s['cost_inference_mean']:,.0f}, training "
+              f"{s['cost_training_mean_per_trained']:,.0f} {report['unit']} per trained window")
+    if "sram" in report:
+        m = report["sram"]
+        print(f"  training peak SRAM {m['peak_bytes']:,} B = static {m['static_bytes']:,} B (arena "
+              f"{m['arena_bytes']:,} B, protocol buffers {m['protocol_buffer_bytes']:,} B) + stack high-water "
+              f"{m['stack_used_bytes']:,} B")
+    print(f"  -> {out / 'personalise.json'}")
+
+
+COMPARE_SETTINGS = {
+    "generic (no training)": dict(lr=0.0, filter_mode=0),
+    "train every window": dict(filter_mode=0),
+    "instance filter, keep 0.3": dict(filter_mode=1, filter_keep=0.3),
+    "random subsampling, keep 0.3": dict(filter_mode=2, filter_keep=0.3),
+    "random subsampling, keep 0.18": dict(filter_mode=2, filter_keep=0.18),
+    "labels only (no pseudo-labels)": dict(filter_mode=0, pseudo_threshold_q16=65536),
+}
+
+
+def compare(people=range(25, 31), label_fraction=0.1, model=None, calib=None, seed=0):
+    """The reference on every person's stream, natural and with the placement shift, per setting: mean
+    prequential accuracy (all windows, second half), windows trained, training MACs. Returns markdown rows."""
+    from codegen.compile import build
+    from codegen.train_reference import TrainerReference
+    from mcu_train import data
+    from mcu_train.boards import get_board
+    from mcu_train.infer import to_wire
+    from mcu_train.trainer import TrainConfig
+    compiled = build(model or "models/har.onnx", get_board("host"), calib or "models/har_calib.npz", train="exits")
+    rows_out = ["| stream | setting | accuracy | second half | windows trained | training MACs / window | mean exit |",
+                "|---|---|---|---|---|---|---|"]
+    for shift in (False, True):
+        streams = []
+        for p in people:
+            w = data.person_windows(p, shift=shift, seed=seed)
+            streams.append((to_wire(compiled.meta, w.x), w.y, data.label_mask(len(w), label_fraction, seed=seed)))
+        for name, changes in COMPARE_SETTINGS.items():
+            acc, acc2, trained, macs, exits, total = [], [], 0, 0, [], 0
+            for rows, y, mask in streams:
+                ref = TrainerReference(compiled)
+                cfg = TrainConfig.default(ref.num_exits)
+                for k, v in changes.items():
+                    setattr(cfg, k, v)
+                ref.set_config(cfg)
+                steps = [ref.train(r, int(label) if m else None) for r, label, m in zip(rows, y, mask)]
+                pred = np.array([s.prediction for s in steps])
+                acc.append(np.mean(pred == y))
+                acc2.append(np.mean(pred[len(y) // 2:] == y[len(y) // 2:]))
+                trained += sum(s.outcome in (0, 5) for s in steps) if cfg.lr else 0
+                macs += sum(s.macs_forward + s.macs_backward for s in steps) if cfg.lr else 0
+                exits += [s.exit for s in steps]
+                total += len(steps)
+            rows_out.append(f"| {'rotated 30-60 deg' if shift else 'natural'} | {name} | {100 * np.mean(acc):.1f}% | "
+                            f"{100 * np.mean(acc2):.1f}% | {100 * trained / total:.0f}% | {macs / total:,.0f} | "
+                            f"{np.mean(exits):.2f} |")
+    return rows_out
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--compare"]:
+        print("\n".join(compare()))

@@ -1,0 +1,276 @@
+"""On-device training, host side: the TRAIN / CONFIG / STATS / CHECKPOINT payloads (docs/protocol.md) as typed
+records, and `Trainer`, the client that drives a board built with `mcu-train compile --train ...`.
+codegen/train_reference.py (the golden model) returns the same records, so tests compare them field by field."""
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+from enum import IntEnum
+
+import numpy as np
+
+from codegen import quant
+from mcu_train.errors import McuTrainError
+from mcu_train.protocol import Msg
+
+CHECKPOINT_CHUNK = 1016  # data bytes per CHECKPOINT_GET / _PUT frame (payload maximum 1024 - 8 header bytes)
+NO_CLASS = 0xFF
+
+
+class Outcome(IntEnum):
+    TRAINED = 0  # every trainable exit was updated
+    FILTERED = 1  # the instance filter predicted a low loss: no training forward or backward
+    NO_TARGET = 2  # no label and the final exit was not confident enough for a pseudo-label
+    SATURATED = 3  # too many input samples at the int8 limits: not trained on
+    INVALID = 4  # the host flagged non-finite readings: not trained on
+    NONFINITE = 5  # at least one exit's update would have produced NaN/Inf: that exit's step was skipped
+
+
+class FilterMode(IntEnum):
+    OFF = 0  # train on every window
+    LEARNED = 1  # the self-supervised instance filter decides
+    RANDOM = 2  # keep a random filter_keep fraction (the baseline the filter must beat)
+
+
+class ServeMode(IntEnum):
+    AUTO = 0  # do no harm: per exit, whichever of personalised / generic head is more accurate on labels
+    PERSONALISED = 1
+    GENERIC = 2
+
+
+# TRAIN request flags
+FLAG_LABEL = 0x01
+FLAG_INVALID = 0x02
+# TRAIN reply flags
+STEP_LABEL = 0x01  # trained on the host's label
+STEP_PSEUDO = 0x02  # trained on the final exit's pseudo-label
+STEP_EXPLORED = 0x04  # the filter predicted easy, trained anyway (epsilon)
+STEP_PREDICTED_HARD = 0x08  # the filter's score reached its cut
+STEP_PERSONALISED = 0x10  # the exit taken served its personalised head
+
+
+@dataclass
+class TrainConfig:
+    """Every runtime parameter of the trainer (CONFIG). Defaults are the firmware's boot values."""
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip_norm: float = 2.0  # per exit: gradient L2 norm clipped to this (0: no clipping)
+    prune_keep: float = 0.5  # error-map pruning: fraction of output channels kept per conv layer, (0, 1]
+    prune_weight_l1: float = 0.0  # channel score = L1(error map) + this * L1(channel's weights)
+    prune_dense: int = 0  # 1: prune dense layers' output rows too
+    filter_mode: int = FilterMode.LEARNED
+    serve_mode: int = ServeMode.AUTO
+    adapt_thresholds: int = 1
+    pseudo_threshold_q16: int = 58982  # 0.9: final-exit confidence needed for a pseudo-label
+    max_saturated: int = 16  # input samples at -128 or 127 tolerated before a window is not trained on
+    dnh_min_labels: int = 0  # labelled windows an exit needs before its personalised head may serve
+    seed: int = 1  # instance filter's PRNG (xorshift32); setting CONFIG restarts it from this seed
+    filter_keep: float = 0.3  # target fraction of (unlabelled) windows the filter keeps
+    filter_epsilon: float = 0.1  # fraction of predicted-easy windows trained anyway
+    filter_lr: float = 0.05
+    filter_step: float = 0.02  # adaptation step of the loss threshold (relative) and of the score cut
+    filter_rate: float = 0.02  # EMA rate of the kept fraction
+    dnh_rate: float = 0.05  # EMA rate of the per-exit accuracy on labelled windows
+    agree_rate: float = 0.02  # EMA rate of each exit's agreement with the final exit
+    agree_target: float = 0.95  # agreement above which an exit's threshold goes down
+    threshold_step: float = 0.002
+    thresholds: list = field(default_factory=list)  # per exit (the last is ignored): current threshold
+    threshold_min: list = field(default_factory=list)
+    threshold_max: list = field(default_factory=list)
+
+    HEAD = struct.Struct("<6f4BIHHI9f")
+
+    @classmethod
+    def default(cls, num_exits):
+        return cls(thresholds=[0.9] * num_exits, threshold_min=[0.6] * num_exits, threshold_max=[0.99] * num_exits)
+
+    def pack(self):
+        head = [getattr(self, f.name) for f in fields(self)[:-3]]
+        out = self.HEAD.pack(*head)
+        for t, lo, hi in zip(self.thresholds, self.threshold_min, self.threshold_max):
+            out += struct.pack("<3f", t, lo, hi)
+        return out
+
+    @classmethod
+    def unpack(cls, p):
+        n = (len(p) - cls.HEAD.size) // 12
+        if n < 1 or len(p) != cls.HEAD.size + 12 * n:
+            raise McuTrainError(f"CONFIG payload of {len(p)} B")
+        values = cls.HEAD.unpack_from(p)
+        per_exit = [struct.unpack_from("<3f", p, cls.HEAD.size + 12 * k) for k in range(n)]
+        cfg = cls(*values, [e[0] for e in per_exit], [e[1] for e in per_exit], [e[2] for e in per_exit])
+        return cfg.rounded()
+
+    def rounded(self):
+        """The same config with every float rounded to float32, as the board stores it."""
+        d = asdict(self)
+        for f in fields(self):
+            if f.type in (float, "float"):
+                d[f.name] = float(np.float32(d[f.name]))
+            elif f.type in (list, "list"):
+                d[f.name] = [float(np.float32(v)) for v in d[f.name]]
+        return TrainConfig(**d)
+
+
+@dataclass
+class TrainStep:
+    """TRAIN reply."""
+    outcome: int
+    exit: int  # exit taken by the prediction made before training
+    prediction: int
+    target: int  # class trained on, NO_CLASS when not trained
+    flags: int
+    confidence_q16: int
+    loss: float  # mean cross-entropy over the exits trained (before the update); 0 when not trained
+    filter_score: float  # the filter's logistic score (>= 0: predicted high loss); 0 when the filter is off
+    cost_inference: int  # cost counter units: the prediction (early-exit forward)
+    cost_training: int  # everything after it: rest of the forward, heads, backward, updates, filter
+    macs_forward: int  # float MACs of the training forward of the trainable layers
+    macs_backward: int  # MACs executed in the backward pass (after error-map pruning)
+    macs_backward_dense: int  # MACs the same backward pass would take without pruning
+
+    STRUCT = struct.Struct("<5BIff5I")
+
+    @classmethod
+    def unpack(cls, p):
+        return cls(*cls.STRUCT.unpack(p))
+
+    def pack(self):
+        return self.STRUCT.pack(*(getattr(self, f.name) for f in fields(self)))
+
+    @property
+    def outcome_name(self):
+        return Outcome(self.outcome).name
+
+    def decisions(self):
+        """What must match the reference exactly (the costs are the board's own)."""
+        d = asdict(self)
+        d.pop("cost_inference")
+        d.pop("cost_training")
+        return d
+
+
+@dataclass
+class ExitStats:
+    threshold: float
+    agreement: float  # moving agreement of the served head with the final exit
+    acc_personalised: float  # moving accuracy on labelled windows
+    acc_generic: float
+    labelled: int
+    serving: int  # 1: the personalised head serves, 0: the generic one, 255: not trainable
+    STRUCT = struct.Struct("<4fIB")
+
+
+@dataclass
+class TrainStats:
+    windows: int
+    trained: int
+    filtered: int
+    no_target: int
+    saturated: int
+    invalid: int
+    nonfinite: int  # exit updates skipped because a value would not be finite
+    labelled: int
+    pseudo_labelled: int
+    explored: int
+    macs_forward: int
+    macs_backward: int
+    macs_backward_dense: int
+    filter_threshold: float  # the adaptive loss threshold
+    filter_kept: float  # moving fraction of unlabelled windows the filter kept
+    filter_cut: float  # score at or above which the filter keeps a window
+    filter_weights: list
+    exits: list  # ExitStats per exit
+
+    HEAD = struct.Struct("<10I3Q7fB")
+
+    @classmethod
+    def unpack(cls, p):
+        v = cls.HEAD.unpack_from(p)
+        n = v[-1]
+        exits = [ExitStats(*ExitStats.STRUCT.unpack_from(p, cls.HEAD.size + ExitStats.STRUCT.size * k))
+                 for k in range(n)]
+        if len(p) != cls.HEAD.size + ExitStats.STRUCT.size * n:
+            raise McuTrainError(f"STATS payload of {len(p)} B for {n} exits")
+        return cls(*v[:16], list(v[16:20]), exits)
+
+    def pack(self):
+        head = [getattr(self, f.name) for f in fields(self)[:16]]
+        out = self.HEAD.pack(*head, *self.filter_weights, len(self.exits))
+        for e in self.exits:
+            out += ExitStats.STRUCT.pack(*(getattr(e, f.name) for f in fields(e)))
+        return out
+
+
+def checkpoint_crc(image: bytes) -> int:
+    return zlib.crc32(image) & 0xFFFFFFFF
+
+
+def window_to_wire(meta, x):
+    """One float window in the model's layout (C, L) -> (int8 NHWC bytes, invalid flag). Non-finite
+    readings cannot be quantised: they are sent as the saturation code -128 and the window is flagged."""
+    x = np.asarray(x, np.float32)
+    want = tuple(meta["input_shape"][1:])
+    if x.shape != want:
+        raise McuTrainError(f"a window has shape {x.shape}; the model takes {want}")
+    bad = ~np.isfinite(x)
+    q = quant.quantize(np.where(bad, 0.0, x), meta["input_scale"], meta["input_zero_point"])
+    q = np.where(bad, -128, q).astype(np.int8)
+    return np.ascontiguousarray(np.moveaxis(q, 0, -1)).reshape(-1), bool(bad.any())
+
+
+class Trainer:
+    """TRAIN / CONFIG / STATS / CHECKPOINT over a Link to a board built with a trainer."""
+
+    def __init__(self, link, meta):
+        if "train" not in meta:
+            raise McuTrainError("this model was compiled without --train: the board has no trainer")
+        self.link = link
+        self.meta = meta
+        self.num_exits = len(meta["exits"])
+        hello = link.hello
+        if hello is not None and hello.model_hash != meta["model_hash"]:
+            raise McuTrainError(f"the board runs model {hello.model_hash or '(none)'}, not the compiled model "
+                                f"{meta['model_hash']}: build and flash this model first")
+
+    def train(self, x_q, label=None, invalid=False) -> TrainStep:
+        """One window (int8 NHWC, as CLASSIFY takes it), optionally labelled."""
+        flags = (FLAG_LABEL if label is not None else 0) | (FLAG_INVALID if invalid else 0)
+        payload = struct.pack("<BB", flags, 0 if label is None else int(label)) + np.asarray(x_q, np.int8).tobytes()
+        return TrainStep.unpack(self.link.request(Msg.TRAIN, payload, timeout=30.0))
+
+    def train_window(self, x, label=None) -> TrainStep:
+        """One float window in the model's layout (C, L)."""
+        row, invalid = window_to_wire(self.meta, x)
+        return self.train(row, label, invalid)
+
+    def config(self, cfg: TrainConfig = None) -> TrainConfig:
+        """Set the runtime parameters (when given) and return the board's values."""
+        return TrainConfig.unpack(self.link.request(Msg.CONFIG, b"" if cfg is None else cfg.pack()))
+
+    def stats(self) -> TrainStats:
+        return TrainStats.unpack(self.link.request(Msg.STATS))
+
+    def checkpoint_get(self) -> bytes:
+        image, total = bytearray(), None
+        while total is None or len(image) < total:
+            reply = self.link.request(Msg.CHECKPOINT_GET, struct.pack("<IH", len(image), CHECKPOINT_CHUNK))
+            total, offset = struct.unpack_from("<II", reply)
+            if offset != len(image):
+                raise McuTrainError(f"CHECKPOINT_GET answered offset {offset}, asked {len(image)}")
+            image += reply[8:]
+            if len(reply) == 8 and len(image) < total:
+                raise McuTrainError("CHECKPOINT_GET returned no data")
+        return bytes(image)
+
+    def checkpoint_put(self, image: bytes) -> None:
+        """Send a checkpoint in chunks; the board commits it after the last one if it is valid, else the
+        last request fails with BAD_CHECKPOINT and the board keeps its weights."""
+        committed = 0
+        for offset in range(0, max(len(image), 1), CHECKPOINT_CHUNK):
+            chunk = image[offset:offset + CHECKPOINT_CHUNK]
+            reply = self.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), offset) + chunk,
+                                      timeout=10.0)
+            _staged, committed = struct.unpack("<IB", reply)
+        if not committed:
+            raise McuTrainError("the board did not commit the checkpoint")

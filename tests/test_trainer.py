@@ -1,0 +1,635 @@
+"""The on-device trainer (issue 5) on the host board: the C trainer makes the same decisions as the numpy
+reference on every window and ends with the same weights; its gradients equal dense backprop (tinygrad);
+every path (label, pseudo-label, no target, filter, guards), the filter's keep ratio, error-map pruning,
+exit thresholds, do-no-harm, checkpoints and CONFIG validation."""
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import train_helpers as th
+from codegen import fmath
+from codegen.ir import CompileError
+from codegen.train_reference import CHECKPOINT_REASONS, TrainerReference, unit_gradients
+from codegen.trainer import CHECKPOINT_HEADER_BYTES
+from mcu_train.boards import get_board
+from mcu_train.link import BoardError
+from mcu_train.protocol import Reason
+from mcu_train.runner import session
+from mcu_train.trainer import (STEP_LABEL, STEP_PSEUDO, FilterMode, Outcome, ServeMode, Trainer, TrainConfig,
+                               TrainStats, TrainStep, checkpoint_crc)
+
+HOST = get_board("host")
+
+
+@pytest.fixture(scope="module")
+def har(tmp_path_factory):
+    """The default HAR model compiled with `--train exits` for the host board: (compiled, out, elf, meta)."""
+    tmp = tmp_path_factory.mktemp("trainer")
+    compiled, out, elf = th.compile_trainer(tmp, HOST, "exits")
+    return compiled, out, elf, th.load_meta(out)
+
+
+@pytest.fixture
+def board(har):
+    compiled, out, elf, meta = har
+    with session(HOST, elf) as (running, link):
+        yield Trainer(link, meta)
+
+
+def new_reference(har, cfg=None):
+    ref = TrainerReference(har[0])
+    if cfg is not None:
+        ref.set_config(cfg)
+    return ref
+
+
+def configure(board, ref, **changes):
+    cfg = TrainConfig.default(board.num_exits)
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    got = board.config(cfg)
+    ref.set_config(cfg)
+    assert got == ref.config()
+    return cfg
+
+
+def assert_same(got, want):
+    bad = th.first_mismatch(got, want)
+    assert bad is None, f"window {bad[0]}: board {bad[1]} != reference {bad[2]}"
+
+
+# --- the board equals the reference --------------------------------------------------------------------------
+
+def test_300_hapt_windows_match_the_reference(har, board):
+    """Default parameters (learned filter, pruning at 0.5), 10% labels, one person's real windows."""
+    ref = new_reference(har)
+    rows, y, mask = th.hapt_stream(board.meta, 300, person=25)
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    image = board.checkpoint_get()
+    assert image == ref.checkpoint()  # every weight, bit for bit (the issue asks 1e-4 relative)
+    assert board.stats() == ref.stats()
+    outcomes = {s.outcome for s in got}
+    assert {Outcome.TRAINED, Outcome.FILTERED} <= outcomes
+    assert any(s.flags & STEP_LABEL for s in got)
+    if th.HAR.is_file():  # the pretrained model is confident enough for pseudo-labels (the zoo stand-in is not)
+        assert any(s.flags & STEP_PSEUDO for s in got)
+    trained = [s for s in got if s.outcome == Outcome.TRAINED]
+    assert all(s.cost_training > 0 and s.macs_backward < s.macs_backward_dense for s in trained)
+    assert all(s.cost_inference > 0 for s in got)
+
+
+def test_momentum_decay_random_filter_and_dense_pruning_match(har, board):
+    ref = new_reference(har)
+    configure(board, ref, momentum=0.9, weight_decay=1e-3, clip_norm=0.5, prune_keep=0.3, prune_weight_l1=0.1,
+              prune_dense=1, filter_mode=FilterMode.RANDOM, filter_keep=0.5, seed=1234, lr=0.05,
+              serve_mode=ServeMode.PERSONALISED, pseudo_threshold_q16=45000)
+    rows, y, mask = th.hapt_stream(board.meta, 150, person=27, label_fraction=0.3, shift=True)
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    assert board.checkpoint_get() == ref.checkpoint()
+    kept = sum(s.outcome != Outcome.FILTERED for s, m in zip(got, mask) if not m) / max(1, int((~mask).sum()))
+    assert 0.35 < kept < 0.65  # random subsampling at filter_keep = 0.5
+
+
+def test_exits_and_last_block_match_the_reference(tmp_path):
+    compiled, out, elf = th.compile_trainer(tmp_path, HOST, "exits+last-block")
+    meta = th.load_meta(out)
+    assert [u["exit"] for u in meta["train"]["units"]] == list(range(len(meta["exits"])))
+    ref = TrainerReference(compiled)
+    rows, y, mask = th.hapt_stream(meta, 120, person=28, label_fraction=0.2)
+    with session(HOST, elf) as (running, link):
+        board = Trainer(link, meta)
+        got, want = th.run_both(board, ref, rows, y, mask)
+        assert_same(got, want)
+        assert board.checkpoint_get() == ref.checkpoint()
+
+
+# --- gradients -----------------------------------------------------------------------------------------------
+
+def tinygrad_gradients(unit, params, x, target):
+    """Gradient of the unit's cross-entropy by tinygrad autograd (dense backprop), in our parameter layout."""
+    os.environ.setdefault("DEV", "CPU")
+    from tinygrad import Tensor
+    h = Tensor(np.ascontiguousarray(x.reshape(unit.in_dims[1:]).transpose(2, 0, 1)[None]))
+    tensors = []
+    for layer in unit.layers:
+        if layer.kind == "conv":
+            co, kh, kw, ci = layer.w.shape
+            w = params[layer.w_offset:layer.w_offset + layer.w.size].reshape(co, kh, kw, ci)
+            weight = Tensor(np.ascontiguousarray(w.transpose(0, 3, 1, 2)))
+            bias = Tensor(params[layer.b_offset:layer.b_offset + co].copy())
+            tensors.append((layer, weight, bias))
+            if layer.dense:
+                h = h.permute(0, 2, 3, 1).reshape(1, -1, 1, 1)  # flatten in NHWC order, as our layout does
+            t, l, b, r = layer.padding
+            h = h.conv2d(weight, bias, stride=layer.stride, padding=(l, r, t, b))
+        elif layer.kind == "avgpool":
+            h = h.mean(axis=(2, 3), keepdim=True)
+        elif layer.kind == "maxpool":
+            h = h.max_pool2d(layer.kernel, stride=layer.stride)
+        if layer.act[0] == "relu":
+            h = h.relu()
+        elif layer.act[0] == "clip":
+            h = h.clip(layer.act[1], layer.act[2])
+    loss = h.reshape(1, -1).sparse_categorical_crossentropy(Tensor([target]))
+    grads = loss.gradient(*[t for _, w, b in tensors for t in (w, b)])
+    g = np.zeros_like(params)
+    for i, (layer, _, _) in enumerate(tensors):
+        g[layer.w_offset:layer.w_offset + layer.w.size] = grads[2 * i].numpy().transpose(0, 2, 3, 1).reshape(-1)
+        g[layer.b_offset:layer.b_offset + layer.b.size] = grads[2 * i + 1].numpy()
+    return g, float(loss.numpy())
+
+
+@pytest.mark.parametrize("mode", ["exits", "exits+last-block"])
+def test_gradients_at_keep_1_equal_tinygrad(har, tmp_path, mode):
+    """Error-map pruning at keep ratio 1.0, filter off: the reference's gradients are dense backprop."""
+    compiled = har[0] if mode == "exits" else th.compile_trainer(tmp_path, HOST, mode)[0]
+    ref = TrainerReference(compiled)
+    cfg = TrainConfig.default(ref.num_exits)
+    cfg.prune_keep = 1.0
+    rows, y, _ = th.hapt_stream(compiled.meta, 40, person=29)
+    for row, target in list(zip(rows, y))[::20]:
+        buffers = compiled.reference.run_all(row.reshape(compiled.meta["input_dims_nhwc"]))
+        for u, unit in enumerate(ref.units):
+            x_q = buffers[unit.input]
+            ours, loss = unit_gradients(unit, ref.params[u], x_q, int(target), cfg)
+            x = fmath.dequantize(x_q, unit.in_scale, unit.in_zero_point)
+            theirs, their_loss = tinygrad_gradients(unit, ref.params[u], x, int(target))
+            scale = np.max(np.abs(theirs))
+            assert np.max(np.abs(ours - theirs)) <= 1e-4 * scale, f"unit {u}"
+            assert abs(float(loss) - their_loss) <= 1e-4 * max(1.0, their_loss)
+
+
+def test_board_gradients_equal_tinygrad(har, board):
+    """One labelled step with lr = 1 and no momentum, decay or clipping: weights move by exactly the gradient."""
+    compiled, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, lr=1.0, clip_norm=0.0, prune_keep=1.0, filter_mode=FilterMode.OFF)
+    rows, y, _ = th.hapt_stream(meta, 5, person=30)
+    before = th.params_of(board.checkpoint_get(), meta)
+    step = board.train(rows[0], int(y[0]))
+    assert step.outcome == Outcome.TRAINED and step.macs_backward == step.macs_backward_dense
+    g_board = before - th.params_of(board.checkpoint_get(), meta)
+    buffers = compiled.reference.run_all(rows[0].reshape(meta["input_dims_nhwc"]))
+    start = 0
+    for u, unit in enumerate(ref.units):
+        x = fmath.dequantize(buffers[unit.input], unit.in_scale, unit.in_zero_point)
+        theirs, _ = tinygrad_gradients(unit, unit.init, x, int(y[0]))
+        mine = g_board[start:start + unit.num_params]
+        assert np.max(np.abs(mine - theirs)) <= 1e-4 * np.max(np.abs(theirs)), f"unit {u}"
+        start += unit.num_params
+
+
+# --- paths, filter, pruning, thresholds, do no harm ----------------------------------------------------------
+
+def test_label_pseudo_label_and_no_target_paths(har, board):
+    compiled, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, filter_mode=FilterMode.OFF, pseudo_threshold_q16=int(0.95 * 65536))
+    rows, y, mask = th.hapt_stream(meta, 80, person=26, label_fraction=0.25)
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    finals = [compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=-1) for r in rows]
+    seen = set()
+    for s, label, m, (_, logits, conf) in zip(got, y, mask, finals):
+        if m:
+            assert s.outcome == Outcome.TRAINED and s.flags & STEP_LABEL and s.target == label
+            seen.add("label")
+        elif conf >= int(0.95 * 65536):
+            assert s.outcome == Outcome.TRAINED and s.flags & STEP_PSEUDO and s.target == fmath.argmax(logits)
+            seen.add("pseudo")
+        else:
+            assert s.outcome == Outcome.NO_TARGET and s.target == 255 and s.loss == 0.0
+            seen.add("none")
+    assert seen == {"label", "pseudo", "none"}
+    stats = board.stats()
+    assert stats.no_target == sum(s.outcome == Outcome.NO_TARGET for s in got)
+    assert stats.labelled == int(mask.sum()) and stats.filtered == 0
+
+
+def stream_outcomes(ref, rows):
+    return [ref.train(r) for r in rows]
+
+
+def test_filter_keep_ratio_converges_to_target():
+    """The reference (which the boards equal) on 1,000 unlabelled windows of six people: the fraction of windows
+    the filter keeps settles at its target. (docs/RESULTS.md compares the filter with random subsampling.)"""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        from codegen.compile import build
+        onnx_path, calib = th.default_model(tmp)
+        compiled = build(onnx_path, HOST, calib, train="exits")
+    from mcu_train import data
+    from mcu_train.infer import to_wire
+    w = data.split_windows("personalise")
+    order = np.random.default_rng(0).permutation(len(w))[:1000]
+    rows = to_wire(compiled.meta, w.x[order])
+    for target in (0.3, 0.5):
+        ref = TrainerReference(compiled)
+        cfg = TrainConfig.default(ref.num_exits)
+        cfg.filter_keep, cfg.pseudo_threshold_q16 = target, 0
+        ref.set_config(cfg)
+        steps = stream_outcomes(ref, rows)
+        kept = np.array([s.outcome != Outcome.FILTERED for s in steps])
+        late = kept[500:].mean()
+        assert abs(late - target) < 0.07, f"target {target}: kept {late:.3f} of the last 500 windows"
+        assert ref.stats().explored > 0
+
+
+def test_pruning_keeps_the_asked_fraction_of_channels(har):
+    compiled = har[0]
+    ref = TrainerReference(compiled)
+    rows, y, _ = th.hapt_stream(compiled.meta, 3, person=25)
+    buffers = compiled.reference.run_all(rows[0].reshape(compiled.meta["input_dims_nhwc"]))
+    for keep in (0.1, 0.25, 0.5, 1.0):
+        cfg = TrainConfig.default(ref.num_exits)
+        cfg.prune_keep = keep
+        for u, unit in enumerate(ref.units):
+            macs = dict(forward=0, backward=0, backward_dense=0)
+            grad, _ = unit_gradients(unit, ref.params[u], buffers[unit.input], int(y[0]), cfg, macs)
+            expected = expected_dense = 0
+            for j, layer in enumerate(unit.layers):
+                if layer.kind != "conv":
+                    continue
+                co = layer.out_dims[3]
+                kept = co if layer.dense else max(1, int(np.ceil(np.float32(keep) * np.float32(co))))
+                passes = 2 if j > 0 else 1
+                expected += kept * layer.macs // co * passes
+                expected_dense += layer.macs * passes
+                rows_nonzero = np.count_nonzero(np.any(grad[layer.w_offset:layer.w_offset + layer.w.size]
+                                                       .reshape(co, -1) != 0, axis=1))
+                assert rows_nonzero <= kept  # a channel whose ReLU is off everywhere has a zero row anyway
+            assert (macs["backward"], macs["backward_dense"]) == (expected, expected_dense)
+
+
+def test_reported_pruning_ratio_on_the_board(har, board):
+    ref = new_reference(har)
+    configure(board, ref, prune_keep=0.25, filter_mode=FilterMode.OFF)
+    rows, y, _ = th.hapt_stream(board.meta, 10, person=25)
+    steps = [board.train(r, int(label)) for r, label in zip(rows, y)]
+    ratios = {round(s.macs_backward / s.macs_backward_dense, 4) for s in steps}
+    assert len(ratios) == 1 and ratios.pop() < 0.5
+    stats = board.stats()
+    assert stats.macs_backward == sum(s.macs_backward for s in steps)
+
+
+def test_thresholds_adapt_within_host_bounds(har, board):
+    ref = new_reference(har)
+    k = board.num_exits
+    cfg = configure(board, ref, filter_mode=FilterMode.OFF, agree_target=0.0, threshold_step=0.05,
+                    thresholds=[0.8] * k, threshold_min=[0.7] * k, threshold_max=[0.95] * k)
+    rows, y, mask = th.hapt_stream(board.meta, 10, person=25)
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    low = board.stats().exits
+    assert all(abs(e.threshold - 0.7) < 1e-6 for e in low[:-1])  # agreement >= 0: always down, to the minimum
+    cfg.agree_target = 1.0
+    cfg.thresholds = [0.8] * k
+    board.config(cfg)
+    ref.set_config(cfg)
+    rows, y, mask = th.hapt_stream(board.meta, 60, person=27, shift=True)  # a rotated phone: exits disagree
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    high = board.stats()
+    assert high == ref.stats()
+    assert all(0.7 - 1e-6 <= e.threshold <= 0.95 + 1e-6 for e in high.exits[:-1])
+    disagreeing = [e for e in high.exits[:-1] if e.agreement < 1.0]
+    assert disagreeing and all(e.threshold > 0.8 for e in disagreeing)  # agreement below target: up
+
+
+def test_do_no_harm_serves_the_generic_head_when_personalisation_goes_wrong(har, board):
+    """Heads trained on wrong labels (as confidently wrong pseudo-labels would) lose to the generic heads on
+    the true labels that come later: the board switches those exits back to their generic heads, so it
+    answers exactly as the generic int8 model does."""
+    compiled, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, filter_mode=FilterMode.OFF, lr=0.2, dnh_rate=0.2)
+    rows, y, _ = th.hapt_stream(meta, 120, person=25)
+    for r, label in zip(rows[:60], y[:60]):
+        board.train(r, int((label + 1) % 6))  # systematically wrong
+        ref.train(r, int((label + 1) % 6))
+    cfg = board.config()
+    cfg.lr = 0.0  # evaluate only: labelled windows update the accuracies, not the heads
+    board.config(cfg)
+    ref.set_config(cfg)
+    got, want = th.run_both(board, ref, rows[60:], y[60:], np.ones(60, bool))
+    assert_same(got, want)
+    stats = board.stats()
+    assert stats == ref.stats()
+    trainable = [k for k, e in enumerate(stats.exits) if e.serving != 255]
+    assert trainable and all(stats.exits[k].serving == 0 for k in trainable)
+    assert all(stats.exits[k].acc_personalised < stats.exits[k].acc_generic for k in trainable)
+    from mcu_train.infer import ModelClient
+    client = ModelClient(board.link, meta)
+    for r in rows[60:70]:
+        for k in trainable:
+            got_c = client.classify(r, force_exit=k)
+            want_c = compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)
+            assert (got_c.exit, got_c.logits_q.tolist(), got_c.confidence_q16) == \
+                (want_c[0], want_c[1].tolist(), want_c[2])
+
+
+def test_classify_serves_personalised_heads(har, board):
+    compiled, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, serve_mode=ServeMode.PERSONALISED, filter_mode=FilterMode.OFF)
+    rows, y, mask = th.hapt_stream(meta, 30, person=27, label_fraction=1.0)
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    from mcu_train.infer import ModelClient
+    client = ModelClient(board.link, meta)
+    for r in rows[:10]:
+        for force in (None, 0, 1, -1):
+            c = client.classify(r, force_exit=force)
+            e, logits, conf = ref.classify(r, force_exit=force)
+            assert (c.exit, c.logits_q.tolist(), c.confidence_q16) == (e, logits.tolist(), conf)
+
+
+# --- guards --------------------------------------------------------------------------------------------------
+
+def weights(board):
+    return th.params_of(board.checkpoint_get(), board.meta)
+
+
+def test_nan_input_is_not_trained_on(har, board):
+    from mcu_train import data
+    x = data.person_windows(25).x[0].copy()
+    x[1, 10] = np.nan
+    before = weights(board)
+    step = board.train_window(x, label=3)
+    assert step.outcome == Outcome.INVALID and step.target == 255
+    x[1, 10] = np.inf
+    assert board.train_window(x).outcome == Outcome.INVALID
+    assert np.array_equal(weights(board), before)
+    assert board.stats().invalid == 2
+
+
+def test_all_zero_input_trains_finitely(har, board):
+    ref = new_reference(har)
+    x = np.zeros(tuple(board.meta["input_shape"][1:]), np.float32)
+    from mcu_train.trainer import window_to_wire
+    row, invalid = window_to_wire(board.meta, x)
+    assert not invalid
+    got = [board.train(row, 2) for _ in range(3)]
+    want = [ref.train(row, 2) for _ in range(3)]
+    assert_same(got, want)
+    assert all(s.outcome == Outcome.TRAINED and np.isfinite(s.loss) for s in got)
+    assert np.all(np.isfinite(weights(board)))
+
+
+def test_saturated_input_is_not_trained_on(har, board):
+    from mcu_train import data
+    x = data.person_windows(25).x[0] * 50.0  # far outside the calibrated range: clipped at the int8 limits
+    before = weights(board)
+    step = board.train_window(x, label=1)
+    assert step.outcome == Outcome.SATURATED
+    assert np.array_equal(weights(board), before) and board.stats().saturated == 1
+
+
+def test_an_update_that_would_overflow_is_skipped(har, board):
+    """A learning rate of 3e38 overflows: the exits whose new weights would be infinite keep their old ones,
+    and no NaN or infinity ever reaches the weights however often it happens."""
+    ref = new_reference(har)
+    configure(board, ref, lr=3e38, clip_norm=0.0, filter_mode=FilterMode.OFF)
+    rows, y, _ = th.hapt_stream(board.meta, 6, person=25)
+    got, want = th.run_both(board, ref, rows, y, np.ones(6, bool))
+    assert_same(got, want)
+    assert got[0].outcome == Outcome.NONFINITE and all(s.outcome == Outcome.NONFINITE for s in got[1:])
+    assert np.all(np.isfinite(weights(board))) and board.checkpoint_get() == ref.checkpoint()
+    assert board.stats().nonfinite >= 6
+
+
+# --- checkpoints and CONFIG ----------------------------------------------------------------------------------
+
+def test_checkpoint_round_trip_restores_predictions_after_restart(har):
+    compiled, out, elf, meta = har
+    rows, y, mask = th.hapt_stream(meta, 120, person=26, label_fraction=0.3)
+    cfg = TrainConfig.default(len(meta["exits"]))
+    cfg.serve_mode, cfg.filter_mode = ServeMode.PERSONALISED, FilterMode.OFF
+    with session(HOST, elf) as (running, link):
+        board = Trainer(link, meta)
+        board.config(cfg)
+        for r, label, m in zip(rows[:80], y[:80], mask[:80]):
+            board.train(r, int(label) if m else None)
+        image = board.checkpoint_get()
+        from mcu_train.infer import ModelClient
+        before = [ModelClient(link, meta).classify(r) for r in rows[80:]]
+        stats = board.stats()
+    with session(HOST, elf) as (running, link):  # a restart: the board boots with the generic weights
+        board = Trainer(link, meta)
+        board.config(cfg)
+        assert board.checkpoint_get() != image
+        board.checkpoint_put(image)
+        assert board.checkpoint_get() == image
+        after = [ModelClient(link, meta).classify(r) for r in rows[80:]]
+        assert [(c.exit, c.logits_q.tolist(), c.confidence_q16) for c in after] == \
+            [(c.exit, c.logits_q.tolist(), c.confidence_q16) for c in before]
+        assert board.stats().exits == stats.exits
+
+
+def put_error(board, image):
+    with pytest.raises(BoardError) as e:
+        board.checkpoint_put(image)
+    assert e.value.info.reason == Reason.BAD_CHECKPOINT
+    return e.value.info.detail
+
+
+def with_crc(body):
+    return body + struct.pack("<I", checkpoint_crc(body))
+
+
+def test_bad_checkpoints_are_rejected_and_change_nothing(har, board):
+    rows, y, _ = th.hapt_stream(board.meta, 5, person=25)
+    board.train(rows[0], int(y[0]))
+    image = board.checkpoint_get()
+    n = board.meta["train"]["trainable_parameters"]
+    assert len(image) == board.meta["train"]["checkpoint_bytes"]
+    corrupted = bytearray(image)
+    corrupted[CHECKPOINT_HEADER_BYTES + 100] ^= 0x40
+    assert put_error(board, bytes(corrupted)) == 4  # CRC
+    other_model = bytearray(image[:-4])
+    other_model[8:24] = bytes(16)
+    assert put_error(board, with_crc(bytes(other_model))) == 3  # model hash
+    assert put_error(board, image[:-8]) == 1  # size
+    nan_weight = bytearray(image[:-4])
+    nan_weight[CHECKPOINT_HEADER_BYTES:CHECKPOINT_HEADER_BYTES + 4] = struct.pack("<f", np.nan)
+    assert put_error(board, with_crc(bytes(nan_weight))) == 5  # values
+    bad_format = bytearray(image[:-4])
+    bad_format[24:28] = struct.pack("<I", n + 1)
+    assert put_error(board, with_crc(bytes(bad_format))) == 2
+    # A chunk that does not follow the staged ones.
+    from mcu_train.protocol import Msg
+    with pytest.raises(BoardError) as e:
+        board.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), 1016) + image[1016:2032])
+    assert e.value.info.detail == 6
+    assert board.checkpoint_get() == image
+    assert set(CHECKPOINT_REASONS) == set(range(1, 7))
+
+
+def test_a_train_between_chunks_discards_the_staged_image(har, board):
+    from mcu_train.protocol import Msg
+    rows, y, _ = th.hapt_stream(board.meta, 2, person=25)
+    image = board.checkpoint_get()
+    board.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), 0) + image[:1016])
+    board.train(rows[0], int(y[0]))
+    trained = board.checkpoint_get()
+    with pytest.raises(BoardError) as e:
+        board.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), 1016) + image[1016:2032])
+    assert e.value.info.detail == 6 and board.checkpoint_get() == trained
+
+
+def test_reference_rejects_the_same_checkpoints(har):
+    ref = new_reference(har)
+    image = ref.checkpoint()
+    bad = bytearray(image)
+    bad[40] ^= 1
+    assert ref.load_checkpoint(bytes(bad)) == 4 and ref.checkpoint() == image
+    assert ref.load_checkpoint(image) is None
+
+
+def test_config_defaults_round_trip_and_validation(har, board):
+    default = board.config()
+    assert default == TrainConfig.default(board.num_exits).rounded()
+    changed = TrainConfig.default(board.num_exits)
+    changed.lr, changed.prune_keep, changed.seed = 0.125, 0.75, 99
+    assert board.config(changed) == changed.rounded()
+    for field, value in [("lr", -1.0), ("prune_keep", 0.0), ("momentum", 1.0), ("filter_mode", 7),
+                         ("filter_keep", float("nan")), ("pseudo_threshold_q16", 70000)]:
+        bad = TrainConfig.default(board.num_exits)
+        setattr(bad, field, value)
+        with pytest.raises(BoardError, match="BAD_PAYLOAD"):
+            board.config(bad)
+    bad = TrainConfig.default(board.num_exits)
+    bad.threshold_min[0], bad.threshold_max[0] = 0.9, 0.8
+    with pytest.raises(BoardError, match="BAD_PAYLOAD"):
+        board.config(bad)
+    assert board.config() == changed.rounded()
+
+
+def test_train_rejects_malformed_requests(har, board):
+    from mcu_train.protocol import Msg
+    row = np.zeros(board.meta["input_dims_nhwc"][1] * board.meta["input_dims_nhwc"][2] *
+                   board.meta["input_dims_nhwc"][3], np.int8).tobytes()
+    for payload in (b"\x00\x00" + row[:-1], b"\x04\x00" + row, b"\x01\x06" + row):
+        with pytest.raises(BoardError, match="BAD_PAYLOAD"):
+            board.link.request(Msg.TRAIN, payload)
+    with pytest.raises(BoardError, match="BAD_PAYLOAD"):
+        board.link.request(Msg.STATS, b"x")
+
+
+def test_wire_records_round_trip():
+    step = TrainStep(0, 1, 2, 3, 4, 5, 0.5, -0.25, 6, 7, 8, 9, 10)
+    assert TrainStep.unpack(step.pack()) == step
+    cfg = TrainConfig.default(3)
+    assert TrainConfig.unpack(cfg.pack()) == cfg.rounded()
+    ref_stats = TrainStats(*range(13), 0.5, 0.25, -0.5, [1.0, 2.0, 3.0, 4.0], [])
+    assert TrainStats.unpack(ref_stats.pack()) == ref_stats
+
+
+# --- compile time --------------------------------------------------------------------------------------------
+
+def test_memory_report_and_plan(har):
+    compiled, out, _, meta = har
+    import json
+    memory = json.loads((out / "memory.json").read_text())
+    units = meta["train"]["units"]
+    assert memory["trainable_parameters"] == sum(u["parameters"] for u in units) > 0
+    assert memory["training_arena_bytes"] >= memory["arena_bytes"] > 0
+    names = {t["name"] for t in memory["tensors"]}
+    assert {"train.state", "checkpoint.staging", "u0.params", "u0.momentum", "u0.grad", "u0.train.y0"} <= names
+    for t in memory["tensors"]:
+        assert t["offset"] + t["size"] <= memory["training_arena_bytes"]
+    from codegen import planner
+    assert planner.check_overlaps(compiled.buffers) == []
+    assert (out / "model_train.c").is_file()
+    c = (out / "model_train.c").read_text()
+    assert "malloc" not in c and "tr_default_config" in c
+
+
+def test_trainable_layers_are_each_exits_head(har):
+    compiled = har[0]
+    spec = compiled.train
+    assert spec.mode == "exits" and len(spec.units) == len(compiled.meta["exits"]) - 1
+    for unit in spec.units:
+        assert [l.kind for l in unit.layers][-1] == "conv" and unit.layers[-1].dense
+        assert all(compiled.steps[i].exits_needing == 1 << unit.exit for i in unit.steps)
+
+
+def test_compile_errors_are_clear(tmp_path):
+    import onnx
+
+    import model_zoo
+    from codegen.compile import build
+    onnx.save(model_zoo.cnn1d_plain(), tmp_path / "plain.onnx")
+    np.savez(tmp_path / "c.npz", x=model_zoo.calibration(model_zoo.cnn1d_plain()))
+    with pytest.raises(CompileError, match="needs a model with early exits"):
+        build(tmp_path / "plain.onnx", HOST, tmp_path / "c.npz", train="exits")
+    compiled = build(tmp_path / "plain.onnx", HOST, tmp_path / "c.npz", train="exits+last-block")
+    assert len(compiled.train.units) == 1
+    b = model_zoo.Builder(5)  # an exit head with a depthwise conv (T-RECX style): not trainable here
+    y = b.node("MaxPool", [b.conv("x", 3, 8, 5)], kernel_shape=[2], strides=[2])
+    h = b.node("Flatten", [b.node("GlobalAveragePool", [b.conv(y, 8, 8, 3, group=8)])], axis=1)
+    e0 = b.dense(h, 8, 4)
+    f = b.node("Flatten", [b.node("GlobalAveragePool", [b.conv(y, 8, 8, 3)])], axis=1)
+    m = b.model([1, 3, 64], [e0, b.dense(f, 8, 4)])
+    onnx.save(m, tmp_path / "dw.onnx")
+    np.savez(tmp_path / "d.npz", x=model_zoo.calibration(m))
+    with pytest.raises(CompileError, match=r"\(dwconv\) cannot be trained on the board"):
+        build(tmp_path / "dw.onnx", HOST, tmp_path / "d.npz", train="exits")
+    with pytest.raises(CompileError, match="--train 'all'"):
+        build(tmp_path / "plain.onnx", HOST, tmp_path / "c.npz", train="all")
+
+
+def test_2d_model_trains_like_the_reference(tmp_path):
+    """A 2-D CNN (strided and padded 3x3 convs, residual backbone, ReLU6) with --train exits+last-block."""
+    import onnx
+
+    import model_zoo
+    from codegen.compile import compile_model
+    from mcu_train.build import build_firmware
+    from mcu_train.infer import to_wire
+    m = model_zoo.cnn2d_residual()
+    onnx.save(m, tmp_path / "res.onnx")
+    np.savez(tmp_path / "r.npz", x=model_zoo.calibration(m))
+    compiled = compile_model(tmp_path / "res.onnx", HOST, tmp_path / "out", calib=tmp_path / "r.npz", quiet=True,
+                             train="exits+last-block")
+    meta = th.load_meta(tmp_path / "out")
+    assert [l["kind"] for l in meta["train"]["units"][-1]["layers"]] == ["conv", "conv"]
+    ref = TrainerReference(compiled)
+    cfg = TrainConfig.default(ref.num_exits)
+    cfg.filter_mode, cfg.prune_keep, cfg.serve_mode = FilterMode.OFF, 0.5, ServeMode.PERSONALISED
+    ref.set_config(cfg)
+    rng = np.random.default_rng(3)
+    rows = to_wire(meta, rng.normal(0, 1, (40, 3, 16, 16)).astype(np.float32))
+    labels = rng.integers(0, 5, 40)
+    with session(HOST, build_firmware(HOST, tmp_path / "out").elf) as (running, link):
+        board = Trainer(link, meta)
+        board.config(cfg)
+        got, want = th.run_both(board, ref, rows, labels, np.ones(40, bool))
+        assert_same(got, want)
+        assert board.checkpoint_get() == ref.checkpoint()
+
+
+def test_cli_compile_with_train(tmp_path):
+    import subprocess
+    import sys
+
+    import onnx
+
+    import model_zoo
+    m = model_zoo.har_like()
+    onnx.save(m, tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=model_zoo.calibration(m))
+    out = subprocess.run([sys.executable, "-m", "mcu_train.cli", "compile", str(tmp_path / "m.onnx"), "--calib",
+                          str(tmp_path / "c.npz"), "--board", "lm3s6965evb", "--train", "exits", "-o",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "training (exits): 620 fp32 parameters in 2 exit(s)" in out.stdout
+    assert "for inference only" in out.stdout and "with training" in out.stdout
+    assert (tmp_path / "out" / "model_train.c").is_file()
+    bad = subprocess.run([sys.executable, "-m", "mcu_train.cli", "compile", str(tmp_path / "m.onnx"), "--train",
+                          "everything", "-o", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -1,0 +1,33 @@
+"""The on-device trainer on the emulated Cortex-M4F board (the issue's acceptance runs): 300 TRAIN steps on
+real HAPT windows make the same decisions as the numpy reference and end with the same weights, and the
+training peak SRAM (static RAM + stack high-water mark) of the default HAR model fits 64 KB."""
+import pytest
+
+import train_helpers as th
+from codegen.train_reference import TrainerReference
+from mcu_train.boards import get_board
+from mcu_train.personalise import peak_sram
+from mcu_train.runner import session
+from mcu_train.trainer import Outcome, Trainer
+
+pytestmark = [pytest.mark.slow, pytest.mark.qemu]
+
+
+@pytest.mark.parametrize("name,steps", [("mps2-an386", 300), ("lm3s6965evb", 40)])
+def test_trainer_matches_reference_and_fits(tmp_path, name, steps):
+    board = get_board(name)
+    compiled, out, elf = th.compile_trainer(tmp_path, board, "exits")
+    meta = th.load_meta(out)
+    ref = TrainerReference(compiled)
+    rows, y, mask = th.hapt_stream(meta, steps, person=25)
+    with session(board, elf) as (running, link):
+        trainer = Trainer(link, meta)
+        got, want = th.run_both(trainer, ref, rows, y, mask)
+        bad = th.first_mismatch(got, want)
+        assert bad is None, f"window {bad[0]}: board {bad[1]} != reference {bad[2]}"
+        assert trainer.checkpoint_get() == ref.checkpoint()
+        assert trainer.stats() == ref.stats()
+        sram = peak_sram(board, elf, link)
+    assert any(s.outcome == Outcome.TRAINED for s in got)
+    assert sram["peak_bytes"] <= 64 * 1024, sram
+    assert sram["stack_used_bytes"] > 0 and sram["arena_bytes"] == compiled.arena_bytes
