@@ -302,9 +302,37 @@ def random_cases(seed: int = 0, count: int = 70) -> list[KernelCase]:
     return cases
 
 
+def conv_1x1_cases(seed: int = 1, count: int = 40) -> list[KernelCase]:
+    """Randomised 1x1 convolutions for mt_conv_s8's 1x1 route on the DSP path (KH = KW = 1, no padding,
+    C_in >= 4, C_out >= 2): C_in a multiple of 16, of 4 only, or not; odd and even C_out and position counts;
+    1-D and 2-D; strides; zero points; clamps; extreme multipliers / shifts; no bias; and a few shapes that stay
+    on the generic path (C_in < 4, C_out = 1)."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        n = int(rng.integers(1, 3))
+        h = 1 if rng.random() < 0.5 else int(rng.integers(2, 5))
+        w = int(rng.integers(1, 24))
+        c = int(rng.choice([2, 3, 4, 5, 7, 8, 12, 16, 17, 19, 24, 31, 32, 33, 40, 64, 70]))
+        co = int(rng.choice([1, 2, 3, 7, 16, 19, 32, 33]))
+        stride = (1, 1) if rng.random() < 0.6 else (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
+        act = sorted(int(v) for v in rng.integers(-128, 128, 2)) if rng.random() < 0.3 else [-128, 127]
+        m, s = _quant(rng, co, c, spread=10.0)
+        if rng.random() < 0.2:  # extreme requantisation, shifts >= 0 included
+            m = [int(v) for v in rng.choice([0, 1 << 30, 2**31 - 1], co)]
+            s = [int(v) for v in rng.choice([-31, -1, 0, 3, 30], co)]
+        bias = [int(v) for v in rng.integers(-30000, 30000, co)] if rng.random() < 0.85 else None
+        cases.append(KernelCase(op="conv", seed=int(rng.integers(1, 2**32)), input=(n, h, w, c), kernel=(1, 1),
+                                c_out=co, stride=stride, input_offset=int(rng.integers(-127, 129)),
+                                output_offset=int(rng.integers(-128, 128)), act_min=act[0], act_max=act[1],
+                                bias=bias, multiplier=m, shift=s, name=f"random conv 1x1 #{i}"))
+    return cases
+
+
 def bench_cases() -> list[KernelCase]:
     """The issue-4 reference shapes (with CMSIS-NN's instructions/MAC from docs/toolchain notes), plus the
-    HAR model's own conv shapes. 'same' padding; realistic requantisation."""
+    HAR model's own conv shapes (its 1x1 exit-head convs included) and a 1x1 conv odd in every dimension.
+    'same' padding; realistic requantisation."""
     rng = np.random.default_rng(4)
 
     def conv(name, h, w, ci, co, kh, kw):
@@ -330,4 +358,7 @@ def bench_cases() -> list[KernelCase]:
         conv("conv1d k5 32x32 -> 64", 1, 32, 32, 64, 1, 5),
         conv("conv1d k5 16x64 -> 64", 1, 16, 64, 64, 1, 5),
         conv("conv1d k1 16x64 -> 32", 1, 16, 64, 32, 1, 1),
+        conv("conv1d k1 64x16 -> 32", 1, 64, 16, 32, 1, 1),
+        conv("conv1d k1 32x32 -> 32", 1, 32, 32, 32, 1, 1),
+        conv("conv1d k1 33x17 -> 19", 1, 33, 17, 19, 1, 1),
     ]

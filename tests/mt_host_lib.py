@@ -112,17 +112,21 @@ class Kernels:
         return PerChannelQuant(_p(m, i32), _p(s, i32)), (m, s)
 
     def conv2d(self, x, w, bias=None, *, input_offset, output_offset, multiplier, shift, stride=(1, 1),
-               padding=(0, 0, 0, 0), act_min=-128, act_max=127, out_hw=None, scratch=None):
+               padding=(0, 0, 0, 0), act_min=-128, act_max=127, out_hw=None, scratch=None, scratch_buf=None,
+               out=None):
+        """scratch: the scratch size passed (default: the size query's answer); scratch_buf: the scratch
+        memory (default: a fresh buffer 4 bytes longer); out: the output array to fill (default: a new one)."""
         x = np.ascontiguousarray(x, np.int8)
         w = np.ascontiguousarray(w, np.int8)
         n, h, wd, ci = x.shape
         co, kh, kw, _ = w.shape
         t, l, b, r = padding
         oh, ow = out_hw or (_out_len(h, kh, stride[0], t, b), _out_len(wd, kw, stride[1], l, r))
-        out = np.zeros((n, max(oh, 1), max(ow, 1), co), np.int8)
+        if out is None:
+            out = np.zeros((n, max(oh, 1), max(ow, 1), co), np.int8)
         idims, fdims, odims = Dims(n, h, wd, ci), Dims(co, kh, kw, ci), Dims(n, oh, ow, co)
         size = self.lib.mt_conv_s8_get_buffer_size(C.byref(idims), C.byref(fdims)) if scratch is None else scratch
-        buf = np.zeros(max(size, 1) + 4, np.uint8)
+        buf = np.zeros(max(size, 1) + 4, np.uint8) if scratch_buf is None else scratch_buf
         ctx = Context(buf.ctypes.data if size else None, size)
         q, keep = self._quant(multiplier, shift, co)
         bias_a = None if bias is None else _i32(bias)

@@ -4,6 +4,9 @@ Both kernel paths are checked: "ref" (plain C) and "dsp" (the SIMD path, with a 
 intrinsics in tests/host_c/acle). The real instructions are checked on QEMU by test_kernels_qemu.py."""
 from __future__ import annotations
 
+import ctypes
+import mmap
+import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -256,6 +259,113 @@ def test_conv1d_helper_matches_conv2d():
     a = R.conv1d(x, w, None, padding=(2, 2), stride=2, **kw)
     b = R.conv2d(x[:, None], w[:, None], None, padding=(0, 2, 0, 2), stride=(1, 2), **kw)[:, 0]
     assert a.shape == (2, 9, 5) and np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1x1 convolutions: mt_conv_s8's DSP path takes its own route for KH = KW = 1 without padding when C_in >= 4 and
+# C_out >= 2 (input read in place, filter rows widened per output-channel pair); the rest goes the generic way
+# ---------------------------------------------------------------------------------------------------------------
+
+CONV_1X1_SHAPES = [  # (N, H, W, C_in, C_out): the HAR model's exit-head 1x1 convs, and one odd in every dimension
+    (1, 1, 64, 16, 32), (1, 1, 32, 32, 32), (1, 1, 16, 64, 32), (1, 1, 33, 17, 19)]
+
+
+def _model_like_quant(rng, c_in, c_out):
+    return Q.quantize_multipliers(50.0 / (np.sqrt(c_in) * 74.0 * 74.0) * np.exp(rng.uniform(-0.7, 0.7, c_out)))
+
+
+@pytest.mark.parametrize("shape", CONV_1X1_SHAPES)
+def test_conv_1x1_model_shapes(libs, shape):
+    n, h, w, ci, co = shape
+    rng = np.random.default_rng(100 * ci + co)
+    x = rng.integers(-128, 128, (n, h, w, ci), dtype=np.int8)
+    wt = rng.integers(-127, 128, (co, 1, 1, ci), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, co).astype(np.int32)
+    m, s = _model_like_quant(rng, ci, co)
+    _check(libs, "conv2d", (x, wt, bias), dict(input_offset=5, output_offset=-3, multiplier=m, shift=s, act_min=-3))
+    # every product at its extreme, biases near the int32 limits (the bias with the input offset folded in
+    # wraps like the accumulator), outputs saturating both ways; all shifts < 0 (the fast steps) or mixed
+    b = np.where(np.arange(co) % 2, I32_MAX - 4 * 10**6, I32_MIN + 4 * 10**6).astype(np.int32)
+    for xv, off, wv in ((127, 128, 127), (-128, -127, -127), (-128, 128, 127)):
+        for shifts in (np.full(co, -1), np.resize([-31, 0, 3, -8], co)):
+            _check(libs, "conv2d", (np.full_like(x, xv), np.full_like(wt, wv), b),
+                   dict(input_offset=off, output_offset=7, multiplier=[I32_MAX] * co, shift=shifts))
+
+
+def test_conv_1x1_random(libs):
+    """Every route of the 1x1 path: C_in a multiple of 16 (the fast steps), of 4 only, or not (the tail word);
+    odd and even C_out and position counts; 1-D and 2-D; strides (runs per output row); zero points; clamps;
+    shifts >= 0 (the general steps); no bias; and the shapes that stay on the generic path (C_in < 4,
+    C_out = 1)."""
+    rng = np.random.default_rng(19)
+    for _ in range(300):
+        n = int(rng.integers(1, 3))
+        h = 1 if rng.random() < 0.5 else int(rng.integers(2, 5))
+        w = int(rng.integers(1, 24))
+        ci = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 17, 18, 19, 24, 31, 32, 33, 40, 64, 70]))
+        co = int(rng.integers(1, 20)) if rng.random() < 0.7 else int(rng.integers(20, 40))
+        stride = (1, 1) if rng.random() < 0.6 else (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
+        x = rng.integers(-128, 128, (n, h, w, ci), dtype=np.int8)
+        wt = rng.integers(-127, 128, (co, 1, 1, ci), dtype=np.int8)
+        bias = rng.integers(-20000, 20000, co).astype(np.int32) if rng.random() < 0.8 else None
+        m, s = _rand_quant(rng, co, extreme=True) if rng.random() < 0.5 else _model_like_quant(rng, ci, co)
+        _check(libs, "conv2d", (x, wt, bias), dict(multiplier=m, shift=s, stride=stride, **_rand_common(rng, True)))
+
+
+_GUARDED_MAPS = []  # the mappings behind _guarded() arrays (a numpy view of ctypes memory does not keep them)
+
+
+def _guarded(nbytes: int, dtype, shape, guard_before: bool) -> np.ndarray:
+    """An array of nbytes that starts right after (guard_before) or ends right before an inaccessible page."""
+    page = mmap.PAGESIZE
+    span = -(-max(nbytes, 1) // page) * page
+    m = mmap.mmap(-1, span + 2 * page)
+    anchor = ctypes.c_char.from_buffer(m)
+    _GUARDED_MAPS.append((m, anchor))
+    base = ctypes.addressof(anchor)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(base, page, 0) == 0 and libc.mprotect(base + page + span, page, 0) == 0
+    start = base + page if guard_before else base + page + span - nbytes
+    return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(start), dtype=dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("shape,stride", [((1, 1, 33, 17, 19), (1, 1)), ((1, 1, 64, 16, 32), (1, 1)),
+                                          ((2, 3, 5, 6, 3), (2, 2)), ((1, 1, 9, 7, 2), (1, 3)),
+                                          ((1, 2, 7, 4, 5), (1, 1))])
+def test_conv_1x1_touches_only_its_arrays(libs, shape, stride):
+    """The 1x1 route reads no byte outside the input and the filter (tail words are the rows' last 4 bytes),
+    writes none outside the output, and needs no more scratch than the size query returns: each array sits
+    against an inaccessible page, on one side and then the other (run in a child process: a stray access
+    kills it, not the test run)."""
+    n, h, w, ci, co = shape
+    rng = np.random.default_rng(ci + co)
+    x = rng.integers(-128, 128, (n, h, w, ci), dtype=np.int8)
+    wt = rng.integers(-127, 128, (co, 1, 1, ci), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, co).astype(np.int32)
+    m, s = _model_like_quant(rng, ci, co)
+    kw = dict(input_offset=-9, output_offset=4, multiplier=m, shift=s, stride=stride)
+    expected = R.conv2d(x, wt, bias, **kw)
+    lib = libs["dsp"]
+    size = lib.lib.mt_conv_s8_get_buffer_size(ctypes.byref(H.Dims(n, h, w, ci)), ctypes.byref(H.Dims(co, 1, 1, ci)))
+    for guard_before in (False, True):
+        pid = os.fork()
+        if pid == 0:  # child: report through the exit status only
+            code = 3
+            try:
+                gx = _guarded(x.nbytes, np.int8, x.shape, guard_before)
+                gw = _guarded(wt.nbytes, np.int8, wt.shape, guard_before)
+                gs = _guarded(size, np.uint8, (size,), guard_before)
+                go = _guarded(expected.nbytes, np.int8, expected.shape, guard_before)
+                gx[...] = x
+                gw[...] = wt
+                st, out = lib.conv2d(gx, gw, bias, scratch_buf=gs, out=go, **kw)
+                code = 0 if st == H.MT_SUCCESS and np.array_equal(out, expected) else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status), f"guard_before={guard_before}: killed by signal {os.WTERMSIG(status)}"
+        assert os.WEXITSTATUS(status) == 0, f"guard_before={guard_before}: exit status {os.WEXITSTATUS(status)}"
 
 
 def test_depthwise_random(libs):
