@@ -40,15 +40,20 @@ def to_wire(meta, x):
     return q.reshape(len(x), -1)
 
 
+def check_model_hash(link, meta):
+    """Refuse a board whose firmware runs another model than the compiled one described by `meta`."""
+    hello = link.hello
+    if hello is not None and hello.model_hash != meta["model_hash"]:
+        raise McuTrainError(f"the board runs model {hello.model_hash or '(none)'}, not the compiled model "
+                            f"{meta['model_hash']}: build and flash this model first")
+
+
 class ModelClient:
     def __init__(self, link, meta):
+        check_model_hash(link, meta)
         self.link = link
         self.meta = meta
         self.num_exits = len(meta["exits"])
-        hello = link.hello
-        if hello is not None and hello.model_hash != meta["model_hash"]:
-            raise McuTrainError(f"the board runs model {hello.model_hash or '(none)'}, not the compiled model "
-                                f"{meta['model_hash']}: build and flash this model first")
 
     def classify(self, x_q, force_exit=None, thresholds=None, thresholds_q16=None):
         if force_exit is not None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from codegen import quant
 from mcu_train.errors import McuTrainError
+from mcu_train.infer import check_model_hash
 from mcu_train.protocol import Msg
 
 CHECKPOINT_CHUNK = 1016  # data bytes per CHECKPOINT_GET / _PUT frame (payload maximum 1024 - 8 header bytes)
@@ -225,13 +226,10 @@ class Trainer:
     def __init__(self, link, meta):
         if "train" not in meta:
             raise McuTrainError("this model was compiled without --train: the board has no trainer")
+        check_model_hash(link, meta)
         self.link = link
         self.meta = meta
         self.num_exits = len(meta["exits"])
-        hello = link.hello
-        if hello is not None and hello.model_hash != meta["model_hash"]:
-            raise McuTrainError(f"the board runs model {hello.model_hash or '(none)'}, not the compiled model "
-                                f"{meta['model_hash']}: build and flash this model first")
 
     def train(self, x_q, label=None, invalid=False) -> TrainStep:
         """One window (int8 NHWC, as CLASSIFY takes it), optionally labelled."""

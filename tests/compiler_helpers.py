@@ -64,3 +64,8 @@ def agreement(ours, theirs):
     top1 = np.mean(np.argmax(ours, 1) == np.argmax(theirs, 1))
     within = np.mean(np.abs(ours.astype(np.int32) - theirs.astype(np.int32)) <= 1)
     return top1, within
+
+
+def reference_exit_logits(compiled, meta, rows, k):
+    """int8 logits of exit k from the numpy reference for each wire row."""
+    return np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])

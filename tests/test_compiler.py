@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import model_zoo
-from compiler_helpers import agreement, board_vs_reference, compile_zoo, onnxruntime_exits, random_inputs
+from compiler_helpers import (agreement, board_vs_reference, compile_zoo, onnxruntime_exits, random_inputs,
+                              reference_exit_logits)
 from codegen.ir import CompileError
 from mcu_train.boards import get_board
 from mcu_train.infer import load_model_meta, to_wire
@@ -35,7 +36,7 @@ def test_reference_agrees_with_onnxruntime(zoo, name):
     theirs = onnxruntime_exits(out / "model_qdq.onnx", x)
     rows = to_wire(meta, x)
     for k in range(len(meta["exits"])):
-        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        ours = reference_exit_logits(compiled, meta, rows, k)
         top1, within = agreement(ours, theirs[k])
         assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
 
@@ -107,7 +108,7 @@ def test_quantize_static_model(tmp_path):
     for k, e in enumerate(meta["exits"]):
         theirs = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])
         theirs_q = np.clip(np.round(theirs / e["scale"]) + e["zero_point"], -128, 127).astype(np.int8)
-        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        ours = reference_exit_logits(compiled, meta, rows, k)
         top1, within = agreement(ours, theirs_q)
         assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
 

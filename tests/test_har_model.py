@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from compiler_helpers import agreement, board_vs_reference, onnxruntime_exits
+from compiler_helpers import agreement, board_vs_reference, onnxruntime_exits, reference_exit_logits
 from codegen.compile import compile_model
 from mcu_train import data
 from mcu_train.boards import get_board
@@ -49,7 +49,7 @@ def test_int8_accuracy_within_one_point_of_float(har, validation):
     float_logits = [np.concatenate([r[k] for r in runs]) for k in range(len(names))]
     rows = to_wire(meta, x)
     for k, name in enumerate(names):
-        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        ours = reference_exit_logits(compiled, meta, rows, k)
         acc_int8 = np.mean(np.argmax(ours, 1) == y) * 100
         acc_float = np.mean(np.argmax(float_logits[k], 1) == y) * 100
         print(f"{name}: float {acc_float:.2f}%, int8 {acc_int8:.2f}%")
@@ -65,7 +65,7 @@ def test_agrees_with_onnxruntime_on_real_windows(har, validation):
     theirs = onnxruntime_exits(out / "model_qdq.onnx", x)
     rows = to_wire(meta, x)
     for k in range(len(meta["exits"])):
-        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        ours = reference_exit_logits(compiled, meta, rows, k)
         top1, within = agreement(ours, theirs[k])
         assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
 

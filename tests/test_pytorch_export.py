@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from compiler_helpers import agreement, board_vs_reference, onnxruntime_exits, random_inputs  # noqa: E402
+from compiler_helpers import (agreement, board_vs_reference, onnxruntime_exits, random_inputs,  # noqa: E402
+                              reference_exit_logits)
 from codegen.compile import compile_model  # noqa: E402
 from mcu_train.boards import get_board  # noqa: E402
 from mcu_train.infer import load_model_meta, to_wire  # noqa: E402
@@ -69,14 +70,14 @@ def test_pytorch_model_compiles_and_matches(tmp_path, module, shape, outputs):
     theirs = onnxruntime_exits(tmp_path / "out" / "model_qdq.onnx", x)
     rows = to_wire(meta, x)
     for k in range(len(outputs)):
-        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        ours = reference_exit_logits(compiled, meta, rows, k)
         top1, _ = agreement(ours, theirs[k])
         assert top1 >= 0.98
     # The int8 model follows the float PyTorch model.
     import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for k, e in enumerate(meta["exits"]):
-        ours = np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+        ours = reference_exit_logits(compiled, meta, rows, k)
         ours_f = (ours.astype(np.float32) - e["zero_point"]) * e["scale"]
         theirs_f = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])
         assert np.mean(np.argmax(ours_f, 1) == np.argmax(theirs_f, 1)) >= 0.9
