@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/mcu-train selftest --board mps2-an386
+	$(VENV)/bin/mcu-train demo
 
 test: setup
 	$(VENV)/bin/pytest -q -rs --durations=15

@@ -207,6 +207,12 @@ static int replay(uint16_t seq)
     return 1;
 }
 
+void protocol_send_report(uint8_t *frame, uint16_t payload_len)
+{
+    static uint16_t report_seq;
+    send_frame(frame, MSG_REPORT | MT_REPLY, report_seq++, payload_len);
+}
+
 static void handle_request(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len)
 {
     if (type != MSG_HELLO && synced) {

@@ -33,6 +33,7 @@ enum mt_msg_type {
     MSG_STATS = 0x22,
     MSG_CHECKPOINT_GET = 0x23,
     MSG_CHECKPOINT_PUT = 0x24,
+    MSG_REPORT = 0x30, /* never requested: sent unsolicited (as MSG_REPORT | MT_REPLY) by protocol_send_report */
     MSG_ERROR = 0x7F,
 };
 
@@ -74,5 +75,10 @@ void protocol_send_hello(void);
 
 /* Read every waiting byte and answer every complete frame. Never blocks on input. */
 void protocol_poll(void);
+
+/* For firmware that trains on its own sensor: send one unsolicited REPORT frame (docs/protocol.md). `frame`
+ * holds MT_HEADER_SIZE free bytes, then the payload_len bytes of the payload, then MT_CRC_SIZE free bytes;
+ * the header and CRC are written in place. Reports are numbered by their own counter. */
+void protocol_send_report(uint8_t *frame, uint16_t payload_len);
 
 #endif

@@ -59,6 +59,16 @@ def cmd_personalise(args):
     personalise_command(args)
 
 
+def cmd_monitor(args):
+    from mcu_train.monitor import monitor_command
+    monitor_command(args)
+
+
+def cmd_demo(args):
+    from mcu_train.demo import demo_command
+    demo_command(args)
+
+
 def cmd_pretrain(args):
     from mcu_train.pretrain import pretrain_command
     pretrain_command(args)
@@ -136,6 +146,49 @@ def build_parser():
     s.add_argument("--reference", action="store_true", help="run the numpy reference instead of a board")
     s.add_argument("-o", "--output", default="build/personalise")
     s.set_defaults(func=cmd_personalise)
+
+    s = sub.add_parser("monitor", help="stream a person's windows to a board that personalises itself; live "
+                                       "display, JSONL log, plot")
+    s.add_argument("--port", required=True, help="serial URL of the board: socket://127.0.0.1:PORT (QEMU, "
+                                                 "`mcu-train flash --detach` prints it) or /dev/ttyACM0")
+    s.add_argument("--model",
+                   help="the board's compiled model (a `mcu-train compile --train` output folder; default: the "
+                        "demo's, build/demo/model); the board must run exactly this model")
+    s.add_argument("--calib", help="calibration windows the model was compiled with (default models/har_calib.npz)")
+    s.add_argument("--dataset", default="hapt", choices=["hapt"])
+    s.add_argument("--person", type=int, default=27)
+    s.add_argument("--labels", type=float, default=0.1, help="fraction of windows sent with their label")
+    s.add_argument("--shift", default="none", choices=["none", "rotate"],
+                   help="rotate: the placement shift (the phone carried differently; docs/data.md)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the rotation and the label mask")
+    s.add_argument("--log", default="runs/monitor.jsonl", help="JSONL log; the plot goes next to it (.png)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --log from its checkpoint")
+    s.add_argument("--listen", action="store_true", help="only log and display what the board reports by itself")
+    s.add_argument("--windows", type=int, help="stream at most this many windows (default: all of the person's)")
+    s.add_argument("--lr", type=float, default=0.3, help="the trainer's learning rate")
+    s.add_argument("--pseudo-threshold", type=float, default=1.0,
+                   help="final-exit confidence for a pseudo-label (default 1.0: only when it is certain)")
+    s.add_argument("--filter", default="learned", choices=["off", "learned", "random"], help="instance filter")
+    s.add_argument("--keep", type=float, help="instance filter: fraction of unlabelled windows kept")
+    s.add_argument("--checkpoint-every", type=int, default=100, help="windows between checkpoints")
+    s.add_argument("--rate", type=float, help="send at most this many windows per second (default: as fast as "
+                                              "the board goes)")
+    s.add_argument("--in-flight", type=int, default=4, choices=[1, 2, 3, 4],
+                   help="TRAIN requests sent ahead of their replies (1: one at a time)")
+    s.add_argument("--quiet", action="store_true", help="no live display, only the summary")
+    s.set_defaults(func=cmd_monitor)
+
+    s = sub.add_parser("demo", help="compile, build, boot in QEMU, stream a person under the placement shift "
+                                    "and show the board personalising itself")
+    s.add_argument("--board", default=DEFAULT_BOARD)
+    s.add_argument("--person", type=int, default=27)
+    s.add_argument("--labels", type=float, default=0.1, help="fraction of windows sent with their label")
+    s.add_argument("--shift", default="rotate", choices=["none", "rotate"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-o", "--output", default="build/demo", help="folder for the model, firmware, log and plot")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted demo from its log and checkpoint")
+    s.add_argument("--quiet", action="store_true", help="no live display, only the summary")
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("pretrain", help="pretrain the early-exit CNN on HAPT and export ONNX")
     s.add_argument("--dataset", default="hapt", choices=["hapt"])

@@ -29,6 +29,7 @@ class Msg(IntEnum):
     STATS = 0x22
     CHECKPOINT_GET = 0x23
     CHECKPOINT_PUT = 0x24
+    REPORT = 0x30  # never requested: a board that trains on its own sensor sends REPORT | REPLY frames unsolicited
     ERROR = 0x7F
 
 

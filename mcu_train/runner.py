@@ -135,6 +135,7 @@ def session(board, elf, handshake_timeout=5.0, **link_args):
     """Boot `elf` on `board`, handshake, and yield (running board, link); both are closed afterwards."""
     with RunningBoard(board, elf) as running:
         link = Link(connect_serial(running.url), **link_args)
+        link.url = running.url
         try:
             link.handshake(handshake_timeout)
             yield running, link

@@ -1,12 +1,14 @@
 """`mcu-train selftest`: build the firmware, boot it, handshake, echo pings of random sizes, then damage frames
 in every way docs/protocol.md describes and check the documented reaction and that the board recovers."""
+import contextlib
 import random
 import time
 from dataclasses import dataclass
 
 from mcu_train.build import build_firmware
-from mcu_train.protocol import (LINK_REASONS, MAX_PAYLOAD, REPLY, ErrorInfo, Msg, Reason,
-                                cobs_encode, encode_body, encode_frame)
+from mcu_train.link import Pipeline
+from mcu_train.protocol import (LINK_REASONS, MAX_PAYLOAD, REPLAY_DEPTH, REPLAY_SHORT_PAYLOAD, REPLY, ErrorInfo,
+                                Msg, Reason, cobs_encode, encode_body, encode_frame)
 from mcu_train.runner import session
 
 QUIET = 0.3  # seconds of silence that end an exchange
@@ -189,6 +191,86 @@ def run_pings(link, count, seed=0, max_size=None):
     return Check(f"{count} pings", True, f"{sent:,} B echoed")
 
 
+class FaultyLine:
+    """Damages a Link's traffic in both directions while active (a context manager): of the frames the host
+    writes, some get a bit flipped, some are not sent, some are sent twice, some follow a burst of garbage;
+    some frames the board sends are dropped on arrival. Each with probability `rate`, from `rng`."""
+
+    def __init__(self, link, rng, rate=0.08):
+        self.link, self.rng, self.rate = link, rng, rate
+        self.injected = dict(flipped=0, not_sent=0, duplicated=0, garbage=0, replies_dropped=0)
+
+    def __enter__(self):
+        self._write, self._read_frame = self.link.write, self.link.read_frame
+        self.link.write, self.link.read_frame = self.write, self.read_frame
+        return self
+
+    def __exit__(self, *exc):
+        del self.link.write, self.link.read_frame  # back to the class's methods
+
+    def _hit(self):
+        return self.rng.random() < self.rate
+
+    def write(self, data):
+        rng = self.rng
+        if self._hit():
+            self.injected["not_sent"] += 1
+            return
+        if self._hit():
+            self.injected["garbage"] += 1
+            self._write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))))
+        if self._hit() and len(data) > 4:
+            self.injected["flipped"] += 1
+            data = bytearray(data)
+            data[rng.randrange(1, len(data) - 1)] ^= 1 << rng.randrange(8)
+            data = bytes(data)
+        self._write(data)
+        if self._hit():
+            self.injected["duplicated"] += 1
+            self._write(data)
+
+    def read_frame(self, deadline):
+        frame = self._read_frame(deadline)
+        if frame is not None and self._hit():
+            self.injected["replies_dropped"] += 1
+            return self._read_frame(deadline)
+        return frame
+
+
+def run_pipelined_pings(link, count, seed=0, faults=False, window=REPLAY_DEPTH):
+    """`count` PINGs of up to 48 bytes with `window` in flight (go-back-N), optionally through a FaultyLine.
+    Every echo must come back once, in order, and the board must have executed each PING exactly once
+    (LINK_STATS frames_ok grows by `count`)."""
+    rng = random.Random(seed)
+    sizes = [rng.randrange(REPLAY_SHORT_PAYLOAD - 3) for _ in range(count)]  # 4 + size <= 48: replayable
+    payloads = [i.to_bytes(4, "little") + bytes(rng.randrange(256) for _ in range(size))
+                for i, size in enumerate(sizes)]
+    before = link.link_stats()["frames_ok"]
+    pipe = Pipeline(link, window, timeout=0.5, retries=6, max_go_backs=64)
+    echoes, injected = [], {}
+    t0 = time.monotonic()
+    line = FaultyLine(link, random.Random(seed + 1)) if faults else contextlib.nullcontext()
+    with line:
+        for i, payload in enumerate(payloads):
+            while pipe.full():
+                echoes += pipe.poll()
+            pipe.send(Msg.PING, payload, tag=i)
+        echoes += pipe.drain()
+    if faults:
+        injected = line.injected
+    elapsed = time.monotonic() - t0
+    link.drain(0.2)  # answers to duplicates sent at the very end
+    executed = link.link_stats()["frames_ok"] - before - 1  # minus this LINK_STATS
+    ok = [tag for tag, _ in echoes] == list(range(count)) and [e for _, e in echoes] == payloads \
+        and executed == count
+    stats = pipe.stats()
+    detail = (f"{count} echoes in order, {executed} executed, {count / elapsed:.0f}/s; retransmitted "
+              f"{stats['retransmitted']}, go-backs {stats['go_backs']}")
+    if faults:
+        detail += "; injected " + ", ".join(f"{k} {v}" for k, v in injected.items())
+    return Check(f"{count} pipelined pings" + (" with faults" if faults else ""), ok, detail)
+
+
 def run_selftest(board, pings=200, seed=0, console=None):
     from rich.console import Console
     from rich.table import Table
@@ -208,6 +290,8 @@ def run_selftest(board, pings=200, seed=0, console=None):
         check.detail += f" in {elapsed:.1f} s ({pings / elapsed:.0f} round trips/s)"
         checks.append(check)
         checks += run_faults(link, seed)
+        checks.append(run_pipelined_pings(link, pings, seed))
+        checks.append(run_pipelined_pings(link, pings, seed, faults=True))
         stats = link.link_stats()
         checks.append(Check("no reset, counters", stats["frames_ok"] > pings,
                             ", ".join(f"{k} {v}" for k, v in stats.items())))

@@ -47,6 +47,8 @@ def test_message_table_matches_code():
     for name, request, reply, *_ in rows:
         if name == "ERROR":
             assert int(reply, 16) == Msg.ERROR == c_value("MSG_ERROR")
+        elif request == "-":  # sent unsolicited by the board (REPORT)
+            assert int(reply, 16) == Msg[name] | REPLY == c_value(f"MSG_{name}") | REPLY
         else:
             assert int(request, 16) == Msg[name] == c_value(f"MSG_{name}")
             assert int(reply, 16) == Msg[name] | REPLY

@@ -1,0 +1,670 @@
+"""`mcu-train monitor`: stream one person's HAPT windows to a board with a trainer and watch it personalise.
+
+Prequential: each window goes out as one TRAIN request, which the board classifies before it trains on it.
+Up to 4 requests are in flight (mcu_train.link.Pipeline: sequence numbers, go-back-N, the board's replay
+store), so nothing is lost or run twice. The host computes the generic model's prediction for the same
+window with the numpy reference of the same compiled model. A live display shows progress, rolling
+accuracies, exits, training outcomes and cost; at the end come a summary table, the JSONL log
+(mcu_train.runlog; docs/monitor.md) and a PNG (mcu_train.plots).
+
+Robustness: every window line is flushed when its reply arrives; a dropped serial connection is reopened
+and the outstanding requests resent; the board's trainer is saved to a checkpoint file every
+`checkpoint_every` windows (atomically), so `--resume` can restore a new board (CHECKPOINT_PUT), replay the
+windows logged since the checkpoint (checking that the board makes the same decisions again, not logging
+them twice) and continue with the next window. Ctrl-C stops sending, waits for the replies in flight, and
+writes the summary and the plot."""
+import contextlib
+import math
+import signal
+import struct
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mcu_train import data
+from mcu_train.errors import McuTrainError
+from mcu_train.files import write_atomically
+from mcu_train.infer import check_model_hash
+from mcu_train.link import BoardGone, Pipeline
+from mcu_train.paths import ROOT
+from mcu_train.protocol import REPLAY_DEPTH, Msg
+from mcu_train.runlog import OUTCOME_KIND, ROLLING, RunLog, read_log, rolling_mean, summarise
+from mcu_train.trainer import (FLAG_INVALID, FLAG_LABEL, STEP_PERSONALISED, FilterMode, Outcome, Trainer,
+                               TrainConfig, TrainStep, window_to_wire)
+
+DEFAULT_MODEL_DIR = Path("build") / "demo" / "model"
+DEFAULT_CALIB = ROOT / "models" / "har_calib.npz"
+CHECKPOINT_EVERY = 100  # acknowledged windows between two checkpoints
+MAX_RECONNECTS = 10
+LOG_VERSION = 1
+# Runtime parameters the stream sets (docs/RESULTS.md, "Streaming and personalisation"): with 10% labels
+# under the placement shift, a higher learning rate than the firmware's default and pseudo-labels only from a
+# final exit at confidence 1.0 (it is confidently wrong after the shift) personalise best on every person tried.
+STREAM_LR = 0.3
+STREAM_PSEUDO_THRESHOLD = 1.0
+SHIFT_NOTE = ("placement shift: this person's phone is carried differently (axes turned {angle:.0f} degrees), "
+              "the case where personalisation matters: the generic model was trained on phones worn the usual way")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+def load_model(model_dir, calib=None):
+    """(model.json, compiled model) of a `mcu-train compile` output folder. The compiled model is rebuilt
+    from the ONNX source the folder names, with `calib`, and must give the same model hash: the host's
+    references (generic predictions, the trainer's golden model) are then exactly what the board runs."""
+    from codegen.compile import build, render
+    from mcu_train.boards import get_board
+    from mcu_train.infer import load_model_meta
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.json").is_file():
+        raise McuTrainError(f"{model_dir} is not an output folder of `mcu-train compile` (no model.json): run "
+                            "`mcu-train demo`, or `mcu-train compile models/har.onnx --calib models/har_calib.npz "
+                            f"--train exits -o {model_dir}`")
+    meta = load_model_meta(model_dir)
+    if "train" not in meta:
+        raise McuTrainError(f"{model_dir} was compiled without --train: the board would have no trainer")
+    source = Path(meta["source"])
+    if not source.is_file() and (ROOT / source).is_file():
+        source = ROOT / source
+    if not source.is_file():
+        raise McuTrainError(f"the model's source {meta['source']} (named in {model_dir}/model.json) is missing")
+    calib = Path(calib) if calib else DEFAULT_CALIB
+    compiled = build(source, get_board(meta["board"]), calib, train=meta["train"]["mode"])
+    _, digest = render(compiled, source.name)
+    if digest != meta["model_hash"]:
+        raise McuTrainError(f"rebuilding {model_dir} from {source} with calibration {calib} gives model "
+                            f"{digest}, not {meta['model_hash']}: pass the --calib it was compiled with")
+    compiled.meta["model_hash"] = digest
+    return meta, compiled
+
+
+def _metadata_number(meta, key, default):
+    text = meta.get("metadata", {}).get(f"mcu_train.{key}")
+    if text is None:
+        return default
+    values = [float(v) for v in str(text).split(",")]
+    return values[0] if len(values) == 1 else values
+
+
+@dataclass
+class Stream:
+    """One person's windows as they go to the board."""
+    person: int
+    label_ratio: float
+    shift: str  # "none" or "rotate"
+    seed: int
+    rows: np.ndarray  # int8 (N, input size): the model input, quantised, channels-last
+    invalid: np.ndarray  # bool (N,): non-finite readings (sent flagged)
+    truth: np.ndarray  # int64 (N,): class index in logit order
+    labelled: np.ndarray  # bool (N,): the label goes with the window
+    recording: np.ndarray  # int64 (N,): HAPT recording (phone placement) of the window
+    rotation: np.ndarray | None
+
+    def __len__(self):
+        return len(self.truth)
+
+    def shift_record(self):
+        return None if self.rotation is None else {"kind": "rotate", "rotation": self.rotation.tolist()}
+
+    def rotation_degrees(self):
+        if self.rotation is None:
+            return 0.0
+        return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(self.rotation) - 1) / 2))))
+
+
+def person_stream(meta, person, label_ratio=0.1, shift="none", seed=0, limit=None):
+    if shift not in ("none", "rotate"):
+        raise McuTrainError(f"unknown shift {shift!r}: none or rotate")
+    w = data.person_windows(person, shift=shift == "rotate", seed=seed)
+    n = len(w) if limit is None else min(limit, len(w))
+    wired = [window_to_wire(meta, x) for x in w.x[:n]]
+    rows = np.stack([r for r, _ in wired]) if wired else np.zeros((0, 0), np.int8)
+    return Stream(person, label_ratio, shift, seed, rows, np.array([b for _, b in wired], bool), w.y[:n],
+                  data.label_mask(n, label_ratio, seed=seed), w.recording[:n],
+                  data.placement_rotation(person, seed) if shift == "rotate" else None)
+
+
+def generic_predictions(compiled, rows, thresholds):
+    """The generic (not personalised) int8 model on each row, early exits at `thresholds`: (class, exit)."""
+    from codegen.reference import threshold_to_q16
+    dims = compiled.meta["input_dims_nhwc"]
+    q16 = [threshold_to_q16(t) for t in thresholds]
+    pred, exits = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    for i, row in enumerate(rows):
+        k, logits, _ = compiled.reference.run(row.reshape(dims), q16)
+        pred[i], exits[i] = int(np.argmax(logits)), k
+    return pred, exits
+
+
+def stream_config(num_exits, lr=STREAM_LR, pseudo_threshold=STREAM_PSEUDO_THRESHOLD, filter_mode="learned",
+                  keep=None, seed=1):
+    from codegen.reference import threshold_to_q16
+    cfg = TrainConfig.default(num_exits)
+    cfg.lr = lr
+    cfg.pseudo_threshold_q16 = threshold_to_q16(pseudo_threshold)
+    cfg.filter_mode = FilterMode[filter_mode.upper()]
+    if keep is not None:
+        cfg.filter_keep = keep
+    cfg.seed = seed
+    return cfg.rounded()
+
+
+def train_payload(row, label, invalid):
+    flags = (FLAG_LABEL if label is not None else 0) | (FLAG_INVALID if invalid else 0)
+    return struct.pack("<BB", flags, 0 if label is None else int(label)) + np.asarray(row, np.int8).tobytes()
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_MAGIC = b"MTMC"  # monitor checkpoint: magic, windows acknowledged before it, CRC-32 of the image
+_CKPT_HEAD = struct.Struct("<4sII")
+
+
+def checkpoint_path(log_path):
+    return Path(f"{log_path}.ckpt")
+
+
+def save_checkpoint(path, windows, image):
+    write_atomically(path, _CKPT_HEAD.pack(CHECKPOINT_MAGIC, windows, zlib.crc32(image)) + image)
+
+
+def load_checkpoint(path):
+    """(windows acknowledged before the checkpoint, trainer image)."""
+    raw = Path(path).read_bytes()
+    magic, windows, crc = _CKPT_HEAD.unpack_from(raw)
+    image = raw[_CKPT_HEAD.size:]
+    if magic != CHECKPOINT_MAGIC or zlib.crc32(image) != crc:
+        raise McuTrainError(f"{path} is not a valid monitor checkpoint")
+    return windows, image
+
+
+def check_resumable(log_path, meta, stream, cfg):
+    """The log and checkpoint of a run with these options, checked before any board is touched:
+    (run record, window records, windows before the checkpoint, checkpoint image)."""
+    run, windows, _summary, _partial = read_log(log_path)
+    mine = {"model_hash": meta["model_hash"], "dataset": "hapt", "person": stream.person,
+            "label_ratio": stream.label_ratio, "seed": stream.seed, "shift": stream.shift_record(),
+            "windows": len(stream), "config": asdict(cfg)}
+    for key, value in mine.items():
+        if run.get(key) != value:
+            raise McuTrainError(f"{log_path} is a run with {key} {run.get(key)!r}, this one has {value!r}: "
+                                "resume with the same options and model")
+    ckpt = checkpoint_path(log_path)
+    if not ckpt.is_file():
+        raise McuTrainError(f"no checkpoint {ckpt} next to the log: cannot resume")
+    done, image = load_checkpoint(ckpt)
+    if done > len(windows):
+        raise McuTrainError(f"the checkpoint is after window {done}, the log ends at window {len(windows) - 1}")
+    return run, windows, done, image
+
+
+# ------------------------------------------------------------------------------------------------ display
+
+class Dashboard:
+    """The live view: a rich renderable rebuilt from the records so far."""
+
+    def __init__(self, run, title, notes=()):
+        self.run, self.title, self.notes = run, title, list(notes)
+        self.records = []
+        self.t0 = time.monotonic()
+        self.session_start = 0  # windows already logged when this session started
+        self.link = {}
+        self.status = "streaming"
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+        run, recs = self.run, self.records
+        n_total, done = run["windows"], len(recs)
+        elapsed = time.monotonic() - self.t0
+        rate = (done - self.session_start) / elapsed if elapsed > 0 else 0.0
+        head = Table.grid(padding=(0, 1))
+        head.add_row(ProgressBar(total=max(n_total, 1), completed=done, width=40),
+                     Text(f"{done}/{n_total} windows  {rate:5.1f} windows/s  {self.status}"))
+        acc = Table(box=None, padding=(0, 2))
+        for col in ("", f"last {ROLLING}", "so far", "second half"):
+            acc.add_column(col, justify="right" if col else "left")
+        half = n_total // 2
+        for name, key in (("personalised (board)", "prediction"), ("generic (host reference)", "generic_prediction")):
+            vals = [r for r in recs if r["truth"] is not None and r.get(key) is not None]
+            ok = np.array([r[key] == r["truth"] for r in vals], float)
+            second = np.array([r[key] == r["truth"] for r in vals if r["seq"] >= half], float)
+            acc.add_row(name, _pct(ok[-ROLLING:].mean() if len(ok) else None), _pct(ok.mean() if len(ok) else None),
+                        _pct(second.mean() if len(second) else None))
+        exits = np.bincount([r["exit"] for r in recs], minlength=len(run["thresholds"])) if recs else \
+            np.zeros(len(run["thresholds"]), int)
+        names = run.get("exit_names") or [f"exit {k}" for k in range(len(exits))]
+        hist = Table(box=None, padding=(0, 1))
+        hist.add_column("exit")
+        hist.add_column("windows", justify="right")
+        hist.add_column("")
+        for name, c in zip(names, exits):
+            share = c / max(done, 1)
+            hist.add_row(name, str(c), Text("█" * int(round(30 * share)), style="cyan"))
+        kinds = {k: sum(r["training"] == k for r in recs) for k in ("trained", "filtered", "skipped")}
+        unit = run.get("counter_unit") or ""
+        costs = [r["cost"] for r in recs[-ROLLING:]]
+        counts = Text(f"trained {kinds['trained']}  filtered {kinds['filtered']}  skipped {kinds['skipped']}  "
+                      f"(labelled {sum(r['labelled'] for r in recs)})")
+        cost = Text(f"cost per window (last {ROLLING}): " + (f"{np.mean(costs):,.0f} {unit}" if costs else "-") +
+                    (f"  (inference {np.mean([r['cost_inference'] for r in recs[-ROLLING:]]):,.0f})" if costs else ""))
+        parts = [head, *[Text(n, style="yellow") for n in self.notes], acc, hist, counts, cost]
+        if self.link and (self.link.get("retransmitted") or self.link.get("reconnects")):
+            parts.append(Text("link: " + ", ".join(f"{k} {v}" for k, v in self.link.items() if v), style="dim"))
+        return Panel(Group(*parts), title=self.title)
+
+
+def _pct(v):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}%"
+
+
+def summary_table(summary, title="summary"):
+    from rich.table import Table
+    t = Table(title=title)
+    t.add_column("")
+    t.add_column("personalised (board)", justify="right")
+    t.add_column("generic model", justify="right")
+    t.add_row("accuracy, all windows", _pct(summary["accuracy"]), _pct(summary["generic_accuracy"]))
+    t.add_row("accuracy, first half", _pct(summary["first_half"]["accuracy"]),
+              _pct(summary["first_half"]["generic_accuracy"]))
+    t.add_row("accuracy, second half", _pct(summary["second_half"]["accuracy"]),
+              _pct(summary["second_half"]["generic_accuracy"]))
+    n = max(summary["windows"], 1)
+    t.add_row("exit usage", " ".join(f"{100 * c / n:.0f}%" for c in summary["exits"]),
+              " ".join(f"{100 * c / n:.0f}%" for c in summary["generic_exits"]))
+    unit = summary.get("counter_unit") or ""
+    if summary["cost_mean"] is not None:
+        t.add_row(f"cost per window ({unit})", f"{summary['cost_mean']:,.0f}", "-")
+        t.add_row("  of which the prediction", f"{summary['cost_inference_mean']:,.0f}", "-")
+    t.add_row("windows trained / filtered / skipped",
+              f"{summary['trained']} / {summary['filtered']} / {summary['skipped']}", "-")
+    t.add_row("windows (labelled)", f"{summary['windows']} of {summary['windows_total']} ({summary['labelled']})", "")
+    if summary.get("windows_per_s"):
+        t.add_row("throughput", f"{summary['windows_per_s']:.1f} windows/s", "")
+    return t
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+class StopRequested(Exception):
+    pass
+
+
+class Monitor:
+    """Streams `stream` to the board behind `link` and logs it; see the module docstring."""
+
+    def __init__(self, link, url, meta, compiled, stream, cfg, log_path, checkpoint_every=CHECKPOINT_EVERY,
+                 window=REPLAY_DEPTH, rate=None, console=None, live=True, notes=()):
+        self.link, self.url, self.meta, self.compiled = link, url, meta, compiled
+        self.stream, self.cfg = stream, cfg
+        self.log_path = Path(log_path)
+        self.ckpt_path = checkpoint_path(self.log_path)
+        self.checkpoint_every = max(1, int(checkpoint_every))
+        self.window, self.rate = window, rate
+        self.console, self.live, self.notes = console, live, list(notes)
+        self.trainer = Trainer(link, meta)  # refuses a board that runs another model
+        self.pipe = Pipeline(link, window)
+        self.records = []
+        self.reconnects = 0
+        self.stop = False
+        self.generic_pred, self.generic_exit = generic_predictions(compiled, stream.rows, cfg.thresholds)
+
+    # --- records ---
+    def run_record(self):
+        h, m, s = self.link.hello, self.meta, self.stream
+        return {"type": "run", "version": LOG_VERSION, "command": "monitor",
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "board": h.board, "emulated": h.emulated, "firmware": h.firmware_version,
+                "model_hash": h.model_hash, "counter_unit": h.counter_unit,
+                "dataset": "hapt", "person": s.person, "label_ratio": s.label_ratio, "seed": s.seed,
+                "shift": s.shift_record(), "windows": len(s),
+                "thresholds": list(self.cfg.thresholds), "classes": list(m["classes"]),
+                "exit_names": [e["name"] for e in m["exits"]],
+                "input_offset": _metadata_number(m, "input_offset", 0.0),
+                "input_scale": _metadata_number(m, "input_scale", 1.0),
+                "generic": "the same compiled int8 model, not trained, early exits at `thresholds` "
+                           "(codegen/reference.py on the host)",
+                "config": asdict(self.cfg), "checkpoint_every": self.checkpoint_every, "rolling": ROLLING,
+                "resumes": []}
+
+    def window_record(self, i, step: TrainStep):
+        s = self.stream
+        return {"type": "window", "seq": i, "truth": int(s.truth[i]), "prediction": step.prediction,
+                "exit": step.exit, "confidence": step.confidence_q16 / 65536, "labelled": bool(s.labelled[i]),
+                "training": OUTCOME_KIND[step.outcome_name], "outcome": step.outcome_name,
+                "target": None if step.target == 0xFF else step.target, "loss": step.loss,
+                "cost": step.cost_inference + step.cost_training, "cost_inference": step.cost_inference,
+                "cost_training": step.cost_training, "personalised_head": bool(step.flags & STEP_PERSONALISED),
+                "generic_prediction": int(self.generic_pred[i]), "generic_exit": int(self.generic_exit[i]),
+                "recording": int(s.recording[i]), "time": round(time.time(), 3)}
+
+    def _payload(self, i):
+        s = self.stream
+        return train_payload(s.rows[i], int(s.truth[i]) if s.labelled[i] else None, s.invalid[i])
+
+    # --- starting ---
+    def start(self):
+        """A fresh run: set the runtime parameters, save the initial checkpoint, write the run record."""
+        self.run = self.run_record()
+        self.trainer.config(self.cfg)
+        self._checkpoint(0)
+        self.log = RunLog(self.log_path, [self.run])
+
+    def resume(self):
+        """Continue the run in the log: restore the last checkpoint, replay the windows logged since, continue."""
+        run, windows, done, image = check_resumable(self.log_path, self.meta, self.stream, self.cfg)
+        self.trainer.config(self.cfg)
+        self.trainer.checkpoint_put(image)
+        self.records = windows
+        self.run = run
+        self.last_checkpoint = done
+        self._catch_up(done, windows)
+        run.setdefault("resumes", []).append({"at": len(windows), "time": round(time.time(), 3)})
+        self.log = RunLog(self.log_path, [run, *windows])  # without a partial last line or an old summary
+        return done
+
+    def _catch_up(self, start, windows):
+        """Replay windows start.. of the log on the restored board (not logged again): afterwards the board
+        is exactly where it was after the last logged window. Its decisions must equal the logged ones."""
+        for i in range(start, len(windows)):
+            while self.pipe.full():
+                self._check_replayed(self._poll(), windows)
+            self.pipe.send(Msg.TRAIN, self._payload(i), tag=i)
+        while len(self.pipe):
+            self._check_replayed(self._poll(), windows)
+
+    def _check_replayed(self, done, windows):
+        for i, payload in done:
+            step, logged = TrainStep.unpack(payload), windows[i]
+            if (step.prediction, step.exit, step.outcome_name) != (logged["prediction"], logged["exit"],
+                                                                   logged["outcome"]):
+                raise McuTrainError(f"resuming: the restored board decided differently on window {i} than the "
+                                    "log says: was the log written with another board or model?")
+
+    # --- streaming ---
+    def _poll(self):
+        try:
+            return self.pipe.poll()
+        except BoardGone as e:
+            self._reconnect(e)
+            return []
+
+    def _send(self, i):
+        try:
+            self.pipe.send(Msg.TRAIN, self._payload(i), tag=i)
+        except BoardGone as e:
+            self._reconnect(e)
+
+    def _reconnect(self, error):
+        self.reconnects += 1
+        if self.reconnects > MAX_RECONNECTS or not self.url:
+            raise error
+        try:
+            self.link.reopen(self.url)
+        except BoardGone:
+            raise error from None
+        if len(self.pipe):
+            self.pipe.reset_line()  # resend what is in flight with the same numbers: nothing runs twice
+        else:
+            self.link.request(Msg.HELLO)  # nothing in flight: resynchronise
+
+    def _request(self, fn, *args):
+        """A plain request (nothing in flight), retried once over a reopened line."""
+        try:
+            return fn(*args)
+        except BoardGone as e:
+            self._reconnect(e)
+            return fn(*args)
+
+    def _checkpoint(self, windows):
+        image = self._request(self.trainer.checkpoint_get)
+        save_checkpoint(self.ckpt_path, windows, image)
+        self.last_checkpoint = windows
+
+    def _record(self, done):
+        for i, payload in done:
+            rec = self.window_record(i, TrainStep.unpack(payload))
+            self.log.write(rec)
+            self.records.append(rec)
+
+    def stream_windows(self, dashboard=None):
+        """Send every remaining window; returns None when complete, else why it stopped."""
+        n = len(self.stream)
+        nxt = len(self.records)
+        self.last_checkpoint = getattr(self, "last_checkpoint", nxt)
+        t0, sent0 = time.monotonic(), nxt
+        while True:
+            checkpoint_due = nxt - self.last_checkpoint >= self.checkpoint_every
+            while not self.stop and nxt < n and not self.pipe.full() and not checkpoint_due:
+                if self.rate:
+                    wait = t0 + (nxt - sent0) / self.rate - time.monotonic()
+                    if wait > 0:
+                        if len(self.pipe):
+                            break  # collect replies meanwhile
+                        time.sleep(wait)
+                self._send(nxt)
+                nxt += 1
+                checkpoint_due = nxt - self.last_checkpoint >= self.checkpoint_every
+            if len(self.pipe):
+                self._record(self._poll())
+            elif checkpoint_due and not self.stop:
+                self._checkpoint(len(self.records))
+            elif self.stop or nxt >= n:
+                break
+            if dashboard is not None:
+                dashboard.link = dict(self.pipe.stats(), reconnects=self.reconnects)
+        if len(self.records) == n and self.last_checkpoint != n:
+            self._checkpoint(n)
+        return None if len(self.records) == n else "interrupted"
+
+    def finish(self, stopped=None):
+        """Write the summary line (with the board's own counters when it still answers) and the plot."""
+        from mcu_train.plots import plot_run
+        summary = summarise(self.run, self.records, stopped)
+        summary["link"] = dict(self.pipe.stats(), reconnects=self.reconnects)
+        if stopped is None or stopped == "interrupted":
+            try:
+                summary["board_stats"] = asdict(self._request(self.trainer.stats))
+            except McuTrainError:
+                pass
+        self.log.write(summary)
+        self.log.close()
+        plot = plot_run(self.run, self.records, self.log_path.with_suffix(".png"))
+        return summary, plot
+
+
+def run_monitor(link, url, meta, compiled, stream, cfg, log_path, resume=False, console=None, live=True,
+                checkpoint_every=CHECKPOINT_EVERY, rate=None, notes=(), title="mcu-train monitor",
+                in_flight=REPLAY_DEPTH):
+    """Stream, display, log, plot. Returns (summary, plot path). Ctrl-C stops cleanly (the summary says
+    "interrupted"); a lost board raises McuTrainError after the summary and the plot are written."""
+    from rich.console import Console
+    from rich.live import Live
+    console = console or Console()
+    mon = Monitor(link, url, meta, compiled, stream, cfg, log_path, checkpoint_every, window=in_flight, rate=rate,
+                  console=console, notes=notes)
+    if resume:
+        done = mon.resume()
+        console.print(f"resuming {log_path}: {len(mon.records)} windows logged; board restored from the checkpoint "
+                      f"after window {done} and {len(mon.records) - done} windows replayed")
+    else:
+        mon.start()
+    dash = Dashboard(mon.run, title, notes)
+    dash.records = mon.records
+    dash.session_start = len(mon.records)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        mon.stop = True
+        dash.status = "stopping: waiting for the replies in flight (Ctrl-C again to abort)"
+        signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    error = None
+    try:
+        display = Live(dash, console=console, refresh_per_second=4) if live else contextlib.nullcontext()
+        with display:
+            try:
+                stopped = mon.stream_windows(dash)
+            except BoardGone as e:
+                error, stopped = e, f"board lost: {e}"
+            except McuTrainError as e:  # a timeout, a restarted board, a protocol error
+                error, stopped = e, f"error: {e}"
+            dash.status = "done" if stopped is None else stopped
+        if live:
+            console.print()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    summary, plot = mon.finish(stopped)
+    if error is not None:
+        raise McuTrainError(f"{error}\n  the log {log_path} is complete up to window {len(mon.records) - 1} "
+                            f"({len(mon.records)} windows); the last checkpoint was taken after "
+                            f"{mon.last_checkpoint} windows. Start the board again and rerun with --resume to "
+                            "continue.") from error
+    return summary, plot, mon
+
+
+# ------------------------------------------------------------------------------------------------ listen
+
+REPORT_HEAD = struct.Struct("<IB")  # the board's window number, truth (255: unknown); then a TRAIN reply
+
+
+def pack_report(board_window, truth, step: TrainStep):
+    return REPORT_HEAD.pack(board_window, 255 if truth is None else truth) + step.pack()
+
+
+def unpack_report(payload):
+    """(board's window number, truth or None, TrainStep) of a REPORT frame (docs/protocol.md)."""
+    board_window, truth = REPORT_HEAD.unpack_from(payload)
+    return board_window, None if truth == 255 else truth, TrainStep.unpack(payload[REPORT_HEAD.size:])
+
+
+def listen(link, log_path, meta=None, console=None, live=True, limit=None):
+    """`--listen`: log and display the REPORT frames of a board that trains on its own sensor."""
+    from rich.console import Console
+    from rich.live import Live
+    from mcu_train.protocol import REPLY, Hello, encode_frame
+    console = console or Console()
+    link.write(encode_frame(Msg.HELLO, 0))
+    link.next_seq = 1
+    reports, hello = [], None
+    deadline = time.monotonic() + 5.0
+    while hello is None:
+        frame = link.read_frame(deadline)
+        if frame is None:
+            raise McuTrainError("no HELLO from the board within 5 s")
+        if frame.type == Msg.HELLO | REPLY and frame.seq == 0:
+            hello = Hello.unpack(frame.payload)
+        elif frame.type == Msg.REPORT | REPLY:
+            reports.append(frame)
+    link.hello = hello
+    if meta is not None:
+        check_model_hash(link, meta)
+    num_exits = len(meta["exits"]) if meta else 4
+    run = {"type": "run", "version": LOG_VERSION, "command": "listen",
+           "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "board": hello.board, "emulated": hello.emulated, "firmware": hello.firmware_version,
+           "model_hash": hello.model_hash, "counter_unit": hello.counter_unit, "dataset": None, "person": None,
+           "label_ratio": None, "seed": None, "shift": None, "windows": limit or 0,
+           "thresholds": [None] * num_exits, "classes": list(meta["classes"]) if meta else list(data.CLASS_NAMES),
+           "exit_names": [e["name"] for e in meta["exits"]] if meta else None,
+           "input_offset": _metadata_number(meta, "input_offset", 0.0) if meta else None,
+           "input_scale": _metadata_number(meta, "input_scale", 1.0) if meta else None, "resumes": []}
+    log = RunLog(log_path, [run])
+    records = []
+    dash = Dashboard(run, f"mcu-train monitor --listen: {hello.board}", ["the board reads its own sensor"])
+    dash.records = records
+
+    def take(frame):
+        board_window, truth, step = unpack_report(frame.payload)
+        rec = {"type": "window", "seq": len(records), "board_window": board_window, "truth": truth,
+               "prediction": step.prediction, "exit": step.exit, "confidence": step.confidence_q16 / 65536,
+               "labelled": bool(step.flags & 1), "training": OUTCOME_KIND[step.outcome_name],
+               "outcome": step.outcome_name, "target": None if step.target == 0xFF else step.target,
+               "loss": step.loss, "cost": step.cost_inference + step.cost_training,
+               "cost_inference": step.cost_inference, "cost_training": step.cost_training,
+               "personalised_head": bool(step.flags & STEP_PERSONALISED), "generic_prediction": None,
+               "generic_exit": None, "time": round(time.time(), 3)}
+        log.write(rec)
+        records.append(rec)
+
+    stopped = None
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        display = Live(dash, console=console, refresh_per_second=4) if live else contextlib.nullcontext()
+        with display:
+            for frame in reports:
+                take(frame)
+            while limit is None or len(records) < limit:
+                try:
+                    frame = link.read_frame(time.monotonic() + 0.25)
+                except BoardGone:
+                    stopped = "the board closed the connection"
+                    break
+                if frame is not None and frame.type == Msg.REPORT | REPLY:
+                    take(frame)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    run["windows"] = max(run["windows"], len(records))
+    summary = summarise(run, records, stopped)
+    log.write(summary)
+    log.close()
+    from mcu_train.plots import plot_run
+    plot = plot_run(run, records, Path(log_path).with_suffix(".png"))
+    return summary, plot
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+def _print_end(console, summary, log_path, plot):
+    console.print(summary_table(summary))
+    console.print(f"log:  {log_path}")
+    console.print(f"plot: {plot}")
+
+
+def monitor_command(args):
+    from rich.console import Console
+    from mcu_train.link import Link
+    console = Console()
+    log_path = Path(args.log)
+    if args.listen:
+        meta = None
+        if args.model:  # only then is the board's model checked
+            from mcu_train.infer import load_model_meta
+            meta = load_model_meta(args.model)
+        link = Link.open(args.port)
+        try:
+            summary, plot = listen(link, log_path, meta, console, live=not args.quiet, limit=args.windows)
+        finally:
+            link.close()
+        _print_end(console, summary, log_path, plot)
+        return
+    meta, compiled = load_model(args.model or DEFAULT_MODEL_DIR, args.calib)
+    stream = person_stream(meta, args.person, args.labels, args.shift, args.seed, args.windows)
+    cfg = stream_config(len(meta["exits"]), args.lr, args.pseudo_threshold, args.filter, args.keep)
+    if args.resume:
+        check_resumable(log_path, meta, stream, cfg)
+    link = Link.open(args.port, timeout=2.0)
+    try:
+        link.handshake()
+        check_model_hash(link, meta)
+        notes = [SHIFT_NOTE.format(angle=stream.rotation_degrees())] if stream.rotation is not None else []
+        summary, plot, _ = run_monitor(link, args.port, meta, compiled, stream, cfg, log_path, resume=args.resume,
+                                       console=console, live=not args.quiet, checkpoint_every=args.checkpoint_every,
+                                       rate=args.rate, notes=notes, in_flight=args.in_flight,
+                                       title=f"person {args.person} on {link.hello.board}")
+    finally:
+        link.close()
+    _print_end(console, summary, log_path, plot)
+    if summary["stopped"] == "interrupted":
+        console.print(f"stopped after {summary['windows']} windows: rerun with --resume to continue")
+        raise KeyboardInterrupt
