@@ -12,6 +12,9 @@ from elftools.elf.elffile import ELFFile
 
 from mcu_train.errors import McuTrainError
 
+# firmware/protocol.c's buffers: received frame, reply (and replay store), error replies.
+PROTOCOL_BUFFERS = ("rx_buf", "tx_body", "error_body", "older_body", "older_len", "older_next")
+
 
 def static_ram(board, elf):
     """(bytes of .data + .bss, bytes of each symbol of interest) from the ELF."""
@@ -21,7 +24,7 @@ def static_ram(board, elf):
         total = sum(s["sh_size"] for s in e.iter_sections() if s.name in (".data", ".bss"))
         symtab = e.get_section_by_name(".symtab")
         for sym in symtab.iter_symbols():
-            if sym.name in ("arena", "rx_buf", "tx_body", "error_body") and sym["st_size"]:
+            if sym.name in ("arena", *PROTOCOL_BUFFERS) and sym["st_size"]:
                 sizes[sym.name] = sym["st_size"]
     return total, sizes
 
@@ -34,7 +37,7 @@ def peak_sram(board, elf, link):
     static, symbols = static_ram(board, elf)
     stack_used = board.stack_bytes - link.link_stats()["stack_unused"]
     return dict(board=board.name, static_bytes=static, arena_bytes=symbols.get("arena", 0),
-                protocol_buffer_bytes=sum(symbols.get(n, 0) for n in ("rx_buf", "tx_body", "error_body")),
+                protocol_buffer_bytes=sum(symbols.get(n, 0) for n in PROTOCOL_BUFFERS),
                 stack_used_bytes=stack_used, stack_reserve_bytes=board.stack_bytes,
                 peak_bytes=static + stack_used)
 
