@@ -111,24 +111,34 @@ def test_monitor_refuses_a_board_with_another_model(tmp_path, host_model, firmwa
     assert not (tmp_path / "x.jsonl").exists()
 
 
-def test_damaged_bytes_and_a_dropped_connection_lose_nothing_host(tmp_path, host_model):
-    compiled, out, elf = host_model
+def stream_through_faults(tmp_path, board, model, person, seed, limit, proxy_seed, flip_rate, drop_after,
+                          timeout, checkpoint_every):
+    """Stream a person through a proxy that flips bits and drops the connection once; check the log."""
+    compiled, out, elf = model
     meta = compiled.meta
-    stream = person_stream(meta, 25, 0.1, "rotate", seed=1, limit=150)
+    stream = person_stream(meta, person, 0.1, "rotate", seed=seed, limit=limit)
     cfg = stream_config(len(meta["exits"]))
     log = tmp_path / "faults.jsonl"
-    with RunningBoard(HOST, elf) as running:
-        proxy = FaultProxy(running.port, seed=3, flip_rate=2e-4, drop_after=25_000)
+    with RunningBoard(board, elf) as running:
+        proxy = FaultProxy(running.port, seed=proxy_seed, flip_rate=flip_rate, drop_after=drop_after)
         try:
-            link = Link(connect_serial(proxy.url), timeout=0.5)
+            link = Link(connect_serial(proxy.url), timeout=timeout)
             link.handshake()
             summary, plot, mon = run_monitor(link, proxy.url, meta, compiled, stream, cfg, log, live=False,
-                                             checkpoint_every=60)
+                                             checkpoint_every=checkpoint_every)
             link.close()
         finally:
             proxy.close()
     check_log(log, compiled, stream, cfg)
-    assert proxy.flipped >= 5 and proxy.dropped == 1 and proxy.connections == 2
+    assert proxy.flipped >= 5 and proxy.dropped == 1
+    return summary, proxy, stream
+
+
+def test_damaged_bytes_and_a_dropped_connection_lose_nothing_host(tmp_path, host_model):
+    summary, proxy, stream = stream_through_faults(tmp_path, HOST, host_model, 25, 1, 150, proxy_seed=3,
+                                                   flip_rate=2e-4, drop_after=25_000, timeout=0.5,
+                                                   checkpoint_every=60)
+    assert proxy.connections == 2
     assert summary["link"]["reconnects"] == 1 and summary["link"]["retransmitted"] > 0
     # The board ran each window once: its own counter equals the stream length.
     assert summary["board_stats"]["windows"] == len(stream)
@@ -288,23 +298,9 @@ def test_e2e_stream_through_qemu_matches_reference(tmp_path, qemu_model):
 @pytest.mark.slow
 @pytest.mark.qemu
 def test_damaged_bytes_and_a_dropped_connection_lose_nothing_qemu(tmp_path, qemu_model):
-    compiled, out, elf = qemu_model
-    meta = compiled.meta
-    stream = person_stream(meta, 30, 0.1, "rotate", seed=0, limit=160)
-    cfg = stream_config(len(meta["exits"]))
-    log = tmp_path / "faults.jsonl"
-    with RunningBoard(QEMU, elf) as running:
-        proxy = FaultProxy(running.port, seed=5, flip_rate=1e-4, drop_after=30_000)
-        try:
-            link = Link(connect_serial(proxy.url), timeout=1.0)
-            link.handshake()
-            summary, plot, mon = run_monitor(link, proxy.url, meta, compiled, stream, cfg, log, live=False,
-                                             checkpoint_every=80)
-            link.close()
-        finally:
-            proxy.close()
-    check_log(log, compiled, stream, cfg)
-    assert proxy.flipped >= 5 and proxy.dropped == 1
+    summary, proxy, stream = stream_through_faults(tmp_path, QEMU, qemu_model, 30, 0, 160, proxy_seed=5,
+                                                   flip_rate=1e-4, drop_after=30_000, timeout=1.0,
+                                                   checkpoint_every=80)
     assert summary["link"]["reconnects"] == 1 and summary["board_stats"]["windows"] == len(stream)
 
 
