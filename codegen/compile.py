@@ -43,6 +43,12 @@ class Compiled:
     reference: Reference
     meta: dict  # model.json
     memory: dict  # memory.json
+    tables: list  # per exit: the confidence table (exp(-d * logit scale) in Q16)
+    train: object = None  # codegen.trainer's plan when the trainer is compiled in
+
+    @property
+    def buffer_offsets(self):
+        return {b.name: b.offset for b in self.buffers}
 
 
 def _carray(arr):
@@ -51,7 +57,7 @@ def _carray(arr):
     return ",\n    ".join(", ".join(items[i:i + 24]) for i in range(0, len(items), 24))
 
 
-def _plan(steps, input_name, input_size, exits, extra=(), pos=None, extend=None):
+def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
     """Buffers with lifetimes, then offsets; returns the buffers (name -> Buffer) and the arena size.
     Lifetimes are in step indices, or in the indices `pos[i]` of a longer timeline that interleaves other
     events (the trainer's); `extra` buffers join the plan as they are; `extend` lengthens the lifetime of
@@ -89,17 +95,17 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
                            "or give a QDQ model quantised by onnxruntime")
     qparams = assign_qparams(graph, ranges)
     quantize_ops(graph)
-    steps, alias = lower(graph, board.dsp)
+    steps = lower(graph, board.dsp)
     input_dims = steps[0].in_dims if steps else None
     input_size = int(np.prod(input_dims))
-    buffers, arena = _plan(steps, graph.input, input_size, graph.exits)
+    buffers, arena = _plan(steps, graph.input, input_size)
     inference_arena = arena
     train_spec = None
     if train is not None:
         train_spec = trainer.plan(graph, steps, train)
         tbufs, extend, pos = trainer.training_buffers(train_spec, steps)
         step_pos = [pos[("step", i)] for i in range(len(steps))]
-        buffers, arena = _plan(steps, graph.input, input_size, graph.exits, tbufs, step_pos, extend)
+        buffers, arena = _plan(steps, graph.input, input_size, tbufs, step_pos, extend)
         train_spec.offsets = {b.name: b.offset for b in tbufs}
     tables = [confidence_table(qparams[e][0]) for e in graph.exits]
     weights_bytes = sum(a.nbytes for s in steps for a in s.arrays.values()) + sum(t.nbytes for t in tables)
@@ -139,11 +145,8 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
                            f"(weights {weights_bytes:,} B + runtime {RUNTIME_FLASH_BYTES:,} B), "
                            f"{board.flash.size:,} B available")
     reference = Reference(steps, graph.input, tables)
-    compiled = Compiled(graph, steps, list(buffers.values()), arena, int(weights_bytes), reference, meta, memory)
-    compiled.buffer_offsets = {name: b.offset for name, b in buffers.items()}
-    compiled.tables = tables
-    compiled.train = train_spec
-    return compiled
+    return Compiled(graph, steps, list(buffers.values()), arena, int(weights_bytes), reference, meta, memory,
+                    tables, train_spec)
 
 
 def _f32array(arr):

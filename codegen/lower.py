@@ -40,7 +40,7 @@ def conv_scratch_bytes(kh, kw, c_in, dsp):
 
 
 def lower(graph, dsp):
-    """The schedule as a list of Step, plus the alias map (reshape outputs share their input's buffer)."""
+    """The schedule as a list of Step. Reshapes emit no step: their outputs share their input's buffer."""
     alias = {}
     flatten_from = {}  # reshape output -> the 4-D NCHW shape it flattened
     steps = []
@@ -105,4 +105,4 @@ def lower(graph, dsp):
             kh, kw = op.attrs["kernel"]
             step.scratch_bytes = conv_scratch_bytes(kh, kw, step.in_dims[3], dsp)
         steps.append(step)
-    return steps, {k: buf(k) for k in alias}
+    return steps

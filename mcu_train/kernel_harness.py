@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codegen import fmath
 from mcu_train.paths import FIRMWARE_DIR
 
 KERNELS_DIR = FIRMWARE_DIR / "kernels"
@@ -20,21 +21,13 @@ OP_CODES = {"conv": 1, "depthwise": 2, "fc": 3, "max_pool": 4, "avg_pool": 5, "a
 REQUANT_EDGES = (-2**31, -2**31 + 1, -1, 0, 1, 1 << 30, 2**31 - 2, 2**31 - 1)
 
 
-class XorShift32:
-    """xorshift32 (13, 17, 5), the generator of mt_kernel_harness.c. A value is the top byte of a draw."""
+class XorShift32(fmath.XorShift32):
+    """xorshift32 (13, 17, 5), also the generator of mt_kernel_harness.c. A value is the top byte of a draw."""
 
     def __init__(self, seed: int):
         if not 0 < seed < 2**32:
             raise ValueError("seed must be a non-zero uint32")
-        self.state = seed
-
-    def next(self) -> int:
-        x = self.state
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.state = x
-        return x
+        super().__init__(seed)
 
     def int8(self, n: int, weights: bool = False) -> np.ndarray:
         """n int8 values; weights=True maps -128 to -127 (symmetric weights)."""

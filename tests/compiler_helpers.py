@@ -69,3 +69,12 @@ def agreement(ours, theirs):
 def reference_exit_logits(compiled, meta, rows, k):
     """int8 logits of exit k from the numpy reference for each wire row."""
     return np.stack([compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)[1] for r in rows])
+
+
+def assert_exits_agree(compiled, meta, x, theirs, min_top1=0.99, min_within=0.999):
+    """Our reference's int8 logits at every exit against another implementation's (`theirs[k]`)."""
+    rows = to_wire(meta, x)
+    for k in range(len(meta["exits"])):
+        top1, within = agreement(reference_exit_logits(compiled, meta, rows, k), theirs[k])
+        assert top1 >= min_top1 and within >= min_within, \
+            f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"

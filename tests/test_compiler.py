@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import model_zoo
-from compiler_helpers import (agreement, board_vs_reference, compile_zoo, onnxruntime_exits, random_inputs,
-                              reference_exit_logits)
+from compiler_helpers import (assert_exits_agree, board_vs_reference, compile_zoo, onnxruntime_exits,
+                              random_inputs)
 from codegen.ir import CompileError
 from mcu_train.boards import get_board
 from mcu_train.infer import load_model_meta, to_wire
@@ -33,12 +33,7 @@ def test_reference_agrees_with_onnxruntime(zoo, name):
     compiled, out = zoo[name]
     meta = load_model_meta(out)
     x = random_inputs(meta, 200)
-    theirs = onnxruntime_exits(out / "model_qdq.onnx", x)
-    rows = to_wire(meta, x)
-    for k in range(len(meta["exits"])):
-        ours = reference_exit_logits(compiled, meta, rows, k)
-        top1, within = agreement(ours, theirs[k])
-        assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
+    assert_exits_agree(compiled, meta, x, onnxruntime_exits(out / "model_qdq.onnx", x))
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -104,13 +99,11 @@ def test_quantize_static_model(tmp_path):
     # onnxruntime on the user's QDQ model: exits are float outputs there; compare after our dequantisation.
     import onnxruntime as ort
     sess = ort.InferenceSession(str(qdq_path), providers=["CPUExecutionProvider"])
-    rows = to_wire(meta, x)
-    for k, e in enumerate(meta["exits"]):
+    theirs_q = []
+    for e in meta["exits"]:
         theirs = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])
-        theirs_q = np.clip(np.round(theirs / e["scale"]) + e["zero_point"], -128, 127).astype(np.int8)
-        ours = reference_exit_logits(compiled, meta, rows, k)
-        top1, within = agreement(ours, theirs_q)
-        assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
+        theirs_q.append(np.clip(np.round(theirs / e["scale"]) + e["zero_point"], -128, 127).astype(np.int8))
+    assert_exits_agree(compiled, meta, x, theirs_q)
 
 
 # --- bad inputs: a clear error, a non-zero exit code, nothing written ----------------------------------------

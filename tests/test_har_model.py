@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from compiler_helpers import agreement, board_vs_reference, onnxruntime_exits, reference_exit_logits
+from compiler_helpers import assert_exits_agree, board_vs_reference, onnxruntime_exits, reference_exit_logits
 from codegen.compile import compile_model
 from mcu_train import data
 from mcu_train.boards import get_board
@@ -62,12 +62,7 @@ def test_agrees_with_onnxruntime_on_real_windows(har, validation):
     compiled, out, _ = har
     x = validation[0][::7][:200]
     meta = load_model_meta(out)
-    theirs = onnxruntime_exits(out / "model_qdq.onnx", x)
-    rows = to_wire(meta, x)
-    for k in range(len(meta["exits"])):
-        ours = reference_exit_logits(compiled, meta, rows, k)
-        top1, within = agreement(ours, theirs[k])
-        assert top1 >= 0.99 and within >= 0.999, f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
+    assert_exits_agree(compiled, meta, x, onnxruntime_exits(out / "model_qdq.onnx", x))
 
 
 def test_host_board_equals_reference_on_real_windows(har, validation):

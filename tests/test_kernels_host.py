@@ -400,10 +400,10 @@ def test_fully_connected_random(libs):
         _check(libs, "fully_connected", (x, wt, bias), dict(multiplier=mm, shift=s, **_rand_common(rng, True)))
 
 
-def test_max_pool_random(libs):
-    rng = np.random.default_rng(14)
+def _random_pool_cases(rng, count):
+    """`count` random (x, kernel, stride, padding) pooling cases whose windows fit the padded input."""
     done = 0
-    while done < 120:
+    while done < count:
         n, h, w, c = (int(v) for v in (rng.integers(1, 3), rng.integers(1, 8), rng.integers(1, 10),
                                        rng.integers(1, 14)))
         kh, kw = int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, 4))
@@ -411,30 +411,25 @@ def test_max_pool_random(libs):
         stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
             continue
-        x = rng.integers(-128, 128, (n, h, w, c), dtype=np.int8)
+        yield rng.integers(-128, 128, (n, h, w, c), dtype=np.int8), (kh, kw), stride, pad
+        done += 1
+
+
+def test_max_pool_random(libs):
+    rng = np.random.default_rng(14)
+    for x, (kh, kw), stride, pad in _random_pool_cases(rng, 120):
         c_ = _rand_common(rng, False)
         _check(libs, "max_pool2d", (x, (kh, kw), stride, pad), dict(act_min=c_["act_min"], act_max=c_["act_max"]))
-        done += 1
 
 
 def test_avg_pool_random(libs):
     rng = np.random.default_rng(15)
-    done = 0
-    while done < 120:
-        n, h, w, c = (int(v) for v in (rng.integers(1, 3), rng.integers(1, 8), rng.integers(1, 10),
-                                       rng.integers(1, 14)))
-        kh, kw = int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, 4))
-        pad = (int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)), int(rng.integers(0, kw)))
-        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
-        if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
-            continue
-        x = rng.integers(-128, 128, (n, h, w, c), dtype=np.int8)
-        nm = Q.avg_pool_num_multipliers((h, w), (kh, kw), stride, pad)
+    for x, (kh, kw), stride, pad in _random_pool_cases(rng, 120):
+        nm = Q.avg_pool_num_multipliers(x.shape[1:3], (kh, kw), stride, pad)
         m, s = Q.avg_pool_multipliers(rng.uniform(0.01, 0.1), rng.uniform(0.01, 0.1), (kh, kw), nm,
                                       count_include_pad=bool(rng.random() < 0.3))
         _check(libs, "avg_pool2d", (x, (kh, kw), stride, pad), dict(multiplier=m, shift=s,
                                                                    **_rand_common(rng, False)))
-        done += 1
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 128, 64), (2, 1, 7, 5), (1, 4, 4, 33), (1, 16, 17, 3), (1, 1, 300, 6)])

@@ -6,8 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from compiler_helpers import (agreement, board_vs_reference, onnxruntime_exits, random_inputs,  # noqa: E402
-                              reference_exit_logits)
+from compiler_helpers import (assert_exits_agree, board_vs_reference, onnxruntime_exits,  # noqa: E402
+                              random_inputs, reference_exit_logits)
 from codegen.compile import compile_model  # noqa: E402
 from mcu_train.boards import get_board  # noqa: E402
 from mcu_train.infer import load_model_meta, to_wire  # noqa: E402
@@ -67,12 +67,9 @@ def test_pytorch_model_compiles_and_matches(tmp_path, module, shape, outputs):
     x = random_inputs(meta, 100)
     mismatches, _ = board_vs_reference(compiled, tmp_path / "out", host, x[:30])
     assert not mismatches
-    theirs = onnxruntime_exits(tmp_path / "out" / "model_qdq.onnx", x)
+    assert_exits_agree(compiled, meta, x, onnxruntime_exits(tmp_path / "out" / "model_qdq.onnx", x),
+                       min_top1=0.98, min_within=0.0)
     rows = to_wire(meta, x)
-    for k in range(len(outputs)):
-        ours = reference_exit_logits(compiled, meta, rows, k)
-        top1, _ = agreement(ours, theirs[k])
-        assert top1 >= 0.98
     # The int8 model follows the float PyTorch model.
     import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
