@@ -28,7 +28,11 @@ uint64_t board_counter(void)
         value = SYST_CVR;
     } while (wraps != systick_wraps);
     uint64_t ticks = ((uint64_t)wraps << 24) + (SYSTICK_MAX - value);
-    return ticks * 1000000000ull / MT_CLOCK_HZ;
+#if 1000000000u % MT_CLOCK_HZ == 0
+    return ticks * (1000000000u / MT_CLOCK_HZ); /* a whole number of instructions per tick: no division */
+#else
+    return ticks * 1000000000ull / MT_CLOCK_HZ; /* a 64-bit library division (~100 instructions) */
+#endif
 }
 
 const char *board_counter_unit(void) { return "instructions"; }
