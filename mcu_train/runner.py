@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import serial
+
 from mcu_train.errors import BoardTimeout, McuTrainError
 from mcu_train.link import BoardGone, Link, open_serial
 
@@ -159,7 +161,7 @@ def run_to_exit(board, elf, timeout=60, stdin=b"", extra_args=()):
                                        f"output so far: {bytes(output[-500:])!r}")
                 try:
                     output += ser.read(max(1, ser.in_waiting))
-                except Exception:
+                except (serial.SerialException, OSError):
                     break  # the emulator closed the socket on exit
         finally:
             ser.close()
