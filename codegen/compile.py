@@ -16,13 +16,12 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from codegen import passes, planner, trainer
+from codegen import __version__, passes, planner, trainer
 from codegen.ir import CompileError
 from codegen.lower import lower
 from codegen.onnx_import import import_onnx
 from codegen.quantize import assign_qparams, calibrate, load_calibration, quantize_ops
 from codegen.reference import Reference, confidence_table
-from mcu_train import __version__
 
 TEMPLATES = Path(__file__).parent / "templates"
 # RAM the firmware needs besides the arena: protocol buffers (rx, reply, error) and a margin for its own
@@ -185,7 +184,7 @@ def render(compiled, source_name, train_config=None):
                plan_text=planner.render(compiled.buffers, compiled.arena_bytes))
     files = {}
     if compiled.train is not None:
-        from mcu_train.trainer import TrainConfig
+        from codegen.trainer_abi import TrainConfig
         config = train_config or TrainConfig.default(len(exits))
         files["model_train.c"] = env.get_template("model_train.c.j2").render(
             ctx, **trainer.render_context(compiled.train, compiled, config))

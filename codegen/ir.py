@@ -4,11 +4,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mcu_train.errors import McuTrainError
-
-
-class CompileError(McuTrainError):
-    """The model cannot be compiled: the message names the node, tensor or number at fault."""
+from codegen.errors import CompileError  # noqa: F401 (raised by every pass)
 
 
 @dataclass

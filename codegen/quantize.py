@@ -12,7 +12,7 @@ SAME_SCALE_OPS = ("maxpool", "reshape", "relu")
 
 def load_calibration(path, input_shape):
     """The npz's `x` (or its only array), shaped (N, *input_shape[1:]), as float32."""
-    from mcu_train.files import load_npz_array
+    from codegen.files import load_npz_array
     x = load_npz_array(path, "calibration data")
     want = tuple(input_shape[1:])
     if x.ndim != len(input_shape) or tuple(x.shape[1:]) != want or len(x) == 0:

@@ -17,10 +17,9 @@ from codegen.fmath import F
 from codegen.reference import confidence_q16
 from codegen.trainer import (CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, EXIT_STATE_WORDS,
                              FILTER_STATE_WORDS)
-from mcu_train.trainer import (NO_CLASS, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
-                               STEP_PSEUDO, ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats,
-                               TrainStep, checkpoint_crc)
-
+from codegen.trainer_abi import (NO_CLASS, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
+                                 STEP_PSEUDO, ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats,
+                                 TrainStep, checkpoint_crc)
 
 # ------------------------------------------------------------------------------------------- float layers
 

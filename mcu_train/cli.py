@@ -1,10 +1,16 @@
-"""`mcu-train` command line. Heavy modules are imported inside each command so `--help` stays fast."""
+"""`mcu-train` command line: parse the arguments, call mcu_train.api, print. Heavy modules are imported inside
+each command so `--help` stays fast."""
 import argparse
 import sys
 
 from mcu_train.errors import McuTrainError
 
 DEFAULT_BOARD = "mps2-an386"
+
+
+def _board(args):
+    from mcu_train.api import board_of
+    return board_of(args.board)
 
 
 def cmd_boards(args):
@@ -16,62 +22,94 @@ def cmd_boards(args):
 
 
 def cmd_build(args):
-    from mcu_train.boards import get_board
-    from mcu_train.build import build_firmware
-    result = build_firmware(get_board(args.board), model_dir=args.model_dir, out_dir=args.output)
+    from mcu_train import api
+    result = api.build(args.board, model_dir=args.model_dir, out_dir=args.output)
     print(f"{result.elf}")
     print(result.size_line())
 
 
 def cmd_flash(args):
-    from mcu_train.boards import get_board
-    from mcu_train.runner import flash_command
-    flash_command(get_board(args.board), args.firmware, detach=args.detach, port=args.port)
+    from pathlib import Path
+
+    from mcu_train import api
+    running = api.start(args.board, args.firmware, port=args.port, detach=args.detach)
+    print(f"{args.board} running {Path(args.firmware).name}")
+    print(f"serial: {running.url}")
+    print(f"pid: {running.pid}")
+    if args.detach:
+        return
+    print("Ctrl-C stops it.")
+    try:
+        running.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
 
 
 def cmd_selftest(args):
-    from mcu_train.boards import get_board
-    from mcu_train.selftest import run_selftest
-    ok = run_selftest(get_board(args.board), pings=args.pings, seed=args.seed)
-    if not ok:
+    from mcu_train import api
+    if not api.selftest(args.board, pings=args.pings, seed=args.seed):
         sys.exit(1)
 
 
 def cmd_compile(args):
-    from codegen.compile import compile_model
-    from mcu_train.boards import get_board
+    from mcu_train import api
     exits = [e.strip() for e in args.exits.split(",")] if args.exits else None
-    compile_model(args.model, get_board(args.board), args.output, calib=args.calib, exits=exits, train=args.train)
+    api.compile_model(args.model, args.output, calib=args.calib, board=args.board, exits=exits, train=args.train,
+                      quiet=False)
 
 
 def cmd_infer(args):
-    from mcu_train.infer import infer_command
-    infer_command(args)
+    import numpy as np
+    from rich.progress import Progress
+
+    from codegen.files import load_npz_array, save_npz_atomically
+    from mcu_train import api
+    board = _board(args)
+    x = load_npz_array(args.input)
+    thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else None
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"classifying on {board.name}", total=len(x))
+        results, unit = api.infer(args.model_dir, x, board, args.exit, thresholds,
+                                  progress=lambda done, total: bar.update(task, completed=done))
+    save_npz_atomically(args.output, **results)
+    counts = np.bincount(results["exit"], minlength=len(api.load_model_meta(args.model_dir)["exits"]))
+    print(f"{len(x)} inputs on {board.name} -> {args.output}")
+    print(f"  exits taken: {', '.join(f'exit {k}: {c}' for k, c in enumerate(counts))}")
+    print(f"  mean cost: {results['cost'].mean():,.0f} {unit}")
 
 
 def cmd_bench(args):
-    from mcu_train.bench import bench_command
-    bench_command(args)
+    from mcu_train import api
+    api.bench(args.board or [DEFAULT_BOARD], args.model, args.calib, args.inputs, args.output, args.markdown)
 
 
 def cmd_personalise(args):
-    from mcu_train.personalise import personalise_command
-    personalise_command(args)
+    from mcu_train import api
+    api.personalise(args.board, args.model, args.calib, train=args.train, person=args.person, windows=args.windows,
+                    label_fraction=args.labels, shift=args.shift, filter_mode=args.filter, keep=args.keep,
+                    prune=args.prune, seed=args.seed, reference=args.reference, output=args.output)
 
 
 def cmd_monitor(args):
-    from mcu_train.monitor import monitor_command
-    monitor_command(args)
+    from mcu_train import api
+    api.monitor(args.port, model=args.model, calib=args.calib, person=args.person, labels=args.labels,
+                shift=args.shift, seed=args.seed, log=args.log, resume=args.resume, listen_only=args.listen,
+                windows=args.windows, lr=args.lr, pseudo_threshold=args.pseudo_threshold, filter_mode=args.filter,
+                keep=args.keep, checkpoint_every=args.checkpoint_every, rate=args.rate, in_flight=args.in_flight,
+                quiet=args.quiet)
 
 
 def cmd_demo(args):
-    from mcu_train.demo import demo_command
-    demo_command(args)
+    from mcu_train import api
+    api.demo(args.board, person=args.person, labels=args.labels, shift=args.shift, seed=args.seed,
+             output=args.output, resume=args.resume, quiet=args.quiet)
 
 
 def cmd_pretrain(args):
-    from mcu_train.pretrain import pretrain_command
-    pretrain_command(args)
+    from mcu_train import api
+    api.pretrain(args.output, seed=args.seed, epochs=args.epochs, dataset=args.dataset)
 
 
 def build_parser():
@@ -123,7 +161,7 @@ def build_parser():
 
     s = sub.add_parser("bench", help="measure a model's cost per exit and per layer on boards")
     s.add_argument("--board", action="append", help="board (repeatable; 'all': every emulated board)")
-    s.add_argument("--model", default="models/har.onnx")
+    s.add_argument("--model", default="models/har.onnx", help="ONNX model (default: the shipped HAR model)")
     s.add_argument("--calib", default="models/har_calib.npz", help="calibration windows, also the inputs")
     s.add_argument("--inputs", type=int, default=20, help="inputs classified per exit")
     s.add_argument("-o", "--output", default="build/bench.json")
@@ -155,7 +193,7 @@ def build_parser():
                    help="the board's compiled model (a `mcu-train compile --train` output folder; default: the "
                         "demo's, build/demo/model); the board must run exactly this model")
     s.add_argument("--calib", help="calibration windows the model was compiled with (default models/har_calib.npz)")
-    s.add_argument("--dataset", default="hapt", choices=["hapt"])
+    s.add_argument("--dataset", default="hapt", choices=["hapt"], help="where the windows come from")
     s.add_argument("--person", type=int, default=27)
     s.add_argument("--labels", type=float, default=0.1, help="fraction of windows sent with their label")
     s.add_argument("--shift", default="none", choices=["none", "rotate"],
@@ -201,8 +239,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command == "bench" and not args.board:
-        args.board = [DEFAULT_BOARD]
     try:
         args.func(args)
     except McuTrainError as e:

@@ -1,12 +1,14 @@
-"""Exceptions the CLI turns into one clear line and a non-zero exit code."""
-
-
-class McuTrainError(Exception):
-    """Base class: anything a user can cause and fix (bad input, missing tool, board gone)."""
+"""Exceptions the CLI turns into one clear line and a non-zero exit code. The base class is shared with the
+compiler (codegen.errors)."""
+from codegen.errors import CompileError, McuTrainError  # noqa: F401
 
 
 class BoardTimeout(McuTrainError):
     """The board did not answer within the stated time."""
+
+
+class BoardGone(McuTrainError):
+    """The serial connection closed (the emulator exited, the cable was pulled)."""
 
 
 class ProtocolError(McuTrainError):
@@ -15,6 +17,10 @@ class ProtocolError(McuTrainError):
 
 class BuildError(McuTrainError):
     """The cross-compiler or linker failed, or the image does not fit the board."""
+
+
+class ToolMissing(BuildError):
+    """A program the command needs (cross-compiler, QEMU) is not on PATH."""
 
 
 class DatasetError(McuTrainError):

@@ -6,9 +6,9 @@ import onnxruntime as ort
 
 from codegen.compile import compile_model
 from codegen.reference import threshold_to_q16
-from mcu_train.build import build_firmware
-from mcu_train.infer import ModelClient, load_model_meta, to_wire
-from mcu_train.runner import session
+from mcu_train.boards.build import build_firmware
+from mcu_train.boards.runner import session
+from mcu_train.link.model_client import ModelClient, load_model_meta, to_wire
 
 
 def compile_zoo(model, tmp_path, board, name="m", calib=True):

@@ -1,7 +1,7 @@
 import pytest
 
 from mcu_train.boards import get_board
-from mcu_train.build import build_firmware
+from mcu_train.boards.build import build_firmware
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ import time
 import pytest
 
 from mcu_train.boards import get_board
+from mcu_train.boards.runner import session
+from mcu_train.boards.selftest import run_faults, run_pings
 from mcu_train.errors import BoardTimeout
 from mcu_train.link import BoardGone
-from mcu_train.runner import session
-from mcu_train.selftest import run_faults, run_pings
 
 HOST = get_board("host")
 

@@ -5,10 +5,10 @@ import time
 import pytest
 
 from mcu_train.boards import emulated_boards, get_board
+from mcu_train.boards.runner import session
+from mcu_train.boards.selftest import FAULTS, run_faults, run_pings
 from mcu_train.errors import BoardTimeout
 from mcu_train.link import BoardGone
-from mcu_train.runner import session
-from mcu_train.selftest import FAULTS, run_faults, run_pings
 
 BOARDS = [b.name for b in emulated_boards()]
 pytestmark = pytest.mark.qemu
@@ -68,8 +68,8 @@ def test_frozen_emulator_times_out(firmware):
 
 def test_fault_handler_exits_emulator_instead_of_hanging(tmp_path):
     """A program that faults makes QEMU exit with code 0xFA (via semihosting), never hang."""
-    from mcu_train.build import build_elf
-    from mcu_train.runner import run_to_exit
+    from mcu_train.boards.build import build_elf
+    from mcu_train.boards.runner import run_to_exit
     src = tmp_path / "fault.c"
     src.write_text('#include "board.h"\nint main(void) { board_init();\n'
                    '  board_uart_write((const uint8_t *)"bye", 3);\n'

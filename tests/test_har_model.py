@@ -5,13 +5,13 @@ import time
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from compiler_helpers import assert_exits_agree, board_vs_reference, onnxruntime_exits, reference_exit_logits
+from repo import ROOT
+
 from codegen.compile import compile_model
 from mcu_train import data
 from mcu_train.boards import get_board
-from mcu_train.infer import load_model_meta, to_wire
-from mcu_train.paths import ROOT
+from mcu_train.link.model_client import load_model_meta, to_wire
 
 MODEL = ROOT / "models" / "har.onnx"
 CALIB = ROOT / "models" / "har_calib.npz"

@@ -1,9 +1,9 @@
 """The QEMU instruction-counting plugin (tools/qemu_insn_count) and its Python helper (mcu_train/insn_count)."""
 import pytest
 
+from mcu_train.bench.insn_count import _functions, function_ranges, run_counting, symbol_address
+from mcu_train.bench.kernel_harness import KernelCase, build_harness, parse_results
 from mcu_train.boards import get_board
-from mcu_train.insn_count import _functions, function_ranges, run_counting, symbol_address
-from mcu_train.kernel_harness import KernelCase, build_harness, parse_results
 
 pytestmark = pytest.mark.qemu
 

@@ -11,10 +11,10 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+import mt_host_lib as H
 import numpy as np
 import pytest
 
-import mt_host_lib as H
 from codegen import int8_ops as R
 from codegen import quant as Q
 

@@ -5,9 +5,9 @@ The harness (firmware/kernels/harness) is built twice, with and without -DMT_FOR
 regenerate inputs and filters from each case's seed and print a checksum per case."""
 import pytest
 
+from mcu_train.bench.kernel_harness import (KernelCase, bench_cases, build_harness, conv_1x1_cases, random_cases,
+                                            run_harness)
 from mcu_train.boards import get_board
-from mcu_train.kernel_harness import (KernelCase, bench_cases, build_harness, conv_1x1_cases, random_cases,
-                                     run_harness)
 
 pytestmark = pytest.mark.qemu
 BOARD = "mps2-an386"
@@ -79,7 +79,7 @@ def test_kernel_cost_targets():
     """Issue 4: with the DSP path on Cortex-M4, no layer above CMSIS-NN's instructions/MAC on the same shape,
     and <= 2.0 on convs with >= 16 input channels (exact counts from the QEMU plugin), the HAR model's 1x1
     exit-head convs included. The odd-everywhere 1x1 row is listed but not enforced (kernel_bench.NOT_ENFORCED)."""
-    from mcu_train.kernel_bench import NOT_ENFORCED, measure
+    from mcu_train.bench.kernel_bench import NOT_ENFORCED, measure
     rows = measure(get_board(BOARD))
     missed = [f"{r['case'].name}: {r['per_mac']:.2f} > {r['target']:.2f}" for r in rows
               if r["target"] and r["enforced"] and r["per_mac"] > r["target"]]

@@ -9,10 +9,10 @@ from tinygrad import Tensor
 from tinygrad.nn.onnx import OnnxRunner
 
 from mcu_train import data
-from mcu_train.model import (BatchNormLayer, BlockSpec, EarlyExitCNN, ModelSpec, exit_costs, fold_batchnorm,
-                             predict)
-from mcu_train.onnx_export import (OnnxModelError, build_onnx, export_onnx, import_onnx, load_onnx, metadata,
-                                   read_model_info)
+from mcu_train.learn.model import (BatchNormLayer, BlockSpec, EarlyExitCNN, ModelSpec, exit_costs, fold_batchnorm,
+                                   predict)
+from mcu_train.learn.onnx_export import (OnnxModelError, build_onnx, export_onnx, import_onnx, load_onnx, metadata,
+                                         read_model_info)
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "har.onnx"
 ALLOWED_OPS = {"Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Flatten",

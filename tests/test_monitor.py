@@ -10,18 +10,19 @@ import sys
 import time
 
 import pytest
-
 import train_helpers as th
-from codegen.train_reference import TrainerReference
 from fault_proxy import FaultProxy
+from repo import ROOT
+
+from codegen.train_reference import TrainerReference
 from mcu_train.boards import get_board
+from mcu_train.boards.runner import session, start_board
+from mcu_train.link import connect_serial
 from mcu_train.link import Link
-from mcu_train.monitor import (load_checkpoint, pack_report, person_stream, run_monitor, stream_config,
-                               unpack_report)
-from mcu_train.paths import ROOT
-from mcu_train.runlog import read_log, summarise
-from mcu_train.runner import RunningBoard, connect_serial, session
-from mcu_train.trainer import TrainStep
+from mcu_train.link.trainer_client import TrainStep
+from mcu_train.stream.monitor import (load_checkpoint, pack_report, person_stream, run_monitor, stream_config,
+                                      unpack_report)
+from mcu_train.stream.runlog import read_log, summarise
 
 HOST = get_board("host")
 QEMU = get_board("mps2-an386")
@@ -101,7 +102,7 @@ def test_monitor_streams_logs_and_matches_reference_host(tmp_path, host_model):
 def test_monitor_refuses_a_board_with_another_model(tmp_path, host_model, firmware, capsys):
     from mcu_train.cli import main
     compiled, out, elf = host_model
-    with RunningBoard(HOST, firmware("host").elf) as running:  # protocol firmware without a model
+    with start_board(HOST, firmware("host").elf) as running:  # protocol firmware without a model
         with pytest.raises(SystemExit) as e:
             main(["monitor", "--port", running.url, "--model", str(out), "--log", str(tmp_path / "x.jsonl"),
                   "--quiet"])
@@ -119,7 +120,7 @@ def stream_through_faults(tmp_path, board, model, person, seed, limit, proxy_see
     stream = person_stream(meta, person, 0.1, "rotate", seed=seed, limit=limit)
     cfg = stream_config(len(meta["exits"]))
     log = tmp_path / "faults.jsonl"
-    with RunningBoard(board, elf) as running:
+    with start_board(board, elf) as running:
         proxy = FaultProxy(running.port, seed=proxy_seed, flip_rate=flip_rate, drop_after=drop_after)
         try:
             link = Link(connect_serial(proxy.url), timeout=timeout)
@@ -165,7 +166,7 @@ def test_ctrl_c_keeps_the_log_and_resume_continues_host(tmp_path, host_model):
     log = tmp_path / "ctrlc.jsonl"
     args = ["monitor", "--model", out, "--person", 26, "--shift", "rotate", "--windows", 150, "--log", log,
             "--checkpoint-every", 25, "--quiet"]
-    with RunningBoard(HOST, elf) as running:
+    with start_board(HOST, elf) as running:
         proc = subprocess.Popen(_cli(*args, "--port", running.url, "--rate", 40), cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for_windows(log, 60, proc)
@@ -184,7 +185,7 @@ def test_ctrl_c_keeps_the_log_and_resume_continues_host(tmp_path, host_model):
     assert bad.returncode == 2 and "is a run with person 26, this one has 25" in bad.stderr
     # A new board (the host board takes one connection): --resume restores it from the checkpoint, replays the
     # windows logged since, and finishes the stream.
-    with RunningBoard(HOST, elf) as running:
+    with start_board(HOST, elf) as running:
         done = subprocess.run(_cli(*args, "--port", running.url, "--resume"), cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr
@@ -234,14 +235,14 @@ int main(void)
 
 
 def test_listen_logs_what_the_board_reports(tmp_path, capsys):
-    from mcu_train.build import RUNTIME_SOURCES, build_elf
-    from mcu_train.monitor import listen
-    from mcu_train.paths import FIRMWARE_DIR
+    from mcu_train.boards.build import RUNTIME_SOURCES, build_elf
+    from mcu_train.resources import FIRMWARE_DIR
+    from mcu_train.stream.monitor import listen
     src = tmp_path / "report_main.c"
     src.write_text(REPORT_FIRMWARE)
     elf = build_elf(HOST, [src, *(FIRMWARE_DIR / s for s in RUNTIME_SOURCES)], tmp_path / "report.elf").elf
     log = tmp_path / "listen.jsonl"
-    with RunningBoard(HOST, elf) as running:
+    with start_board(HOST, elf) as running:
         link = Link(connect_serial(running.url))
         summary, plot = listen(link, log, live=False)
         link.close()
@@ -312,7 +313,7 @@ def test_killed_emulator_then_resume_loses_and_repeats_nothing(tmp_path, qemu_mo
     log = tmp_path / "kill.jsonl"
     args = ["monitor", "--model", out, "--person", 29, "--shift", "rotate", "--log", log, "--checkpoint-every", 50,
             "--quiet"]
-    with RunningBoard(QEMU, elf) as running:
+    with start_board(QEMU, elf) as running:
         proc = subprocess.Popen(_cli(*args, "--port", running.url), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         _wait_for_windows(log, 120, proc)
@@ -324,7 +325,7 @@ def test_killed_emulator_then_resume_loses_and_repeats_nothing(tmp_path, qemu_mo
     run, windows, summary, partial = read_log(log)
     assert not partial and summary["stopped"].startswith("board lost") and not summary["complete"]
     assert f"complete up to window {len(windows) - 1}" in stderr
-    with RunningBoard(QEMU, elf) as running:  # a new emulator: the board starts from scratch
+    with start_board(QEMU, elf) as running:  # a new emulator: the board starts from scratch
         done = subprocess.run(_cli(*args, "--port", running.url, "--resume"), cwd=ROOT, capture_output=True,
                               text=True, timeout=180)
     assert done.returncode == 0, done.stderr

@@ -5,14 +5,15 @@ import re
 import time
 
 import pytest
+from repo import ROOT
 
 from mcu_train import protocol
 from mcu_train.boards import get_board
+from mcu_train.boards.runner import session
+from mcu_train.boards.selftest import exchange, run_pipelined_pings
 from mcu_train.link import Pipeline
-from mcu_train.paths import FIRMWARE_DIR, ROOT
-from mcu_train.protocol import REPLY, ErrorInfo, Msg, Reason, encode_frame
-from mcu_train.runner import session
-from mcu_train.selftest import exchange, run_pipelined_pings
+from mcu_train.link.protocol import REPLY, ErrorInfo, Msg, Reason, encode_frame
+from mcu_train.resources import FIRMWARE_DIR
 
 HOST = get_board("host")
 

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from codegen.files import write_atomically
 from mcu_train import data
 from mcu_train.cli import main
-from mcu_train.files import write_atomically
-from mcu_train.onnx_export import read_model_info
-from mcu_train.pretrain import Recipe, train
+from mcu_train.learn.onnx_export import read_model_info
+from mcu_train.learn.pretrain import Recipe, train
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -6,8 +6,8 @@ import pytest
 
 from mcu_train.errors import BoardTimeout
 from mcu_train.link import Link, open_serial
-from mcu_train.protocol import (MAX_ENCODED, MAX_PAYLOAD, Frame, FrameDecoder, Hello, Msg, cobs_decode,
-                                cobs_encode, crc16_ccitt, encode_body, encode_frame)
+from mcu_train.link.protocol import (MAX_ENCODED, MAX_PAYLOAD, Frame, FrameDecoder, Hello, Msg, cobs_decode,
+                                     cobs_encode, crc16_ccitt, encode_body, encode_frame)
 
 
 def test_crc_check_value():

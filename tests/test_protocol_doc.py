@@ -4,12 +4,13 @@ import re
 import struct
 
 import pytest
+from repo import ROOT
 
 from mcu_train import protocol
 from mcu_train.boards import get_board
-from mcu_train.paths import FIRMWARE_DIR, ROOT
-from mcu_train.protocol import REPLY, ErrorInfo, Hello, Msg, Reason, encode_frame
-from mcu_train.runner import session
+from mcu_train.boards.runner import session
+from mcu_train.link.protocol import REPLY, ErrorInfo, Hello, Msg, Reason, encode_frame
+from mcu_train.resources import FIRMWARE_DIR
 
 DOC = (ROOT / "docs" / "protocol.md").read_text()
 HEADER_C = (FIRMWARE_DIR / "protocol.h").read_text()
@@ -85,7 +86,7 @@ def test_payload_field_tables_match():
 def check_training_tables(train_req, train_reply, config, train_stats, get_req, get_reply, put_req, put_reply):
     from dataclasses import fields
 
-    from mcu_train.trainer import ExitStats, Outcome, TrainConfig, TrainStats, TrainStep
+    from mcu_train.link.trainer_client import ExitStats, Outcome, TrainConfig, TrainStats, TrainStep
     assert train_req == ["flags", "label", "input"]
     assert train_reply == [f.name for f in fields(TrainStep)]
     assert config == [f.name for f in fields(TrainConfig)][:-3] + ["thresholds"]
@@ -133,12 +134,12 @@ def test_every_message_round_trips_on_firmware(host_link):
 
 def test_model_messages_round_trip_on_firmware(tmp_path):
     """CLASSIFY and PROFILE with the documented layouts, on firmware built with a compiled model."""
-    import numpy as np
-
     import model_zoo
+    import numpy as np
     from compiler_helpers import compile_zoo
-    from mcu_train.build import build_firmware
-    from mcu_train.infer import load_model_meta, to_wire
+
+    from mcu_train.boards.build import build_firmware
+    from mcu_train.link.model_client import load_model_meta, to_wire
     host = get_board("host")
     compiled, out = compile_zoo(model_zoo.cnn1d_plain(), tmp_path, host)
     meta = load_model_meta(out)

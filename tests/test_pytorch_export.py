@@ -6,11 +6,12 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from compiler_helpers import (assert_exits_agree, board_vs_reference, onnxruntime_exits,  # noqa: E402
-                              random_inputs, reference_exit_logits)
+from compiler_helpers import (assert_exits_agree, board_vs_reference, onnxruntime_exits, random_inputs,  # noqa: E402
+                              reference_exit_logits)
+
 from codegen.compile import compile_model  # noqa: E402
 from mcu_train.boards import get_board  # noqa: E402
-from mcu_train.infer import load_model_meta, to_wire  # noqa: E402
+from mcu_train.link.model_client import load_model_meta, to_wire  # noqa: E402
 
 
 class EarlyExit1d(nn.Module):

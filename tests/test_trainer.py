@@ -7,18 +7,18 @@ import struct
 
 import numpy as np
 import pytest
-
 import train_helpers as th
+
 from codegen import fmath
 from codegen.ir import CompileError
 from codegen.train_reference import CHECKPOINT_REASONS, TrainerReference, unit_gradients
 from codegen.trainer import CHECKPOINT_HEADER_BYTES
 from mcu_train.boards import get_board
+from mcu_train.boards.runner import session
 from mcu_train.link import BoardError
-from mcu_train.protocol import Reason
-from mcu_train.runner import session
-from mcu_train.trainer import (STEP_LABEL, STEP_PSEUDO, FilterMode, Outcome, ServeMode, Trainer, TrainConfig,
-                               TrainStats, TrainStep, checkpoint_crc)
+from mcu_train.link.protocol import Reason
+from mcu_train.link.trainer_client import (STEP_LABEL, STEP_PSEUDO, FilterMode, Outcome, ServeMode, TrainConfig,
+                                           Trainer, TrainStats, TrainStep, checkpoint_crc)
 
 HOST = get_board("host")
 
@@ -223,7 +223,7 @@ def test_filter_keep_ratio_converges_to_target():
         onnx_path, calib = th.default_model(tmp)
         compiled = build(onnx_path, HOST, calib, train="exits")
     from mcu_train import data
-    from mcu_train.infer import to_wire
+    from mcu_train.link.model_client import to_wire
     w = data.split_windows("personalise")
     order = np.random.default_rng(0).permutation(len(w))[:1000]
     rows = to_wire(compiled.meta, w.x[order])
@@ -322,7 +322,7 @@ def test_do_no_harm_serves_the_generic_head_when_personalisation_goes_wrong(har,
     trainable = [k for k, e in enumerate(stats.exits) if e.serving != 255]
     assert trainable and all(stats.exits[k].serving == 0 for k in trainable)
     assert all(stats.exits[k].acc_personalised < stats.exits[k].acc_generic for k in trainable)
-    from mcu_train.infer import ModelClient
+    from mcu_train.link.model_client import ModelClient
     client = ModelClient(board.link, meta)
     for r in rows[60:70]:
         for k in trainable:
@@ -339,7 +339,7 @@ def test_classify_serves_personalised_heads(har, board):
     rows, y, mask = th.hapt_stream(meta, 30, person=27, label_fraction=1.0)
     got, want = th.run_both(board, ref, rows, y, mask)
     assert_same(got, want)
-    from mcu_train.infer import ModelClient
+    from mcu_train.link.model_client import ModelClient
     client = ModelClient(board.link, meta)
     for r in rows[:10]:
         for force in (None, 0, 1, -1):
@@ -370,7 +370,7 @@ def test_nan_input_is_not_trained_on(har, board):
 def test_all_zero_input_trains_finitely(har, board):
     ref = new_reference(har)
     x = np.zeros(tuple(board.meta["input_shape"][1:]), np.float32)
-    from mcu_train.trainer import window_to_wire
+    from mcu_train.link.trainer_client import window_to_wire
     row, invalid = window_to_wire(board.meta, x)
     assert not invalid
     got = [board.train(row, 2) for _ in range(3)]
@@ -415,7 +415,7 @@ def test_checkpoint_round_trip_restores_predictions_after_restart(har):
         for r, label, m in zip(rows[:80], y[:80], mask[:80]):
             board.train(r, int(label) if m else None)
         image = board.checkpoint_get()
-        from mcu_train.infer import ModelClient
+        from mcu_train.link.model_client import ModelClient
         before = [ModelClient(link, meta).classify(r) for r in rows[80:]]
         stats = board.stats()
     with session(HOST, elf) as (running, link):  # a restart: the board boots with the generic weights
@@ -461,7 +461,7 @@ def test_bad_checkpoints_are_rejected_and_change_nothing(har, board):
     bad_format[24:28] = struct.pack("<I", n + 1)
     assert put_error(board, with_crc(bytes(bad_format))) == 2
     # A chunk that does not follow the staged ones.
-    from mcu_train.protocol import Msg
+    from mcu_train.link.protocol import Msg
     with pytest.raises(BoardError) as e:
         board.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), 1016) + image[1016:2032])
     assert e.value.info.detail == 6
@@ -470,7 +470,7 @@ def test_bad_checkpoints_are_rejected_and_change_nothing(har, board):
 
 
 def test_a_train_between_chunks_discards_the_staged_image(har, board):
-    from mcu_train.protocol import Msg
+    from mcu_train.link.protocol import Msg
     rows, y, _ = th.hapt_stream(board.meta, 2, person=25)
     image = board.checkpoint_get()
     board.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), 0) + image[:1016])
@@ -510,7 +510,7 @@ def test_config_defaults_round_trip_and_validation(har, board):
 
 
 def test_train_rejects_malformed_requests(har, board):
-    from mcu_train.protocol import Msg
+    from mcu_train.link.protocol import Msg
     row = np.zeros(board.meta["input_dims_nhwc"][1] * board.meta["input_dims_nhwc"][2] *
                    board.meta["input_dims_nhwc"][3], np.int8).tobytes()
     for payload in (b"\x00\x00" + row[:-1], b"\x04\x00" + row, b"\x01\x06" + row):
@@ -559,9 +559,9 @@ def test_trainable_layers_are_each_exits_head(har):
 
 
 def test_compile_errors_are_clear(tmp_path):
+    import model_zoo
     import onnx
 
-    import model_zoo
     from codegen.compile import build
     onnx.save(model_zoo.cnn1d_plain(), tmp_path / "plain.onnx")
     np.savez(tmp_path / "c.npz", x=model_zoo.calibration(model_zoo.cnn1d_plain()))
@@ -585,12 +585,12 @@ def test_compile_errors_are_clear(tmp_path):
 
 def test_2d_model_trains_like_the_reference(tmp_path):
     """A 2-D CNN (strided and padded 3x3 convs, residual backbone, ReLU6) with --train exits+last-block."""
+    import model_zoo
     import onnx
 
-    import model_zoo
     from codegen.compile import compile_model
-    from mcu_train.build import build_firmware
-    from mcu_train.infer import to_wire
+    from mcu_train.boards.build import build_firmware
+    from mcu_train.link.model_client import to_wire
     m = model_zoo.cnn2d_residual()
     onnx.save(m, tmp_path / "res.onnx")
     np.savez(tmp_path / "r.npz", x=model_zoo.calibration(m))
@@ -617,9 +617,8 @@ def test_cli_compile_with_train(tmp_path):
     import subprocess
     import sys
 
-    import onnx
-
     import model_zoo
+    import onnx
     m = model_zoo.har_like()
     onnx.save(m, tmp_path / "m.onnx")
     np.savez(tmp_path / "c.npz", x=model_zoo.calibration(m))

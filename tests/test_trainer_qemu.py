@@ -2,13 +2,13 @@
 real HAPT windows make the same decisions as the numpy reference and end with the same weights, and the
 training peak SRAM (static RAM + stack high-water mark) of the default HAR model fits 64 KB."""
 import pytest
-
 import train_helpers as th
+
 from codegen.train_reference import TrainerReference
 from mcu_train.boards import get_board
-from mcu_train.personalise import peak_sram
-from mcu_train.runner import session
-from mcu_train.trainer import Outcome, Trainer
+from mcu_train.boards.runner import session
+from mcu_train.link.trainer_client import Outcome, Trainer
+from mcu_train.stream.personalise import peak_sram
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 

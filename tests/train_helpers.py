@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from repo import ROOT
 
 from codegen.compile import compile_model
 from codegen.train_reference import TrainerReference
 from mcu_train import data
-from mcu_train.build import build_firmware
-from mcu_train.infer import load_model_meta, to_wire
-from mcu_train.paths import ROOT
+from mcu_train.boards.build import build_firmware
+from mcu_train.link.model_client import load_model_meta, to_wire
 
 HAR = ROOT / "models" / "har.onnx"
 HAR_CALIB = ROOT / "models" / "har_calib.npz"

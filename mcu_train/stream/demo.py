@@ -7,52 +7,50 @@ import time
 from pathlib import Path
 
 from mcu_train.errors import McuTrainError
-from mcu_train.paths import ROOT
+from mcu_train.resources import DEFAULT_CALIB as DEMO_CALIB
+from mcu_train.resources import DEFAULT_MODEL as DEMO_MODEL
 
-DEMO_MODEL = ROOT / "models" / "har.onnx"
-DEMO_CALIB = ROOT / "models" / "har_calib.npz"
 DEMO_PERSON = 27
 DEMO_OUTPUT = Path("build") / "demo"
 
 
-def demo_command(args):
+def demo(*, board, person, labels, shift, seed, output, resume=False, quiet=False):
+    """Compile, build, boot, stream and summarise (see the module's docstring); returns the run's summary."""
     from rich.console import Console
 
     from codegen.compile import compile_model
     from mcu_train.boards import get_board
-    from mcu_train.build import build_firmware
-    from mcu_train.monitor import (SHIFT_NOTE, _print_end, load_model, person_stream, run_monitor,
-                                   stream_config)
-    from mcu_train.runner import session
+    from mcu_train.boards.runner import runner_for, session
+    from mcu_train.stream.monitor import SHIFT_NOTE, _print_end, load_model, person_stream, run_monitor, stream_config
     console = Console()
-    board = get_board(args.board)
+    board = get_board(board)
     if not board.emulated and not board.is_host:
         raise McuTrainError(f"{board.name} is a real board: flash it and use `mcu-train monitor --port`")
-    out = Path(args.output)
+    out = Path(output)
     t0 = time.monotonic()
     console.rule("[bold]mcu-train demo: a board that personalises itself")
-    console.print(f"1. compile {DEMO_MODEL.relative_to(ROOT)} for {board.name} with the on-device trainer (exit heads)")
+    console.print(f"1. compile the default model ({DEMO_MODEL.name}) for {board.name} with the on-device trainer (exit heads)")
     compile_model(DEMO_MODEL, board, out / "model", calib=DEMO_CALIB, quiet=True, train="exits")
     meta, compiled = load_model(out / "model", DEMO_CALIB)
     console.print("2. build the firmware")
-    firmware = build_firmware(board, out / "model", out / f"firmware-{board.name}")
+    firmware = runner_for(board).build(out / "model", out / f"firmware-{board.name}")
     console.print(f"   {firmware.size_line()}")
-    stream = person_stream(meta, args.person, args.labels, args.shift, args.seed)
+    stream = person_stream(meta, person, labels, shift, seed)
     cfg = stream_config(len(meta["exits"]))
     notes = []
     if stream.rotation is not None:
         notes.append(SHIFT_NOTE.format(angle=stream.rotation_degrees()))
     else:
         notes.append("no shift: the phone is worn as in the pretraining data; expect little to gain")
-    console.print(f"3. boot it ({'QEMU' if board.emulated else 'a Linux process'}) and stream person {args.person}'s "
-                  f"{len(stream)} windows in time order, {100 * args.labels:.0f}% of them with their label")
+    console.print(f"3. boot it ({runner_for(board).how}) and stream person {person}'s "
+                  f"{len(stream)} windows in time order, {100 * labels:.0f}% of them with their label")
     for note in notes:
         console.print(f"   [yellow]{note}")
     log_path = out / "run.jsonl"
     with session(board, firmware.elf, timeout=2.0) as (running, link):
-        summary, plot, _ = run_monitor(link, running.url, meta, compiled, stream, cfg, log_path, resume=args.resume,
-                                       console=console, live=not args.quiet, notes=notes,
-                                       title=f"person {args.person} on {board.name}")
+        summary, plot, _ = run_monitor(link, running.url, meta, compiled, stream, cfg, log_path, resume=resume,
+                                       console=console, live=not quiet, notes=notes,
+                                       title=f"person {person} on {board.name}")
     _print_end(console, summary, log_path, plot)
     second = summary["second_half"]
     if second["accuracy"] is not None and second["generic_accuracy"] is not None:
@@ -64,3 +62,4 @@ def demo_command(args):
     if summary["stopped"] == "interrupted":
         console.print("stopped early: `mcu-train demo --resume` continues where it stopped")
         raise KeyboardInterrupt
+    return summary

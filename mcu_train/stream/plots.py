@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcu_train.runlog import ROLLING, rolling_mean
+from mcu_train.stream.runlog import ROLLING, rolling_mean
 
 
 def plot_run(run, windows, path):

@@ -5,7 +5,7 @@ Up to 4 requests are in flight (mcu_train.link.Pipeline: sequence numbers, go-ba
 store), so nothing is lost or run twice. The host computes the generic model's prediction for the same
 window with the numpy reference of the same compiled model. A live display shows progress, rolling
 accuracies, exits, training outcomes and cost; at the end come a summary table, the JSONL log
-(mcu_train.runlog; docs/monitor.md) and a PNG (mcu_train.plots).
+(mcu_train.stream.runlog; docs/monitor.md) and a PNG (mcu_train.stream.plots).
 
 Robustness: every window line is flushed when its reply arrives; a dropped serial connection is reopened
 and the outstanding requests resent; the board's trainer is saved to a checkpoint file every
@@ -25,19 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
+from codegen.files import write_atomically
 from mcu_train import data
 from mcu_train.errors import McuTrainError
-from mcu_train.files import write_atomically
-from mcu_train.infer import check_model_hash
 from mcu_train.link import BoardGone, Pipeline
-from mcu_train.paths import ROOT
-from mcu_train.protocol import REPLAY_DEPTH, Msg
-from mcu_train.runlog import OUTCOME_KIND, ROLLING, RunLog, read_log, rolling_mean, summarise
-from mcu_train.trainer import (FLAG_INVALID, FLAG_LABEL, STEP_PERSONALISED, FilterMode, Outcome, Trainer,
-                               TrainConfig, TrainStep, window_to_wire)
+from mcu_train.link.model_client import check_model_hash
+from mcu_train.link.protocol import REPLAY_DEPTH, Msg
+from mcu_train.link.trainer_client import (FLAG_INVALID, FLAG_LABEL, STEP_PERSONALISED, FilterMode, TrainConfig,
+                                           Trainer, TrainStep, window_to_wire)
+from mcu_train.resources import DEFAULT_CALIB, shipped_path
+from mcu_train.stream.runlog import OUTCOME_KIND, ROLLING, RunLog, read_log, summarise
 
 DEFAULT_MODEL_DIR = Path("build") / "demo" / "model"
-DEFAULT_CALIB = ROOT / "models" / "har_calib.npz"
 CHECKPOINT_EVERY = 100  # acknowledged windows between two checkpoints
 MAX_RECONNECTS = 10
 LOG_VERSION = 1
@@ -58,7 +57,7 @@ def load_model(model_dir, calib=None):
     references (generic predictions, the trainer's golden model) are then exactly what the board runs."""
     from codegen.compile import build, render
     from mcu_train.boards import get_board
-    from mcu_train.infer import load_model_meta
+    from mcu_train.link.model_client import load_model_meta
     model_dir = Path(model_dir)
     if not (model_dir / "model.json").is_file():
         raise McuTrainError(f"{model_dir} is not an output folder of `mcu-train compile` (no model.json): run "
@@ -67,9 +66,7 @@ def load_model(model_dir, calib=None):
     meta = load_model_meta(model_dir)
     if "train" not in meta:
         raise McuTrainError(f"{model_dir} was compiled without --train: the board would have no trainer")
-    source = Path(meta["source"])
-    if not source.is_file() and (ROOT / source).is_file():
-        source = ROOT / source
+    source = shipped_path(meta["source"])
     if not source.is_file():
         raise McuTrainError(f"the model's source {meta['source']} (named in {model_dir}/model.json) is missing")
     calib = Path(calib) if calib else DEFAULT_CALIB
@@ -466,7 +463,7 @@ class Monitor:
 
     def finish(self, stopped=None):
         """Write the summary line (with the board's own counters when it still answers) and the plot."""
-        from mcu_train.plots import plot_run
+        from mcu_train.stream.plots import plot_run
         summary = summarise(self.run, self.records, stopped)
         summary["link"] = dict(self.pipe.stats(), reconnects=self.reconnects)
         if stopped is None or stopped == "interrupted":
@@ -550,7 +547,8 @@ def listen(link, log_path, meta=None, console=None, live=True, limit=None):
     """`--listen`: log and display the REPORT frames of a board that trains on its own sensor."""
     from rich.console import Console
     from rich.live import Live
-    from mcu_train.protocol import REPLY, Hello, encode_frame
+
+    from mcu_train.link.protocol import REPLY, Hello, encode_frame
     console = console or Console()
     link.write(encode_frame(Msg.HELLO, 0))
     link.next_seq = 1
@@ -618,7 +616,7 @@ def listen(link, log_path, meta=None, console=None, live=True, limit=None):
     summary = summarise(run, records, stopped)
     log.write(summary)
     log.close()
-    from mcu_train.plots import plot_run
+    from mcu_train.stream.plots import plot_run
     plot = plot_run(run, records, Path(log_path).with_suffix(".png"))
     return summary, plot
 
@@ -631,40 +629,48 @@ def _print_end(console, summary, log_path, plot):
     console.print(f"plot: {plot}")
 
 
-def monitor_command(args):
+def monitor(*, port, model=None, calib=None, person=27, labels=0.1, shift="none", seed=0, log="runs/monitor.jsonl",
+            resume=False, listen_only=False, windows=None, lr=STREAM_LR, pseudo_threshold=STREAM_PSEUDO_THRESHOLD,
+            filter_mode="learned", keep=None, checkpoint_every=CHECKPOINT_EVERY, rate=None, in_flight=REPLAY_DEPTH,
+            quiet=False):
+    """`mcu-train monitor`: stream a person's HAPT windows to the board at serial URL `port` (running the
+    compiled model in `model`), show it live, log every window to `log` (JSONL) and plot it; with
+    `listen_only`, log what a board reading its own sensor reports. Returns the run's summary."""
     from rich.console import Console
+
     from mcu_train.link import Link
     console = Console()
-    log_path = Path(args.log)
-    if args.listen:
+    log_path = Path(log)
+    if listen_only:
         meta = None
-        if args.model:  # only then is the board's model checked
-            from mcu_train.infer import load_model_meta
-            meta = load_model_meta(args.model)
-        link = Link.open(args.port)
+        if model:  # only then is the board's model checked
+            from mcu_train.link.model_client import load_model_meta
+            meta = load_model_meta(model)
+        link = Link.open(port)
         try:
-            summary, plot = listen(link, log_path, meta, console, live=not args.quiet, limit=args.windows)
+            summary, plot = listen(link, log_path, meta, console, live=not quiet, limit=windows)
         finally:
             link.close()
         _print_end(console, summary, log_path, plot)
-        return
-    meta, compiled = load_model(args.model or DEFAULT_MODEL_DIR, args.calib)
-    stream = person_stream(meta, args.person, args.labels, args.shift, args.seed, args.windows)
-    cfg = stream_config(len(meta["exits"]), args.lr, args.pseudo_threshold, args.filter, args.keep)
-    if args.resume:
+        return summary
+    meta, compiled = load_model(model or DEFAULT_MODEL_DIR, calib)
+    stream = person_stream(meta, person, labels, shift, seed, windows)
+    cfg = stream_config(len(meta["exits"]), lr, pseudo_threshold, filter_mode, keep)
+    if resume:
         check_resumable(log_path, meta, stream, cfg)
-    link = Link.open(args.port, timeout=2.0)
+    link = Link.open(port, timeout=2.0)
     try:
         link.handshake()
         check_model_hash(link, meta)
         notes = [SHIFT_NOTE.format(angle=stream.rotation_degrees())] if stream.rotation is not None else []
-        summary, plot, _ = run_monitor(link, args.port, meta, compiled, stream, cfg, log_path, resume=args.resume,
-                                       console=console, live=not args.quiet, checkpoint_every=args.checkpoint_every,
-                                       rate=args.rate, notes=notes, in_flight=args.in_flight,
-                                       title=f"person {args.person} on {link.hello.board}")
+        summary, plot, _ = run_monitor(link, port, meta, compiled, stream, cfg, log_path, resume=resume,
+                                       console=console, live=not quiet, checkpoint_every=checkpoint_every,
+                                       rate=rate, notes=notes, in_flight=in_flight,
+                                       title=f"person {person} on {link.hello.board}")
     finally:
         link.close()
     _print_end(console, summary, log_path, plot)
     if summary["stopped"] == "interrupted":
         console.print(f"stopped after {summary['windows']} windows: rerun with --resume to continue")
         raise KeyboardInterrupt
+    return summary

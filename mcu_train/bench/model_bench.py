@@ -8,19 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from codegen.compile import compile_model
-from mcu_train.build import build_firmware
-from mcu_train.infer import ModelClient, load_model_meta, to_wire
-from mcu_train.paths import BUILD_DIR
-from mcu_train.runner import session
+from mcu_train.boards.runner import runner_for, session
+from mcu_train.link.model_client import ModelClient, load_model_meta, to_wire
+from mcu_train.resources import OUTPUT_DIR
 
 
 def bench_board(board, model, calib, inputs=20, work_dir=None):
-    work_dir = Path(work_dir or BUILD_DIR / "bench" / board.name)
+    work_dir = Path(work_dir or OUTPUT_DIR / "bench" / board.name)
     compiled = compile_model(model, board, work_dir / "model", calib=calib, quiet=True)
     meta = load_model_meta(work_dir / "model")
     x = np.load(calib)["x"][:inputs]
     rows = to_wire(meta, x)
-    firmware = build_firmware(board, work_dir / "model", work_dir / "firmware")
+    firmware = runner_for(board).build(work_dir / "model", work_dir / "firmware")
     result = dict(board=board.name, cpu=board.cpu, model=str(model), flash_bytes=firmware.flash_bytes,
                   ram_bytes=firmware.ram_bytes, arena_bytes=compiled.arena_bytes, exits=[], layers=[])
     with session(board, firmware.elf) as (running, link):
@@ -66,18 +65,21 @@ def print_results(results, console=None):
         console.print(t)
 
 
-def bench_command(args):
+def bench(*, boards, model, calib, inputs=20, output=None, markdown_path=None):
+    """`mcu-train bench`: the model's cost per exit and per layer on each board (names; ["all"]: every
+    emulated board); prints tables, writes JSON to `output` and markdown to `markdown_path`. Returns the results."""
     from mcu_train.boards import emulated_boards, get_board
-    boards = emulated_boards() if args.board == ["all"] else [get_board(b) for b in args.board]
-    results = [bench_board(b, args.model, args.calib, args.inputs) for b in boards]
+    boards = emulated_boards() if boards == ["all"] else [get_board(b) for b in boards]
+    results = [bench_board(b, model, calib, inputs) for b in boards]
     print_results(results)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=1))
-        print(f"results written to {args.output}")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown(results))
-        print(f"markdown tables written to {args.markdown}")
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(results, indent=1))
+        print(f"results written to {output}")
+    if markdown_path:
+        Path(markdown_path).write_text(markdown(results))
+        print(f"markdown tables written to {markdown_path}")
+    return results
 
 
 def markdown(results):

@@ -1,6 +1,6 @@
 """Instructions per MAC of the int8 kernels on the issue-4 reference shapes, counted exactly under QEMU.
 
-    python -m mcu_train.kernel_bench [--board mps2-an386] [--reference] [--markdown]
+    python -m mcu_train.bench.kernel_bench [--board mps2-an386] [--reference] [--markdown]
 
 Counts every instruction executed inside the kernel library (functions named mt_*) and the C library /
 compiler helpers it calls (memcpy, memset, __aeabi_*), from entry to return of each kernel call; outputs are
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 
+from mcu_train.bench.insn_count import function_ranges, run_counting
+from mcu_train.bench.kernel_harness import bench_cases, build_harness, parse_results
 from mcu_train.boards import get_board
 from mcu_train.errors import McuTrainError
-from mcu_train.insn_count import function_ranges, run_counting
-from mcu_train.kernel_harness import bench_cases, build_harness, parse_results
 
 KERNEL_FUNCTIONS = r"^(mt_|memcpy$|memset$|__aeabi_|__udivsi3$|__divsi3$)"
 
@@ -88,7 +88,7 @@ def format_table(rows, markdown: bool = False) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m mcu_train.kernel_bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mcu_train.bench.kernel_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--board", default="mps2-an386")
     p.add_argument("--reference", action="store_true", help="measure the plain C path (-DMT_FORCE_REFERENCE)")

@@ -5,11 +5,10 @@ import random
 import time
 from dataclasses import dataclass
 
-from mcu_train.build import build_firmware
+from mcu_train.boards.runner import runner_for, session
 from mcu_train.link import Pipeline
-from mcu_train.protocol import (LINK_REASONS, MAX_PAYLOAD, REPLAY_DEPTH, REPLAY_SHORT_PAYLOAD, REPLY, ErrorInfo,
-                                Msg, Reason, cobs_encode, encode_body, encode_frame)
-from mcu_train.runner import session
+from mcu_train.link.protocol import (LINK_REASONS, MAX_PAYLOAD, REPLAY_DEPTH, REPLAY_SHORT_PAYLOAD, REPLY, ErrorInfo,
+                                     Msg, Reason, cobs_encode, encode_body, encode_frame)
 
 QUIET = 0.3  # seconds of silence that end an exchange
 
@@ -275,7 +274,7 @@ def run_selftest(board, pings=200, seed=0, console=None):
     from rich.console import Console
     from rich.table import Table
     console = console or Console()
-    result = build_firmware(board)
+    result = runner_for(board).build()
     console.print(f"built {result.elf}: {result.size_line()}")
     checks = []
     t0 = time.monotonic()

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from mcu_train.errors import McuTrainError
-from mcu_train.paths import BOARDS_DIR
+from mcu_train.resources import BOARDS_DIR
 
 
 @dataclass(frozen=True)

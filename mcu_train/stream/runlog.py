@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codegen.files import write_atomically
 from mcu_train.errors import McuTrainError
-from mcu_train.files import write_atomically
 
 ROLLING = 50  # windows in the rolling accuracies (display and plot)
 TRAINING_KINDS = ("trained", "filtered", "skipped")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from codegen import fmath
-from mcu_train.paths import FIRMWARE_DIR
+from mcu_train.resources import FIRMWARE_DIR
 
 KERNELS_DIR = FIRMWARE_DIR / "kernels"
 HARNESS_DIR = KERNELS_DIR / "harness"
@@ -203,7 +203,7 @@ def render_cases(cases: list[KernelCase]) -> str:
 
 def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False) -> Path:
     """Build the harness for `board` with the cases compiled in; reference=True forces the plain C path."""
-    from mcu_train.build import build_elf
+    from mcu_train.boards.build import build_elf
     out_dir = Path(out_dir)
     gen = out_dir / ("gen_ref" if reference else "gen_dsp")
     gen.mkdir(parents=True, exist_ok=True)
@@ -226,7 +226,7 @@ def parse_results(output: bytes, n_cases: int) -> list[tuple[int, int]]:
 
 
 def run_harness(board, elf, n_cases: int, timeout: float = 120) -> list[tuple[int, int]]:
-    from mcu_train.runner import run_to_exit
+    from mcu_train.boards.runner import run_to_exit
     code, output = run_to_exit(board, elf, timeout=timeout)
     if code != 0:
         raise RuntimeError(f"harness exited with {code}: {output[-300:]!r}")

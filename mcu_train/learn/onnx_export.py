@@ -11,11 +11,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from codegen.files import write_atomically
 from mcu_train import __version__
 from mcu_train.errors import McuTrainError
-from mcu_train.files import write_atomically
-from mcu_train.model import (BatchNormLayer, Conv, Dense, EarlyExitCNN, GlobalAvgPool, ModelSpec, Pool, ReLU,
-                             exit_costs, fold_batchnorm, set_weights)
+from mcu_train.learn.model import (BatchNormLayer, Conv, Dense, EarlyExitCNN, GlobalAvgPool, ModelSpec, Pool, ReLU,
+                                   exit_costs, fold_batchnorm, set_weights)
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17: readable by older runtimes too

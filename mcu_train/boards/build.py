@@ -1,7 +1,6 @@
 """Cross-compile firmware for a board from its manifest: arm-none-eabi-gcc for Cortex-M, gcc for `host`."""
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -10,8 +9,9 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from mcu_train import __version__
+from mcu_train.boards.toolchain import require
 from mcu_train.errors import BuildError
-from mcu_train.paths import BOARDS_DIR, BUILD_DIR, FIRMWARE_DIR
+from mcu_train.resources import BOARDS_DIR, FIRMWARE_DIR, OUTPUT_DIR
 
 # The portable runtime; main.c is the protocol server.
 RUNTIME_SOURCES = ["protocol.c", "crc16.c", "cobs.c"]
@@ -66,10 +66,7 @@ def _memory_script(board):
 
 
 def _compiler(board):
-    cc = "gcc" if board.is_host else "arm-none-eabi-gcc"
-    if shutil.which(cc) is None:
-        raise BuildError(f"{cc} not found: run `make setup` (it installs the Debian toolchain)")
-    return cc
+    return require("gcc" if board.is_host else "arm-none-eabi-gcc", f"to build firmware for {board.name}")
 
 
 def image_sizes(board, elf_path):
@@ -140,6 +137,6 @@ def build_firmware(board, model_dir=None, out_dir=None):
             defines.append("MT_HAVE_TRAINER=1")
             extra += TRAINER_CFLAGS
         out_dir = Path(out_dir) if out_dir else model_dir / f"build-{board.name}"
-    out_dir = Path(out_dir) if out_dir else BUILD_DIR / board.name
+    out_dir = Path(out_dir) if out_dir else OUTPUT_DIR / board.name
     return build_elf(board, sources, out_dir / "firmware.elf", include_dirs=includes, defines=defines,
                      extra_cflags=extra)

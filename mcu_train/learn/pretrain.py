@@ -21,11 +21,11 @@ from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import Context
 from tinygrad.nn.optim import Adam
 
+from codegen.files import write_atomically
 from mcu_train import data
 from mcu_train.errors import DatasetError, McuTrainError
-from mcu_train.files import write_atomically
-from mcu_train.model import EarlyExitCNN, ModelSpec, exit_costs
-from mcu_train.onnx_export import LAYOUTS, ModelInfo, build_onnx
+from mcu_train.learn.model import EarlyExitCNN, ModelSpec, exit_costs
+from mcu_train.learn.onnx_export import LAYOUTS, ModelInfo, build_onnx
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,14 @@ def print_report(report: dict, console) -> None:
     console.print(people)
 
 
-def pretrain_command(args) -> None:
-    if args.dataset != "hapt":
-        raise DatasetError(f"unknown dataset {args.dataset!r}: only 'hapt'")
-    recipe = Recipe() if args.epochs is None else Recipe(epochs=args.epochs)
+def pretrain_and_report(*, dataset="hapt", output="models/har.onnx", seed=0, epochs=None) -> None:
+    if dataset != "hapt":
+        raise DatasetError(f"unknown dataset {dataset!r}: only 'hapt'")
+    recipe = Recipe() if epochs is None else Recipe(epochs=epochs)
     if recipe.epochs < 1:
         raise McuTrainError(f"--epochs {recipe.epochs}: at least 1")
     console = Console()
-    console.print(f"pretraining on HAPT people 1-20, seed {args.seed}, {recipe.epochs} epochs "
+    console.print(f"pretraining on HAPT people 1-20, seed {seed}, {recipe.epochs} epochs "
                   f"(the first steps compile the train step: ~25 s)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
@@ -182,7 +182,8 @@ def pretrain_command(args) -> None:
             progress.update(task, total=steps * recipe.epochs, completed=epoch * steps + step + 1, loss=loss,
                             description=f"epoch {epoch + 1}/{recipe.epochs}")
 
-        report = pretrain(args.output, seed=args.seed, recipe=recipe, on_step=on_step)
+        report = pretrain(output, seed=seed, recipe=recipe, on_step=on_step)
     print_report(report, console)
-    console.print(f"trained in {report['train_seconds']:.0f} s; wrote {args.output}, "
+    console.print(f"trained in {report['train_seconds']:.0f} s; wrote {output}, "
                   f"its _calib.npz and _report.json")
+    return report

@@ -11,6 +11,7 @@ import numpy as np
 from elftools.elf.elffile import ELFFile
 
 from mcu_train.errors import McuTrainError
+from mcu_train.resources import DEFAULT_CALIB, DEFAULT_MODEL
 
 # firmware/protocol.c's buffers: received frame, reply (and replay store), error replies.
 PROTOCOL_BUFFERS = ("rx_buf", "tx_body", "error_body", "older_body", "older_len", "older_next")
@@ -60,35 +61,37 @@ def summarise(steps, labels, mask):
     return out
 
 
-def personalise_command(args):
+def personalise(*, board, model, calib, train="exits", person=25, windows=300, label_fraction=0.1, shift=False,
+                filter_mode="learned", keep=0.3, prune=0.5, seed=0, reference=False, output="build/personalise"):
+    """`mcu-train personalise`: one person's windows through TRAIN on `board` (or the numpy reference);
+    writes and returns the report (personalise.json)."""
     from codegen.compile import compile_model
     from codegen.train_reference import TrainerReference
     from mcu_train import data
     from mcu_train.boards import get_board
-    from mcu_train.build import build_firmware
-    from mcu_train.infer import load_model_meta, to_wire
-    from mcu_train.runner import session
-    from mcu_train.trainer import FilterMode, Trainer, TrainConfig
-    board = get_board(args.board)
-    out = Path(args.output)
-    compiled = compile_model(args.model, board, out / "model", calib=args.calib, quiet=True, train=args.train)
+    from mcu_train.boards.runner import runner_for, session
+    from mcu_train.link.model_client import load_model_meta, to_wire
+    from mcu_train.link.trainer_client import FilterMode, TrainConfig, Trainer
+    board = get_board(board)
+    out = Path(output)
+    compiled = compile_model(model, board, out / "model", calib=calib, quiet=True, train=train)
     meta = load_model_meta(out / "model")
-    w = data.person_windows(args.person, shift=args.shift, seed=args.seed)
-    n = min(args.windows, len(w))
+    w = data.person_windows(person, shift=shift, seed=seed)
+    n = min(windows, len(w))
     rows, labels = to_wire(meta, w.x[:n]), w.y[:n]
-    mask = data.label_mask(n, args.labels, seed=args.seed)
+    mask = data.label_mask(n, label_fraction, seed=seed)
     cfg = TrainConfig.default(len(meta["exits"]))
-    cfg.filter_mode = FilterMode[args.filter.upper()]
-    cfg.filter_keep, cfg.prune_keep = args.keep, args.prune
-    report = dict(board=board.name, model=str(args.model), train=args.train, person=args.person, shift=args.shift,
-                  label_fraction=args.labels, config=asdict(cfg), memory={k: compiled.memory[k] for k in (
+    cfg.filter_mode = FilterMode[filter_mode.upper()]
+    cfg.filter_keep, cfg.prune_keep = keep, prune
+    report = dict(board=board.name, model=str(model), train=train, person=person, shift=shift,
+                  label_fraction=label_fraction, config=asdict(cfg), memory={k: compiled.memory[k] for k in (
                       "arena_bytes", "training_arena_bytes", "trainable_parameters")})
-    if args.reference:
+    if reference:
         ref = TrainerReference(compiled, cfg)
         steps = [ref.train(r, int(y) if m else None) for r, y, m in zip(rows, labels, mask)]
         stats = ref.stats()
     else:
-        elf = build_firmware(board, out / "model", out / "firmware").elf
+        elf = runner_for(board).build(out / "model", out / "firmware").elf
         with session(board, elf) as (running, link):
             trainer = Trainer(link, meta)
             trainer.config(cfg)
@@ -101,8 +104,8 @@ def personalise_command(args):
     report["stats"] = asdict(stats)
     (out / "personalise.json").write_text(json.dumps(report, indent=1))
     s = report["summary"]
-    print(f"{n} windows of person {args.person}{' (rotated)' if args.shift else ''} on "
-          f"{'the reference' if args.reference else board.name}, {100 * args.labels:.0f}% labelled")
+    print(f"{n} windows of person {person}{' (rotated)' if shift else ''} on "
+          f"{'the reference' if reference else board.name}, {100 * label_fraction:.0f}% labelled")
     print(f"  prequential accuracy {100 * s['accuracy']:.1f}% (second half {100 * s['accuracy_second_half']:.1f}%); "
           f"exits taken {s['exits']}")
     print(f"  outcomes {s['outcomes']}")
@@ -118,6 +121,7 @@ def personalise_command(args):
               f"{m['arena_bytes']:,} B, protocol buffers {m['protocol_buffer_bytes']:,} B) + stack high-water "
               f"{m['stack_used_bytes']:,} B")
     print(f"  -> {out / 'personalise.json'}")
+    return report
 
 
 COMPARE_SETTINGS = {
@@ -137,9 +141,9 @@ def compare(people=range(25, 31), label_fraction=0.1, model=None, calib=None, se
     from codegen.train_reference import TrainerReference
     from mcu_train import data
     from mcu_train.boards import get_board
-    from mcu_train.infer import to_wire
-    from mcu_train.trainer import TrainConfig
-    compiled = build(model or "models/har.onnx", get_board("host"), calib or "models/har_calib.npz", train="exits")
+    from mcu_train.link.model_client import to_wire
+    from mcu_train.link.trainer_client import TrainConfig
+    compiled = build(model or DEFAULT_MODEL, get_board("host"), calib or DEFAULT_CALIB, train="exits")
     rows_out = ["| stream | setting | accuracy | second half | windows trained | training MACs / window | mean exit |",
                 "|---|---|---|---|---|---|---|"]
     for shift in (False, True):

@@ -19,14 +19,14 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from mcu_train.errors import BuildError, McuTrainError
-from mcu_train.paths import BUILD_DIR, ROOT
+from mcu_train.resources import OUTPUT_DIR, TOOLS_DIR
 
-PLUGIN_SOURCE = ROOT / "tools" / "qemu_insn_count" / "insn_count.c"
+PLUGIN_SOURCE = TOOLS_DIR / "qemu_insn_count" / "insn_count.c"
 
 
 def build_plugin(out_dir: Path | None = None) -> Path:
     """Compile the plugin (if its source is newer than the .so) and return the .so path."""
-    out_dir = Path(out_dir) if out_dir else BUILD_DIR / "qemu_insn_count"
+    out_dir = Path(out_dir) if out_dir else OUTPUT_DIR / "qemu_insn_count"
     so = out_dir / "insn_count.so"
     if so.is_file() and so.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
         return so
@@ -91,7 +91,7 @@ class CountResult:
 def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: float = 120,
                  stdin: bytes = b"") -> CountResult:
     """Run `elf` on an emulated `board` to its exit with the counting plugin loaded."""
-    from mcu_train.runner import run_to_exit
+    from mcu_train.boards.runner import run_to_exit
     if not board.qemu_machine:
         raise McuTrainError(f"{board.name}: instruction counting needs a QEMU board")
     so = build_plugin()

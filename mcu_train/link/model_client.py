@@ -1,5 +1,5 @@
-"""Run a compiled model on a board over the protocol: `mcu-train infer`, and the CLASSIFY client that the
-tests, the benchmark and the monitor use."""
+"""The client of a compiled model on a board: CLASSIFY and PROFILE (docs/protocol.md), the model's description
+(model.json) and its inputs' wire form. `mcu-train infer`, the benchmark, the monitor and the tests use it."""
 import json
 import struct
 from dataclasses import dataclass
@@ -10,8 +10,7 @@ import numpy as np
 from codegen import quant
 from codegen.reference import threshold_to_q16
 from mcu_train.errors import McuTrainError
-from mcu_train.files import load_npz_array, save_npz_atomically
-from mcu_train.protocol import Msg
+from mcu_train.link.protocol import Msg
 
 
 @dataclass
@@ -83,46 +82,3 @@ class ModelClient:
     def dequantize(self, exit_k, logits_q):
         e = self.meta["exits"][exit_k]
         return (logits_q.astype(np.float32) - e["zero_point"]) * np.float32(e["scale"])
-
-
-def run_inference(model_dir, board, x, force_exit=None, thresholds=None, progress=None):
-    """Build the firmware for `board`, boot it, classify every input; returns the arrays infer saves."""
-    from mcu_train.build import build_firmware
-    from mcu_train.runner import session
-    meta = load_model_meta(model_dir)
-    rows = to_wire(meta, x)
-    firmware = build_firmware(board, model_dir)
-    max_classes = max(e["classes"] for e in meta["exits"])
-    exits = np.zeros(len(rows), np.int64)
-    logits_q = np.zeros((len(rows), max_classes), np.int8)
-    logits = np.zeros((len(rows), max_classes), np.float32)
-    cost = np.zeros(len(rows), np.int64)
-    with session(board, firmware.elf) as (running, link):
-        client = ModelClient(link, meta)
-        for i, row in enumerate(rows):
-            r = client.classify(row, force_exit, thresholds)
-            n = len(r.logits_q)
-            exits[i], cost[i] = r.exit, r.cost
-            logits_q[i, :n] = r.logits_q
-            logits[i, :n] = client.dequantize(r.exit, r.logits_q)
-            if progress:
-                progress(i + 1, len(rows))
-        unit = link.hello.counter_unit
-    return dict(exit=exits, logits=logits, logits_q=logits_q, cost=cost), unit
-
-
-def infer_command(args):
-    from rich.progress import Progress
-    from mcu_train.boards import get_board
-    board = get_board(args.board)
-    x = load_npz_array(args.input)
-    thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else None
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"classifying on {board.name}", total=len(x))
-        results, unit = run_inference(args.model_dir, board, x, args.exit, thresholds,
-                                      progress=lambda done, total: bar.update(task, completed=done))
-    save_npz_atomically(args.output, **results)
-    counts = np.bincount(results["exit"], minlength=len(load_model_meta(args.model_dir)["exits"]))
-    print(f"{len(x)} inputs on {board.name} -> {args.output}")
-    print(f"  exits taken: {', '.join(f'exit {k}: {c}' for k, c in enumerate(counts))}")
-    print(f"  mean cost: {results['cost'].mean():,.0f} {unit}")

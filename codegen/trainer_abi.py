@@ -1,6 +1,7 @@
-"""On-device training, host side: the TRAIN / CONFIG / STATS / CHECKPOINT payloads (docs/protocol.md) as typed
-records, and `Trainer`, the client that drives a board built with `mcu-train compile --train ...`.
-codegen/train_reference.py (the golden model) returns the same records, so tests compare them field by field."""
+"""The on-device trainer's records as they cross the serial line (docs/protocol.md, docs/training.md): CONFIG
+(TrainConfig, whose defaults are the firmware's boot values, compiled into model_train.c), the TRAIN reply
+(TrainStep), STATS (TrainStats), and the codes in them. The golden model (codegen.train_reference) and the
+host's client (mcu_train.link.trainer_client) both speak in these records, so tests compare them field by field."""
 import struct
 import zlib
 from dataclasses import asdict, dataclass, field, fields
@@ -8,12 +9,8 @@ from enum import IntEnum
 
 import numpy as np
 
-from codegen import quant
-from mcu_train.errors import McuTrainError
-from mcu_train.infer import check_model_hash
-from mcu_train.protocol import Msg
+from codegen.errors import McuTrainError
 
-CHECKPOINT_CHUNK = 1016  # data bytes per CHECKPOINT_GET / _PUT frame (payload maximum 1024 - 8 header bytes)
 NO_CLASS = 0xFF
 
 
@@ -205,70 +202,3 @@ class TrainStats:
 
 def checkpoint_crc(image: bytes) -> int:
     return zlib.crc32(image) & 0xFFFFFFFF
-
-
-def window_to_wire(meta, x):
-    """One float window in the model's layout (C, L) -> (int8 NHWC bytes, invalid flag). Non-finite
-    readings cannot be quantised: they are sent as the saturation code -128 and the window is flagged."""
-    x = np.asarray(x, np.float32)
-    want = tuple(meta["input_shape"][1:])
-    if x.shape != want:
-        raise McuTrainError(f"a window has shape {x.shape}; the model takes {want}")
-    bad = ~np.isfinite(x)
-    q = quant.quantize(np.where(bad, 0.0, x), meta["input_scale"], meta["input_zero_point"])
-    q = np.where(bad, -128, q).astype(np.int8)
-    return np.ascontiguousarray(np.moveaxis(q, 0, -1)).reshape(-1), bool(bad.any())
-
-
-class Trainer:
-    """TRAIN / CONFIG / STATS / CHECKPOINT over a Link to a board built with a trainer."""
-
-    def __init__(self, link, meta):
-        if "train" not in meta:
-            raise McuTrainError("this model was compiled without --train: the board has no trainer")
-        check_model_hash(link, meta)
-        self.link = link
-        self.meta = meta
-        self.num_exits = len(meta["exits"])
-
-    def train(self, x_q, label=None, invalid=False) -> TrainStep:
-        """One window (int8 NHWC, as CLASSIFY takes it), optionally labelled."""
-        flags = (FLAG_LABEL if label is not None else 0) | (FLAG_INVALID if invalid else 0)
-        payload = struct.pack("<BB", flags, 0 if label is None else int(label)) + np.asarray(x_q, np.int8).tobytes()
-        return TrainStep.unpack(self.link.request(Msg.TRAIN, payload, timeout=30.0))
-
-    def train_window(self, x, label=None) -> TrainStep:
-        """One float window in the model's layout (C, L)."""
-        row, invalid = window_to_wire(self.meta, x)
-        return self.train(row, label, invalid)
-
-    def config(self, cfg: TrainConfig = None) -> TrainConfig:
-        """Set the runtime parameters (when given) and return the board's values."""
-        return TrainConfig.unpack(self.link.request(Msg.CONFIG, b"" if cfg is None else cfg.pack()))
-
-    def stats(self) -> TrainStats:
-        return TrainStats.unpack(self.link.request(Msg.STATS))
-
-    def checkpoint_get(self) -> bytes:
-        image, total = bytearray(), None
-        while total is None or len(image) < total:
-            reply = self.link.request(Msg.CHECKPOINT_GET, struct.pack("<IH", len(image), CHECKPOINT_CHUNK))
-            total, offset = struct.unpack_from("<II", reply)
-            if offset != len(image):
-                raise McuTrainError(f"CHECKPOINT_GET answered offset {offset}, asked {len(image)}")
-            image += reply[8:]
-            if len(reply) == 8 and len(image) < total:
-                raise McuTrainError("CHECKPOINT_GET returned no data")
-        return bytes(image)
-
-    def checkpoint_put(self, image: bytes) -> None:
-        """Send a checkpoint in chunks; the board commits it after the last one if it is valid, else the
-        last request fails with BAD_CHECKPOINT and the board keeps its weights."""
-        committed = 0
-        for offset in range(0, max(len(image), 1), CHECKPOINT_CHUNK):
-            chunk = image[offset:offset + CHECKPOINT_CHUNK]
-            reply = self.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), offset) + chunk,
-                                      timeout=10.0)
-            _staged, committed = struct.unpack("<IB", reply)
-        if not committed:
-            raise McuTrainError("the board did not commit the checkpoint")

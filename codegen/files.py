@@ -29,7 +29,7 @@ def load_npz_array(path, what="inputs"):
     """The array named 'x' in an .npz, or its only array; McuTrainError otherwise."""
     import numpy as np
 
-    from mcu_train.errors import McuTrainError
+    from codegen.errors import McuTrainError
     try:
         data = np.load(path)
     except (OSError, ValueError) as e:

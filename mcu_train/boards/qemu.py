@@ -1,0 +1,21 @@
+"""Emulated boards: the firmware runs in qemu-system-arm, its UART is a TCP server on 127.0.0.1."""
+from mcu_train.boards.runner import SocketProcessRunner
+from mcu_train.boards.toolchain import require
+
+
+def qemu_command(board, elf, port, icount=True, extra_args=()):
+    cmd = [require("qemu-system-arm", f"to run {board.name}"), "-M", board.qemu_machine, "-kernel", str(elf),
+           "-display", "none", "-monitor", "none", "-semihosting-config", "enable=on,target=native",
+           "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"]
+    if icount:
+        # One instruction = 1 ns of virtual time: SysTick becomes an exact instruction counter.
+        cmd += ["-icount", "shift=0"]
+    return cmd + list(extra_args)
+
+
+class QemuRunner(SocketProcessRunner):
+    how = "QEMU"
+    counter_unit = "instructions"
+
+    def command(self, elf, port, icount=True, extra_args=()):
+        return qemu_command(self.board, elf, port, icount, extra_args)
