@@ -6,7 +6,7 @@ import struct
 import pytest
 from repo import ROOT
 
-from mcu_train import protocol
+from mcu_train.link import protocol
 from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.link.protocol import REPLY, ErrorInfo, Hello, Msg, Reason, encode_frame
