@@ -170,7 +170,9 @@ def test_training_on_staged_windows_equals_the_reference(wide_host):
         # CONFIG, STATS and CHECKPOINT_GET between the chunks leave the staged input alone.
         data = rows[1].tobytes()
         put(link, 0, data[:1020])
-        trainer.config(), trainer.stats(), trainer.checkpoint_get()
+        trainer.config()
+        trainer.stats()
+        trainer.checkpoint_get()
         put(link, 1020, data[1020:])
         step = TrainStep.unpack(link.request(Msg.TRAIN, struct.pack("<BB", 1, labels[1])))
         assert step.decisions() == ref.train(rows[1], int(labels[1])).decisions()
