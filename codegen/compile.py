@@ -180,6 +180,7 @@ def render(compiled, source_name, train_config=None):
                arena_bytes=compiled.arena_bytes, weights_bytes=compiled.weights_bytes,
                input_size=int(np.prod(compiled.meta["input_dims_nhwc"])),
                input_dims=compiled.meta["input_dims_nhwc"], input_offset=off[compiled.graph.input],
+               input_scale=compiled.meta["input_scale"], input_zero_point=compiled.meta["input_zero_point"],
                max_classes=max(e["classes"] for e in exits), exit_offsets=exit_offsets,
                plan_text=planner.render(compiled.buffers, compiled.arena_bytes))
     files = {}

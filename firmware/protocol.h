@@ -28,6 +28,8 @@ enum mt_msg_type {
     MSG_LINK_STATS = 0x03,
     MSG_CLASSIFY = 0x10,
     MSG_PROFILE = 0x11,
+    MSG_MODEL_INFO = 0x12,
+    MSG_INPUT_PUT = 0x13,
     MSG_TRAIN = 0x20,
     MSG_CONFIG = 0x21,
     MSG_STATS = 0x22,
@@ -41,6 +43,9 @@ enum mt_msg_type {
 #define HELLO_FLAG_EMULATED 0x01
 #define HELLO_FLAG_BOOT 0x02 /* the unsolicited announcement after reset */
 
+/* MODEL_INFO reply flags */
+#define MODEL_INFO_FLAG_TRAINER 0x01 /* TRAIN, CONFIG, STATS and the CHECKPOINT messages are served */
+
 enum mt_error_reason {
     ERR_BAD_CRC = 1,      /* link: CRC mismatch (damaged or truncated frame) */
     ERR_BAD_LENGTH = 2,   /* link: shorter than a header, or length field disagrees / exceeds the maximum */
@@ -51,7 +56,13 @@ enum mt_error_reason {
     ERR_BAD_PAYLOAD = 7,  /* request: payload malformed for its type */
     ERR_MODEL_FAILED = 8, /* request: the model could not run (a kernel rejected its arguments) */
     ERR_BAD_CHECKPOINT = 9, /* request: a checkpoint was refused (detail: which check failed) */
+    ERR_BAD_INPUT_CHUNK = 10, /* request: INPUT_PUT refused a chunk (detail: which check failed) */
+    ERR_NO_INPUT = 11,      /* request: CLASSIFY/TRAIN without input bytes, and no whole input staged */
 };
+
+/* ERR_BAD_INPUT_CHUNK details: the INPUT_PUT check that failed */
+enum { INPUT_CHUNK_BAD_OFFSET = 1, /* the offset is not where the staged bytes end (nor 0) */
+       INPUT_CHUNK_PAST_END = 2 }; /* the chunk runs past the end of the model's input */
 
 /* A handler that wants an error frame with its own detail (instead of the request type) returns
  * -MT_ERROR_WITH_DETAIL(reason, detail). */

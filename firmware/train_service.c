@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "model_service.h"
 #include "protocol.h"
 #include "trainer.h"
 
@@ -50,17 +51,23 @@ static float r_f32(rd *r)
     return f;
 }
 
-/* Request: u8 flags (bit 0 label, bit 1 invalid readings), u8 label, int8 input[MODEL_INPUT_SIZE]. */
+/* Request: u8 flags (bit 0 label, bit 1 invalid readings), u8 label, int8 input[MODEL_INPUT_SIZE] or no input
+ * bytes (the staged input). */
 int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
-    if (len != 2 + MODEL_INPUT_SIZE || (payload[0] & ~(TRAIN_FLAG_LABEL | TRAIN_FLAG_INVALID)))
+    const uint32_t staged = model_service_unstage_input(); /* training reuses the arena */
+    trainer_set_staging_valid(0);
+    if (len < 2 || (payload[0] & ~(TRAIN_FLAG_LABEL | TRAIN_FLAG_INVALID)))
         return -ERR_BAD_PAYLOAD;
     const int has_label = payload[0] & TRAIN_FLAG_LABEL;
     if (has_label && payload[1] >= model_exit_classes[K - 1])
         return -ERR_BAD_PAYLOAD;
+    const int8_t *input;
+    const int err = model_service_pick_input(payload + 2, len - 2, staged, &input);
+    if (err)
+        return err;
     tr_step_result r;
-    if (trainer_train((const int8_t *)(payload + 2), has_label, payload[1], payload[0] & TRAIN_FLAG_INVALID, &r) !=
-        MT_SUCCESS)
+    if (trainer_train(input, has_label, payload[1], payload[0] & TRAIN_FLAG_INVALID, &r) != MT_SUCCESS)
         return -ERR_MODEL_FAILED;
     wr w = {reply};
     w_u8(&w, r.outcome);
@@ -206,6 +213,7 @@ int handle_checkpoint_get(const uint8_t *payload, uint16_t len, uint8_t *reply)
 /* Request: u32 total image size, u32 offset, the bytes. Reply: u32 bytes staged, u8 committed. */
 int handle_checkpoint_put(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
+    model_service_unstage_input(); /* the staged image may overlap the input buffer */
     if (len < 8)
         return -ERR_BAD_PAYLOAD;
     rd r = {payload};

@@ -100,6 +100,19 @@ def test_pipeline_raises_request_errors_in_turn(firmware):
         assert done == [("first", b"ok")]
 
 
+def test_submitted_groups_return_their_last_reply_and_raise_a_step_error(firmware):
+    """submit(): a group goes out as the window allows; only its last reply comes back, an earlier error is raised."""
+    with session(HOST, firmware("host").elf) as (running, link):
+        pipe = Pipeline(link, window=2)
+        pipe.submit([(Msg.PING, b"1"), (Msg.PING, b"2"), (Msg.PING, b"3")], tag="a")
+        assert pipe.full() and len(pipe) == 3  # two in flight, one waiting for room
+        pipe.submit([(Msg.PING, b"4")], tag="b")
+        assert pipe.drain() == [("a", b"3"), ("b", b"4")]
+        pipe.submit([(0x55, b""), (Msg.PING, b"5")], tag="c")
+        with pytest.raises(Exception, match="UNKNOWN_TYPE"):
+            pipe.drain()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_pipelined_pings_through_a_faulty_line_host(firmware, seed):
     with session(HOST, firmware("host").elf) as (running, link):

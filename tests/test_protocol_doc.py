@@ -2,18 +2,26 @@
 and every message type it describes must round-trip through real firmware (the host board)."""
 import re
 import struct
+from dataclasses import fields
 
+import numpy as np
 import pytest
 from repo import ROOT
 
-from mcu_train.link import protocol
 from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
-from mcu_train.link.protocol import REPLY, ErrorInfo, Hello, Msg, Reason, encode_frame
+from mcu_train.link import protocol
+from mcu_train.link.protocol import (REPLY, ErrorInfo, ExitInfo, Hello, InputChunkCheck, ModelInfo, Msg, Reason,
+                                     encode_frame)
 from mcu_train.resources import FIRMWARE_DIR
 
 DOC = (ROOT / "docs" / "protocol.md").read_text()
 HEADER_C = (FIRMWARE_DIR / "protocol.h").read_text()
+DOC_TEXT = " ".join(DOC.split())  # the prose with its line breaks undone, for phrases
+
+
+def says(phrase):
+    return phrase in DOC_TEXT
 
 
 def doc_tables(first_header):
@@ -71,11 +79,14 @@ def test_limits_match():
 
 
 def test_payload_field_tables_match():
-    hello, stats, classify_req, classify_reply, *training, error = (
-        [row[0] for row in table] for table in doc_tables("field"))
+    (hello, stats, model_info, classify_req, classify_reply, put_input_req, put_input_reply, *training,
+     error) = ([row[0] for row in table] for table in doc_tables("field"))
     check_training_tables(*training)
+    assert model_info == [f.name for f in fields(ModelInfo)][:4] + ["flags", "num_exits", "exits"]
+    assert [r[0] for r in doc_table("model exit field")] == [f.name for f in fields(ExitInfo)]
     assert classify_req == ["force_exit", "num_thresholds", "thresholds", "input"]
     assert classify_reply == ["exit", "num_classes", "confidence", "cost", "logits"]
+    assert put_input_req == ["offset", "data"] and put_input_reply == ["staged"]
     assert hello == ["protocol_version", "flags", "max_payload", "counter_hz", "board", "firmware_version",
                      "counter_unit", "model_hash"]
     assert hello == list(Hello.__dataclass_fields__)[:1] + ["flags"] + list(Hello.__dataclass_fields__)[3:]
@@ -84,8 +95,6 @@ def test_payload_field_tables_match():
 
 
 def check_training_tables(train_req, train_reply, config, train_stats, get_req, get_reply, put_req, put_reply):
-    from dataclasses import fields
-
     from mcu_train.link.trainer_client import ExitStats, Outcome, TrainConfig, TrainStats, TrainStep
     assert train_req == ["flags", "label", "input"]
     assert train_reply == [f.name for f in fields(TrainStep)]
@@ -95,7 +104,85 @@ def check_training_tables(train_req, train_reply, config, train_stats, get_req, 
     assert {r[0]: int(r[1]) for r in doc_table("outcome")} == {o.name: o.value for o in Outcome}
     assert get_req == ["offset", "max_bytes"] and get_reply == ["total", "offset", "data"]
     assert put_req == ["total", "offset", "data"] and put_reply == ["staged", "committed"]
-    assert [int(r[0]) for r in doc_table("detail")] == list(range(1, 7))
+
+
+# The doc's field types -> struct codes; a row of variable size (a count x a record, text, bytes) ends the
+# fixed part of a table.
+STRUCT_CODES = {"u8": "B", "i8": "b", "u16": "H", "u32": "I", "u64": "Q", "f32": "f"}
+
+
+def fixed_layout(table):
+    """The struct codes of a doc table's rows, up to the first row of variable size."""
+    codes = ""
+    for row in table:
+        m = re.fullmatch(r"(?:(\d+) x )?(\w+)", row[1])
+        if not m or m.group(2) not in STRUCT_CODES:
+            break
+        codes += STRUCT_CODES[m.group(2)] * int(m.group(1) or 1)
+    return codes
+
+
+def expanded(fmt):
+    return "".join(code * int(n or 1) for n, code in re.findall(r"(\d*)([a-zA-Z?])", fmt.lstrip("<")))
+
+
+def test_payload_layouts_match_the_code():
+    """Every fixed-size layout in the doc, field type by field type, is the struct the host packs with."""
+    from codegen.trainer import CHECKPOINT_HEADER_BYTES, EXIT_STATE_WORDS, FILTER_STATE_WORDS
+    from mcu_train.link.trainer_client import ExitStats, TrainConfig, TrainStats, TrainStep
+    (hello, link_stats, model_info, _, classify_reply, input_put, input_put_reply, _, train_reply, config, stats,
+     get_req, _, put_req, _, error) = doc_tables("field")
+    assert fixed_layout(hello) == "BBHI"
+    assert fixed_layout(link_stats) == expanded(protocol.LINK_STATS.format)
+    assert fixed_layout(model_info) == expanded(ModelInfo.HEAD.format)
+    assert fixed_layout(doc_table("model exit field")) == expanded(ModelInfo.EXIT.format)
+    assert says("19 bytes, then 7 per exit") and (ModelInfo.HEAD.size, ModelInfo.EXIT.size) == (19, 7)
+    assert fixed_layout(classify_reply) == "BBII"
+    assert fixed_layout(input_put) == expanded(protocol.INPUT_PUT_HEAD.format) and fixed_layout(input_put_reply) == "I"
+    assert fixed_layout(train_reply) == expanded(TrainStep.STRUCT.format)
+    assert says("37 bytes, the fields in this order") and TrainStep.STRUCT.size == 37
+    assert fixed_layout(config) == expanded(TrainConfig.HEAD.format)
+    assert says("The payload is 76 bytes, then 12 per exit") and TrainConfig.HEAD.size == 76
+    assert len(TrainConfig.default(3).pack()) == 76 + 12 * 3
+    assert fixed_layout(stats) == expanded(TrainStats.HEAD.format)
+    assert fixed_layout(doc_table("exit field")) == expanded(ExitStats.STRUCT.format)
+    assert fixed_layout(get_req) == "IH" and fixed_layout(put_req) == "II"
+    assert fixed_layout(error) == expanded(ErrorInfo.STRUCT.format)
+    # The checkpoint image: a 32-byte header, then the parameters, the state words and the CRC.
+    header = [n for name, size, _ in doc_table("part") if name not in ("params", "state", "crc")
+              for n in size.split("+")]
+    assert sum(map(int, header)) == CHECKPOINT_HEADER_BYTES == 32
+    assert len(fixed_layout(doc_table("state word"))) == FILTER_STATE_WORDS and says("per exit: threshold, agreement")
+    assert EXIT_STATE_WORDS == 5 and says("bytes of the state (32 + 20 x num_exits)")
+
+
+def test_detail_tables_match_the_code():
+    from codegen.train_reference import CHECKPOINT_REASONS
+    checkpoint_h = (FIRMWARE_DIR / "checkpoint.h").read_text()
+    checks = {int(r[0]) for r in doc_table("detail")}
+    assert checks == set(CHECKPOINT_REASONS) == set(range(1, 7))
+    assert checks == {int(v) for v in re.findall(r"CKPT_BAD_\w+ = (\d+)", checkpoint_h)}
+    chunk = {int(r[0]) for r in doc_table("chunk detail")}
+    assert chunk == {c.value for c in InputChunkCheck} == {c_value("INPUT_CHUNK_BAD_OFFSET"),
+                                                            c_value("INPUT_CHUNK_PAST_END")}
+    assert all(row[5] for row in doc_table("reason"))  # every reason says what its detail is
+    assert protocol.MODEL_INFO_FLAG_TRAINER == c_value("MODEL_INFO_FLAG_TRAINER") == 1
+    assert says("bit 0: a trainer is compiled in")
+
+
+def test_link_speed_and_chunk_sizes_match_the_code():
+    from mcu_train.link.model_client import input_requests
+    transport = (ROOT / "mcu_train" / "link" / "transport.py").read_text()
+    drivers = [p.read_text() for p in (ROOT / "boards" / "common").glob("uart_*.c")]
+    assert "baudrate=115200" in transport and all("/ 115200" in d for d in drivers)
+    assert says("**115,200 baud**")
+    assert round((770 + 2) * 10 / 115200 * 1000) == 67 and says("a 770-byte frame ~67 ms")
+    chunk = protocol.MAX_PAYLOAD - protocol.INPUT_PUT_HEAD.size
+    assert says("so at most 1,020)") and chunk == 1020
+    puts = input_requests(Msg.TRAIN, b"\0\0", np.zeros(27_648, np.int8), protocol.MAX_PAYLOAD)[:-1]
+    assert len(puts) == 28 and says("27,648-byte input staged in 28 INPUT_PUT chunks")
+    assert protocol.REPLAY_SHORT_PAYLOAD - 10 == 38  # a CLASSIFY reply: 10 bytes and the logits
+    assert says("CLASSIFY replies when the exit has at most 38 classes")
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from codegen.compile import compile_model
+from codegen.files import load_npz_array
 from mcu_train.boards.runner import runner_for, session
 from mcu_train.link.model_client import ModelClient, load_model_meta, to_wire
 from mcu_train.resources import OUTPUT_DIR
 
 
 def bench_board(board, model, calib, inputs=20, work_dir=None):
-    work_dir = Path(work_dir or OUTPUT_DIR / "bench" / board.name)
+    work_dir = Path(work_dir or OUTPUT_DIR / "bench" / Path(model).stem / board.name)
     compiled = compile_model(model, board, work_dir / "model", calib=calib, quiet=True)
     meta = load_model_meta(work_dir / "model")
-    x = np.load(calib)["x"][:inputs]
-    rows = to_wire(meta, x)
+    rows = to_wire(meta, load_npz_array(calib, "calibration data")[:inputs])  # inputs of any size: chunked
     firmware = runner_for(board).build(work_dir / "model", work_dir / "firmware")
     result = dict(board=board.name, cpu=board.cpu, model=str(model), flash_bytes=firmware.flash_bytes,
                   ram_bytes=firmware.ram_bytes, arena_bytes=compiled.arena_bytes, exits=[], layers=[])

@@ -85,6 +85,16 @@ class Link:
     def __exit__(self, *exc):
         self.close()
 
+    @property
+    def max_payload(self):
+        """The largest request payload the board accepts (its HELLO says; the protocol's maximum before)."""
+        return self.hello.max_payload if self.hello else MAX_PAYLOAD
+
+    def check_payload(self, msg_type, payload):
+        if len(payload) > self.max_payload:
+            raise ProtocolError(f"{_msg_name(msg_type)} payload of {len(payload)} B exceeds the board's maximum of "
+                                f"{self.max_payload} B")
+
     # --- raw frames ---
     def write(self, data: bytes):
         try:
@@ -138,10 +148,7 @@ class Link:
         """Send one request and return its reply payload; retransmit on timeouts and damaged-frame errors."""
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
-        max_payload = self.hello.max_payload if self.hello else MAX_PAYLOAD
-        if len(payload) > max_payload:
-            raise ValueError(f"{_msg_name(msg_type)} payload of {len(payload)} B exceeds the maximum "
-                             f"of {max_payload} B")
+        self.check_payload(msg_type, payload)
         seq = self.next_seq
         self.next_seq = (seq + 1) % SEQ_MODULO
         frame_bytes = encode_frame(msg_type, seq, payload)

@@ -1,5 +1,6 @@
-"""The client of a compiled model on a board: CLASSIFY and PROFILE (docs/protocol.md), the model's description
-(model.json) and its inputs' wire form. `mcu-train infer`, the benchmark, the monitor and the tests use it."""
+"""The client of a compiled model on a board: CLASSIFY, PROFILE and MODEL_INFO (docs/protocol.md), the model's
+description (model.json), its inputs' wire form, and inputs larger than a frame (staged with INPUT_PUT).
+`mcu-train infer`, the benchmark, the monitor and the tests use it."""
 import json
 import struct
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import numpy as np
 from codegen import quant
 from codegen.reference import threshold_to_q16
 from mcu_train.errors import McuTrainError
-from mcu_train.link.protocol import Msg
+from mcu_train.link.protocol import INPUT_PUT_HEAD, ModelInfo, Msg
 
 
 @dataclass
@@ -47,6 +48,26 @@ def check_model_hash(link, meta):
                             f"{meta['model_hash']}: build and flash this model first")
 
 
+def input_requests(msg_type, head, x_q, max_payload):
+    """The requests that run `msg_type` (CLASSIFY, TRAIN) on one int8 input, as (type, payload): the request with
+    the input after its `head` when that fits one frame; else INPUT_PUT chunks that stage the input on the board,
+    then the request without input bytes (docs/protocol.md, "Inputs larger than a frame")."""
+    data = np.asarray(x_q, np.int8).tobytes()
+    if len(head) + len(data) <= max_payload:
+        return [(msg_type, head + data)]
+    chunk = max_payload - INPUT_PUT_HEAD.size
+    puts = [(Msg.INPUT_PUT, INPUT_PUT_HEAD.pack(at) + data[at:at + chunk]) for at in range(0, len(data), chunk)]
+    return puts + [(msg_type, head)]
+
+
+def request_each(link, requests, timeout=None):
+    """Send `requests` one at a time on `link`; returns the last one's reply (it waits up to `timeout`)."""
+    for msg_type, payload in requests[:-1]:
+        link.request(msg_type, payload)
+    msg_type, payload = requests[-1]
+    return link.request(msg_type, payload, timeout=timeout)
+
+
 class ModelClient:
     def __init__(self, link, meta):
         check_model_hash(link, meta)
@@ -70,9 +91,14 @@ class ModelClient:
                     raise McuTrainError(f"{len(thresholds)} thresholds given; the model has {self.num_exits} exits")
                 head = struct.pack(f"<bB{self.num_exits}I", -1, self.num_exits,
                                    *(threshold_to_q16(t) for t in thresholds))
-        reply = self.link.request(Msg.CLASSIFY, head + np.asarray(x_q, np.int8).tobytes(), timeout=10.0)
+        requests = input_requests(Msg.CLASSIFY, head, x_q, self.link.max_payload)
+        reply = request_each(self.link, requests, timeout=10.0)
         exit_k, n, conf, cost = struct.unpack_from("<BBII", reply)
         return Classification(exit_k, np.frombuffer(reply[10:10 + n], np.int8).copy(), conf, cost)
+
+    def info(self) -> ModelInfo:
+        """The board's own description of its model (MODEL_INFO)."""
+        return ModelInfo.unpack(self.link.request(Msg.MODEL_INFO))
 
     def step_costs(self):
         """Cost of each kernel step in the last classification (schedule order)."""

@@ -1,11 +1,12 @@
 """Several requests in flight on one Link (docs/protocol.md, "Several requests in flight"): sequence numbers,
 go-back-N retransmission, and the board's replay store, so that nothing is lost or run twice."""
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from mcu_train.errors import BoardTimeout, ProtocolError
 from mcu_train.link.connection import DEFAULT_RETRIES, MAX_LINK_ERROR_RETRANSMITS, BoardError, BoardRestarted, _msg_name
-from mcu_train.link.protocol import (LINK_REASONS, MAX_PAYLOAD, REPLAY_DEPTH, REPLY, SEQ_MODULO, ErrorInfo, Msg, Reason,
+from mcu_train.link.protocol import (LINK_REASONS, REPLAY_DEPTH, REPLY, SEQ_MODULO, ErrorInfo, Msg, Reason,
                                      encode_frame, is_boot_hello)
 
 
@@ -18,6 +19,7 @@ def _ahead(a, b):
 # pipeline send its unanswered requests again before the timeout.
 QUIET_FACTOR = 5
 QUIET_MIN = 0.05
+_STEP = object()  # the tag of a request submitted before the last of its group: its reply is not returned
 
 
 @dataclass
@@ -37,7 +39,9 @@ class Pipeline:
     (tag, reply payload). A damaged or lost request, a lost reply, an OUT_OF_ORDER error or a timeout makes
     the pipeline send again, in order, every outstanding request without a reply (go-back-N); the board
     answers those it had accepted from its stored replies, so no request runs twice and none is skipped.
-    Only requests whose replies are at most REPLAY_SHORT_PAYLOAD bytes may be pipelined (TRAIN, CLASSIFY).
+    Only requests whose replies are at most REPLAY_SHORT_PAYLOAD bytes may be pipelined (TRAIN, CLASSIFY,
+    INPUT_PUT). `submit()` queues a group of requests (the INPUT_PUT chunks of a large input, then its TRAIN)
+    that go out as the window allows; only the last one's reply is returned.
     The Link's own `request()` can be used between pipelined requests once `drain()` returned."""
 
     def __init__(self, link, window=REPLAY_DEPTH, timeout=None, retries=DEFAULT_RETRIES,
@@ -50,6 +54,7 @@ class Pipeline:
         self.retries = retries
         self.max_go_backs = max_go_backs
         self.outstanding = {}  # seq -> _Outstanding, in sending order (dicts keep insertion order)
+        self.backlog = deque()  # (type, payload, tag) submitted, not sent yet: the window was full
         self.unanswered_frames = 0  # frames written whose answer has not arrived (every frame gets one)
         self.stale = 0  # answers still due to frames written before the last retransmission
         self.timeouts = 0  # consecutive timeouts without progress
@@ -68,19 +73,32 @@ class Pipeline:
         self.nudges = 0
 
     def __len__(self):
-        return len(self.outstanding)
+        return len(self.outstanding) + len(self.backlog)
 
     def full(self):
-        return len(self.outstanding) >= self.window
+        return len(self.outstanding) >= self.window or bool(self.backlog)
 
     def send(self, msg_type, payload=b"", tag=None):
         """Write one request; the caller keeps at most `window` outstanding (see full())."""
         if self.full():
             raise RuntimeError("pipeline full: poll() first")
+        return self._send(msg_type, payload, tag)
+
+    def submit(self, requests, tag=None):
+        """Queue a group of requests, (type, payload) each, to be sent in order as the window allows (now and
+        by poll()). poll() returns the last one's reply as (tag, payload); the replies of those before it are
+        dropped, their errors raised."""
+        *steps, (msg_type, payload) = requests
+        self.backlog.extend([(t, p, _STEP) for t, p in steps] + [(msg_type, payload, tag)])
+        self._feed()
+
+    def _feed(self):
+        while self.backlog and len(self.outstanding) < self.window:
+            self._send(*self.backlog.popleft())
+
+    def _send(self, msg_type, payload, tag):
         link = self.link
-        max_payload = link.hello.max_payload if link.hello else MAX_PAYLOAD
-        if len(payload) > max_payload:
-            raise ValueError(f"{_msg_name(msg_type)} payload of {len(payload)} B exceeds {max_payload} B")
+        link.check_payload(msg_type, payload)
         seq = link.next_seq
         link.next_seq = (seq + 1) % SEQ_MODULO
         req = _Outstanding(msg_type, encode_frame(msg_type, seq, payload), tag, time.monotonic())
@@ -124,7 +142,8 @@ class Pipeline:
             if not req.answered:
                 break
             del self.outstanding[seq]
-            done.append((req.tag, req.reply))
+            if req.tag is not _STEP or isinstance(req.reply, BoardError):
+                done.append((req.tag, req.reply))
         return done
 
     def poll(self, timeout=None):
@@ -134,8 +153,9 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         quiet = self.quiet
         silent_since = time.monotonic()
-        while self.outstanding:
+        while self.outstanding or self.backlog:
             done = self._completed()
+            self._feed()
             if done:
                 for tag, reply in done:
                     if isinstance(reply, BoardError):
@@ -164,13 +184,14 @@ class Pipeline:
                 silent_since = time.monotonic()
                 continue
             silent_since = time.monotonic()
+            deadline = silent_since + timeout  # a timeout is a silence: a group of requests may take long
             self._receive(frame)
         return []
 
     def drain(self):
         """Wait for every outstanding reply; returns them in order."""
         out = []
-        while self.outstanding:
+        while len(self):
             out += self.poll()
         return out
 

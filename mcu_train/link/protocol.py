@@ -24,6 +24,8 @@ class Msg(IntEnum):
     LINK_STATS = 0x03
     CLASSIFY = 0x10
     PROFILE = 0x11
+    MODEL_INFO = 0x12
+    INPUT_PUT = 0x13
     TRAIN = 0x20
     CONFIG = 0x21
     STATS = 0x22
@@ -43,10 +45,20 @@ class Reason(IntEnum):
     BAD_PAYLOAD = 7
     MODEL_FAILED = 8
     BAD_CHECKPOINT = 9
+    BAD_INPUT_CHUNK = 10
+    NO_INPUT = 11
+
+
+class InputChunkCheck(IntEnum):
+    """The detail of a BAD_INPUT_CHUNK error: which check of INPUT_PUT failed."""
+    BAD_OFFSET = 1  # the offset is not where the staged bytes end (nor 0)
+    PAST_END = 2  # the chunk runs past the end of the model's input
 
 
 HELLO_FLAG_EMULATED = 0x01
 HELLO_FLAG_BOOT = 0x02  # the unsolicited announcement after reset
+MODEL_INFO_FLAG_TRAINER = 0x01  # the firmware serves TRAIN, CONFIG, STATS and the CHECKPOINT messages
+INPUT_PUT_HEAD = struct.Struct("<I")  # offset of the chunk in the model's input; the chunk follows
 
 # Errors about a frame the board could not accept at all: the sender should retransmit.
 LINK_REASONS = {Reason.BAD_CRC, Reason.BAD_LENGTH, Reason.TOO_LONG, Reason.BAD_FRAME}
@@ -227,6 +239,34 @@ class ErrorInfo:
             return Reason(self.reason).name
         except ValueError:
             return f"reason {self.reason}"
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    outputs: int  # logits (classes)
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The MODEL_INFO reply: the compiled model's input and exits, as the board describes them."""
+    input_size: int  # bytes of one int8 input
+    input_dims: tuple  # (N, H, W, C) of the input as sent: channels last
+    input_scale: float
+    input_zero_point: int
+    trainer: bool  # the firmware serves TRAIN, CONFIG, STATS and the CHECKPOINT messages
+    exits: tuple  # ExitInfo per exit, shallow to deep
+    HEAD = struct.Struct("<I4HfbBB")
+    EXIT = struct.Struct("<Hfb")
+
+    @classmethod
+    def unpack(cls, p: bytes):
+        size, n, h, w, c, scale, zero_point, flags, num_exits = cls.HEAD.unpack_from(p)
+        if len(p) != cls.HEAD.size + num_exits * cls.EXIT.size:
+            raise ValueError(f"MODEL_INFO payload of {len(p)} B for {num_exits} exits")
+        exits = tuple(ExitInfo(*cls.EXIT.unpack_from(p, cls.HEAD.size + k * cls.EXIT.size)) for k in range(num_exits))
+        return cls(size, (n, h, w, c), scale, zero_point, bool(flags & MODEL_INFO_FLAG_TRAINER), exits)
 
 
 def is_boot_hello(frame: Frame) -> bool:

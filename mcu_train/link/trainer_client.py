@@ -10,7 +10,7 @@ from codegen.trainer_abi import (FLAG_INVALID, FLAG_LABEL, NO_CLASS, STEP_EXPLOR
                                  STEP_PERSONALISED, STEP_PREDICTED_HARD, STEP_PSEUDO, ExitStats, FilterMode, Outcome,
                                  ServeMode, TrainConfig, TrainStats, TrainStep, checkpoint_crc)
 from mcu_train.errors import McuTrainError
-from mcu_train.link.model_client import check_model_hash
+from mcu_train.link.model_client import check_model_hash, input_requests, request_each
 from mcu_train.link.protocol import Msg
 
 CHECKPOINT_CHUNK = 1016  # data bytes per CHECKPOINT_GET / _PUT frame (payload maximum 1024 - 8 header bytes)
@@ -40,9 +40,14 @@ class Trainer:
 
     def train(self, x_q, label=None, invalid=False) -> TrainStep:
         """One window (int8 NHWC, as CLASSIFY takes it), optionally labelled."""
+        return TrainStep.unpack(request_each(self.link, self.train_requests(x_q, label, invalid), timeout=30.0))
+
+    def train_requests(self, x_q, label=None, invalid=False):
+        """The requests of one TRAIN window, as (type, payload): several when the input is staged first (a
+        Pipeline sends them with submit())."""
         flags = (FLAG_LABEL if label is not None else 0) | (FLAG_INVALID if invalid else 0)
-        payload = struct.pack("<BB", flags, 0 if label is None else int(label)) + np.asarray(x_q, np.int8).tobytes()
-        return TrainStep.unpack(self.link.request(Msg.TRAIN, payload, timeout=30.0))
+        head = struct.pack("<BB", flags, 0 if label is None else int(label))
+        return input_requests(Msg.TRAIN, head, x_q, self.link.max_payload)
 
     def train_window(self, x, label=None) -> TrainStep:
         """One float window in the model's layout (C, L)."""

@@ -1,6 +1,7 @@
 """`mcu-train monitor`: stream one person's HAPT windows to a board with a trainer and watch it personalise.
 
-Prequential: each window goes out as one TRAIN request, which the board classifies before it trains on it.
+Prequential: each window goes out as one TRAIN request, which the board classifies before it trains on it (a
+window larger than a frame goes first in INPUT_PUT chunks, then a TRAIN without input bytes).
 Up to 4 requests are in flight (mcu_train.link.Pipeline: sequence numbers, go-back-N, the board's replay
 store), so nothing is lost or run twice. The host computes the generic model's prediction for the same
 window with the numpy reference of the same compiled model. A live display shows progress, rolling
@@ -31,7 +32,7 @@ from mcu_train.errors import McuTrainError
 from mcu_train.link import BoardGone, Pipeline
 from mcu_train.link.model_client import check_model_hash
 from mcu_train.link.protocol import REPLAY_DEPTH, Msg
-from mcu_train.link.trainer_client import (FLAG_INVALID, FLAG_LABEL, STEP_PERSONALISED, FilterMode, TrainConfig,
+from mcu_train.link.trainer_client import (STEP_PERSONALISED, FilterMode, TrainConfig,
                                            Trainer, TrainStep, window_to_wire)
 from mcu_train.resources import DEFAULT_CALIB, shipped_path
 from mcu_train.stream.runlog import OUTCOME_KIND, ROLLING, RunLog, read_log, summarise
@@ -148,11 +149,6 @@ def stream_config(num_exits, lr=STREAM_LR, pseudo_threshold=STREAM_PSEUDO_THRESH
         cfg.filter_keep = keep
     cfg.seed = seed
     return cfg.rounded()
-
-
-def train_payload(row, label, invalid):
-    flags = (FLAG_LABEL if label is not None else 0) | (FLAG_INVALID if invalid else 0)
-    return struct.pack("<BB", flags, 0 if label is None else int(label)) + np.asarray(row, np.int8).tobytes()
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
@@ -342,9 +338,10 @@ class Monitor:
                 "generic_prediction": int(self.generic_pred[i]), "generic_exit": int(self.generic_exit[i]),
                 "recording": int(s.recording[i]), "time": round(time.time(), 3)}
 
-    def _payload(self, i):
+    def _requests(self, i):
+        """Window i's TRAIN (after the INPUT_PUT chunks of its input when it does not fit one frame)."""
         s = self.stream
-        return train_payload(s.rows[i], int(s.truth[i]) if s.labelled[i] else None, s.invalid[i])
+        return self.trainer.train_requests(s.rows[i], int(s.truth[i]) if s.labelled[i] else None, s.invalid[i])
 
     # --- starting ---
     def start(self):
@@ -373,7 +370,7 @@ class Monitor:
         for i in range(start, len(windows)):
             while self.pipe.full():
                 self._check_replayed(self._poll(), windows)
-            self.pipe.send(Msg.TRAIN, self._payload(i), tag=i)
+            self.pipe.submit(self._requests(i), tag=i)
         while len(self.pipe):
             self._check_replayed(self._poll(), windows)
 
@@ -395,7 +392,7 @@ class Monitor:
 
     def _send(self, i):
         try:
-            self.pipe.send(Msg.TRAIN, self._payload(i), tag=i)
+            self.pipe.submit(self._requests(i), tag=i)
         except BoardGone as e:
             self._reconnect(e)
 
