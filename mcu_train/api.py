@@ -95,13 +95,15 @@ def bench(boards=(DEFAULT_BOARD,), model=DEFAULT_MODEL, calib=DEFAULT_CALIB, inp
 
 
 def personalise(board=DEFAULT_BOARD, model=DEFAULT_MODEL, calib=DEFAULT_CALIB, **options):
-    """One person's HAPT windows through the on-device trainer (`mcu-train personalise`); the report."""
+    """One person's HAPT windows, or your recordings (source=SOURCE), through the on-device trainer
+    (`mcu-train personalise`); the report."""
     from mcu_train.stream.personalise import personalise as run_personalise
     return run_personalise(board=board, model=shipped_path(model), calib=shipped_path(calib), **options)
 
 
 def monitor(port, **options):
-    """Stream to a running board at serial URL `port`, live display, JSONL log, plot (`mcu-train monitor`)."""
+    """Stream a HAPT person's windows, or your recordings (source=SOURCE, "-" for standard input), to a running
+    board at serial URL `port`; live display, JSONL log, plot (`mcu-train monitor`)."""
     from mcu_train.stream.monitor import monitor as run_monitor
     return run_monitor(port=port, **options)
 
@@ -114,7 +116,9 @@ def demo(board=DEFAULT_BOARD, person=27, labels=0.1, shift="rotate", seed=0, out
                     resume=resume, quiet=quiet)
 
 
-def pretrain(output="models/har.onnx", seed=0, epochs=None, dataset="hapt"):
-    """Pretrain the early-exit CNN and export ONNX with its calibration windows (`mcu-train pretrain`)."""
+def pretrain(output=None, seed=0, epochs=None, dataset="hapt", **data_options):
+    """Pretrain the early-exit CNN and export ONNX with its calibration windows (`mcu-train pretrain`): on HAPT
+    (output default models/har.onnx), or with source=SOURCE on your labelled recordings (options classes,
+    validation, window, hop, sample_rate, resample; docs/data.md)."""
     from mcu_train.learn.pretrain import pretrain_and_report
-    return pretrain_and_report(dataset=dataset, output=output, seed=seed, epochs=epochs)
+    return pretrain_and_report(dataset=dataset, output=output, seed=seed, epochs=epochs, **data_options)

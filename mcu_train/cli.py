@@ -87,18 +87,19 @@ def cmd_bench(args):
 
 def cmd_personalise(args):
     from mcu_train import api
-    api.personalise(args.board, args.model, args.calib, train=args.train, person=args.person, windows=args.windows,
-                    label_fraction=args.labels, shift=args.shift, filter_mode=args.filter, keep=args.keep,
-                    prune=args.prune, seed=args.seed, reference=args.reference, output=args.output)
+    api.personalise(args.board, args.model, args.calib, train=args.train, person=args.person, source=args.data,
+                    windows=args.windows, label_fraction=args.labels, shift=args.shift, filter_mode=args.filter,
+                    keep=args.keep, prune=args.prune, seed=args.seed, reference=args.reference, output=args.output,
+                    resample=args.resample)
 
 
 def cmd_monitor(args):
     from mcu_train import api
-    api.monitor(args.port, model=args.model, calib=args.calib, person=args.person, labels=args.labels,
+    api.monitor(args.port, model=args.model, calib=args.calib, source=args.data, person=args.person, labels=args.labels,
                 shift=args.shift, seed=args.seed, log=args.log, resume=args.resume, listen_only=args.listen,
                 windows=args.windows, lr=args.lr, pseudo_threshold=args.pseudo_threshold, filter_mode=args.filter,
                 keep=args.keep, checkpoint_every=args.checkpoint_every, rate=args.rate, in_flight=args.in_flight,
-                quiet=args.quiet)
+                resample=args.resample, quiet=args.quiet)
 
 
 def cmd_demo(args):
@@ -109,7 +110,24 @@ def cmd_demo(args):
 
 def cmd_pretrain(args):
     from mcu_train import api
-    api.pretrain(args.output, seed=args.seed, epochs=args.epochs, dataset=args.dataset)
+    options = {}
+    if args.data is not None:
+        options = dict(source=args.data, classes=args.classes.split(",") if args.classes else None,
+                       validation=args.validation, window=args.window, hop=args.hop, sample_rate=args.sample_rate,
+                       resample=args.resample)
+    api.pretrain(args.output, seed=args.seed, epochs=args.epochs, dataset=args.dataset or "hapt", **options)
+
+
+def _add_data_arguments(s, default_person):
+    """Where the windows come from: a HAPT person, or --data (docs/data.md)."""
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--dataset", choices=["hapt"], help="stream a HAPT person's windows (the default)")
+    where.add_argument("--data", metavar="SOURCE",
+                       help="your recordings: a .csv, Edge Impulse .json or .npz file, a folder of them, or - for "
+                            "CSV rows on standard input (live); windowed as the model's metadata says (docs/data.md)")
+    s.add_argument("--person", type=int, help=f"HAPT person (default {default_person})")
+    s.add_argument("--resample", action="store_true",
+                   help="with --data: resample recordings at another rate than the model's (else refused)")
 
 
 def build_parser():
@@ -168,14 +186,16 @@ def build_parser():
     s.add_argument("--markdown", help="also write the results as markdown tables (as in docs/RESULTS.md)")
     s.set_defaults(func=cmd_bench, board=None)
 
-    s = sub.add_parser("personalise", help="stream a person's HAPT windows to a board with a trainer")
+    s = sub.add_parser("personalise", help="stream a person's HAPT windows, or your recordings, to a board with "
+                                           "a trainer")
     s.add_argument("--board", default=DEFAULT_BOARD)
     s.add_argument("--model", default="models/har.onnx")
     s.add_argument("--calib", default="models/har_calib.npz")
     s.add_argument("--train", default="exits", choices=["exits", "exits+last-block"])
-    s.add_argument("--person", type=int, default=25)
+    _add_data_arguments(s, default_person=25)
     s.add_argument("--windows", type=int, default=300)
-    s.add_argument("--labels", type=float, default=0.1, help="fraction of windows sent with their label")
+    s.add_argument("--labels", type=float, default=0.1,
+                   help="fraction of windows sent with their label (--data: of the windows that have one)")
     s.add_argument("--shift", action="store_true", help="rotate the person's axes (a phone worn differently)")
     s.add_argument("--filter", default="learned", choices=["off", "learned", "random"])
     s.add_argument("--keep", type=float, default=0.3, help="instance filter: fraction of windows kept")
@@ -193,9 +213,9 @@ def build_parser():
                    help="the board's compiled model (a `mcu-train compile --train` output folder; default: the "
                         "demo's, build/demo/model); the board must run exactly this model")
     s.add_argument("--calib", help="calibration windows the model was compiled with (default models/har_calib.npz)")
-    s.add_argument("--dataset", default="hapt", choices=["hapt"], help="where the windows come from")
-    s.add_argument("--person", type=int, default=27)
-    s.add_argument("--labels", type=float, default=0.1, help="fraction of windows sent with their label")
+    _add_data_arguments(s, default_person=27)
+    s.add_argument("--labels", type=float, default=0.1,
+                   help="fraction of windows sent with their label (--data: of the windows that have one)")
     s.add_argument("--shift", default="none", choices=["none", "rotate"],
                    help="rotate: the placement shift (the phone carried differently; docs/data.md)")
     s.add_argument("--seed", type=int, default=0, help="seed of the rotation and the label mask")
@@ -228,9 +248,22 @@ def build_parser():
     s.add_argument("--quiet", action="store_true", help="no live display, only the summary")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("pretrain", help="pretrain the early-exit CNN on HAPT and export ONNX")
-    s.add_argument("--dataset", default="hapt", choices=["hapt"])
-    s.add_argument("-o", "--output", default="models/har.onnx")
+    s = sub.add_parser("pretrain", help="pretrain the early-exit CNN on HAPT, or on your labelled recordings, and "
+                                        "export ONNX")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--dataset", choices=["hapt"], help="HAPT people 1-20 (the default)")
+    where.add_argument("--data", metavar="SOURCE", help="your labelled recordings: a .csv, Edge Impulse .json or "
+                                                        ".npz file, or a folder of them (docs/data.md)")
+    s.add_argument("--classes", help="with --data: class names in logit order, comma-separated (default: every "
+                                     "label in the data, sorted)")
+    s.add_argument("--validation", metavar="SOURCE", help="with --data: recordings to validate on (default: the "
+                                                          "last fifth of each class's windows in each recording)")
+    s.add_argument("--window", type=int, default=128, help="with --data: samples per window")
+    s.add_argument("--hop", type=int, help="with --data: samples between window starts (default: half a window)")
+    s.add_argument("--sample-rate", type=float, help="with --data: the model's sample rate in Hz (default: the "
+                                                     "first recording's)")
+    s.add_argument("--resample", action="store_true", help="with --data: resample recordings at another rate")
+    s.add_argument("-o", "--output", help="the ONNX model to write (default with --dataset hapt: models/har.onnx)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--epochs", type=int, default=None, help="default: the recipe's own")
     s.set_defaults(func=cmd_pretrain)

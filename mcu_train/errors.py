@@ -25,3 +25,7 @@ class ToolMissing(BuildError):
 
 class DatasetError(McuTrainError):
     """The HAPT data package is missing or corrupt, or a split or person id is invalid."""
+
+
+class DataError(DatasetError):
+    """A user's recording cannot be used as it is: the message names the file and the line (or value)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcu_train.data.windows import random_rotations, rotate
+from mcu_train.data.windows import random_rotations, rotate, run_windows
 from mcu_train.errors import DatasetError
 
 CLASS_NAMES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")  # logit order
@@ -168,14 +168,9 @@ def _check_person(person) -> int:
 
 def _cut(acc: np.ndarray, label: np.ndarray):
     """Window starts and labels: windows lie inside runs of one activity label (1-6)."""
-    change = np.flatnonzero(np.diff(label)) + 1
-    starts, labels = [], []
-    for begin, end in zip(np.r_[0, change], np.r_[change, len(label)]):
-        if 1 <= label[begin] <= 6:
-            run_starts = range(begin, end - WINDOW + 1, HOP)
-            starts += run_starts
-            labels += [label[begin] - 1] * len(run_starts)
-    return np.array(starts, np.int64), np.array(labels, np.int64)
+    starts, labels = run_windows(label, WINDOW, HOP)
+    activity = (labels >= 1) & (labels <= 6)
+    return starts[activity], labels[activity] - 1
 
 
 def person_windows(person: int, *, shift: bool = False, seed: int = 0, path: str | None = None) -> Windows:

@@ -38,6 +38,7 @@ class ModelInfo:
     input_offset: tuple[float, ...]  # one value for every channel, or one per channel
     input_scale: tuple[float, ...]
     channels: tuple[str, ...] = ()  # what each input channel holds, e.g. acc-x, acc-y, acc-z
+    hop: int | None = None          # samples between the starts of two windows (None: not stated, half a window)
 
     def to_metadata(self) -> dict[str, str]:
         numbers = lambda values: ",".join(format(float(v), ".9g") for v in values)  # noqa: E731
@@ -52,6 +53,8 @@ class ModelInfo:
         }
         if self.channels:
             meta["mcu_train.channels"] = ",".join(self.channels)
+        if self.hop:
+            meta["mcu_train.hop"] = str(int(self.hop))
         return meta
 
     @staticmethod
@@ -63,7 +66,8 @@ class ModelInfo:
                 sample_rate_hz=float(meta["mcu_train.sample_rate_hz"]), window=int(meta["mcu_train.window"]),
                 classes=tuple(meta["mcu_train.classes"].split(",")),
                 input_offset=numbers("mcu_train.input_offset"), input_scale=numbers("mcu_train.input_scale"),
-                channels=tuple(meta["mcu_train.channels"].split(",")) if meta.get("mcu_train.channels") else ())
+                channels=tuple(meta["mcu_train.channels"].split(",")) if meta.get("mcu_train.channels") else (),
+                hop=int(meta["mcu_train.hop"]) if meta.get("mcu_train.hop") else None)
         except KeyError as e:
             raise OnnxModelError(f"metadata key {e.args[0]} is missing: not a model exported by mcu-train") from None
         except ValueError as e:
@@ -152,12 +156,13 @@ def _describe(info: ModelInfo) -> str:
 
 
 def export_onnx(model: EarlyExitCNN, path, *, classes, sample_rate_hz, window, input_offset=0.0, input_scale=1.0,
-                channels=()) -> ModelInfo:
+                channels=(), hop=None) -> ModelInfo:
     """Write `model` as ONNX to `path` (atomically). input_offset / input_scale: one number or one per channel."""
     as_tuple = lambda v: tuple(np.atleast_1d(np.asarray(v, np.float64)).tolist())  # noqa: E731
     info = ModelInfo(exits=tuple(model.exit_names), layout=LAYOUTS[model.spec.dims],
                      sample_rate_hz=float(sample_rate_hz), window=int(window), classes=tuple(classes),
-                     input_offset=as_tuple(input_offset), input_scale=as_tuple(input_scale), channels=tuple(channels))
+                     input_offset=as_tuple(input_offset), input_scale=as_tuple(input_scale), channels=tuple(channels),
+                     hop=hop)
     if len(info.classes) != model.spec.num_classes:
         raise OnnxModelError(f"{len(info.classes)} class names for {model.spec.num_classes} logits")
     write_atomically(path, build_onnx(model, info).SerializeToString())

@@ -1,4 +1,5 @@
 """`mcu-train pretrain`: train the early-exit CNN on HAPT people 1-20, report accuracy per exit, export ONNX.
+(`--data`: on a user's recordings instead, with the same recipe: mcu_train/learn/pretrain_data.py.)
 
 Writes three files (each atomically, all computed before any is written):
   <output>              the generic model, e.g. models/har.onnx (batch norm folded), see onnx_export.py
@@ -38,12 +39,15 @@ class Recipe:
     calib_per_class: int = 50          # calibration windows per class, from pretraining people
 
 
-def train(windows: data.Windows, recipe: Recipe = Recipe(), seed: int = 0, on_step=None) -> EarlyExitCNN:
+def train(windows: data.Windows, recipe: Recipe = Recipe(), seed: int = 0, on_step=None,
+          num_classes: int = len(data.CLASS_NAMES)) -> EarlyExitCNN:
     """Train backbone and all exits jointly (mean of the exits' cross-entropies). Seeded: same seed, same model.
-    on_step(epoch, step, steps_per_epoch, loss) is called after every step."""
+    on_step(epoch, step, steps_per_epoch, loss) is called after every step. The input shape is the windows'
+    (C, L); the rotation augmentation applies to three channels only (an accelerometer's axes)."""
     Tensor.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = EarlyExitCNN(ModelSpec(input_shape=(len(data.AXES), data.WINDOW), num_classes=len(data.CLASS_NAMES)))
+    model = EarlyExitCNN(ModelSpec(input_shape=tuple(windows.x.shape[1:]), num_classes=num_classes))
+    rotate = recipe.augment_rotation_deg and windows.x.shape[1] == 3
     optimizer = Adam(model.state_tensors(), lr=recipe.learning_rate)  # running stats ride along to be realized
 
     @TinyJit
@@ -65,7 +69,7 @@ def train(windows: data.Windows, recipe: Recipe = Recipe(), seed: int = 0, on_st
         for i in range(steps):
             batch = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
             x = x_all[batch]
-            if recipe.augment_rotation_deg:
+            if rotate:
                 turns = data.random_rotations(rng, len(batch), 0.0, recipe.augment_rotation_deg)
                 x = np.einsum("nij,njl->nil", turns, x)
             with Context(TRAINING=1):
@@ -75,12 +79,14 @@ def train(windows: data.Windows, recipe: Recipe = Recipe(), seed: int = 0, on_st
     return model
 
 
-def calibration_set(windows: data.Windows, per_class: int, seed: int) -> dict[str, np.ndarray]:
-    """A seeded, class-balanced sample in time order: x in model-input units, y, person."""
+def calibration_set(windows: data.Windows, per_class: int, seed: int, num_classes: int = len(data.CLASS_NAMES),
+                    group: str = "person") -> dict[str, np.ndarray]:
+    """A seeded, class-balanced sample in time order (a class with fewer windows gives all it has): x in
+    model-input units, y, and the person (HAPT) or recording each window comes from."""
     rng = np.random.default_rng(seed)
-    picked = np.sort(np.concatenate([rng.choice(np.flatnonzero(windows.y == c), per_class, replace=False)
-                                     for c in range(len(data.CLASS_NAMES))]))
-    return {"x": data.to_model_input(windows.x[picked]), "y": windows.y[picked], "person": windows.person[picked]}
+    members = [np.flatnonzero(windows.y == c) for c in range(num_classes)]
+    picked = np.sort(np.concatenate([rng.choice(m, min(per_class, len(m)), replace=False) for m in members]))
+    return {"x": data.to_model_input(windows.x[picked]), "y": windows.y[picked], group: getattr(windows, group)[picked]}
 
 
 def accuracy(logits: list[np.ndarray], y: np.ndarray) -> list[float]:
@@ -88,26 +94,25 @@ def accuracy(logits: list[np.ndarray], y: np.ndarray) -> list[float]:
     return [round(100.0 * float(np.mean(out.argmax(1) == y)), 2) for out in logits]
 
 
-def evaluate(onnx_bytes: bytes, exits: list[str], sets: dict[str, data.Windows]) -> dict:
-    """Accuracy per exit of the exported model (run by onnxruntime) on each set, overall and per person."""
+def evaluate(onnx_bytes: bytes, exits: list[str], sets: dict[str, data.Windows], group: str = "person",
+             names=None) -> dict:
+    """Accuracy per exit of the exported model (run by onnxruntime) on each set, overall and per person (or
+    per recording: `group`, with `names` for its numbers)."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     report = {}
     for name, w in sets.items():
         logits = session.run(exits, {"input": data.to_model_input(w.x)})
-        per_person = {}
-        for p in np.unique(w.person):
-            keep = w.person == p
-            per_person[str(p)] = {"windows": int(keep.sum()),
-                                  **dict(zip(exits, accuracy([out[keep] for out in logits], w.y[keep])))}
-        report[name] = {"windows": len(w), **dict(zip(exits, accuracy(logits, w.y))), "per_person": per_person}
+        per_group = {}
+        for g in np.unique(getattr(w, group)):
+            keep = getattr(w, group) == g
+            per_group[str(g) if names is None else names[g]] = {
+                "windows": int(keep.sum()), **dict(zip(exits, accuracy([out[keep] for out in logits], w.y[keep])))}
+        report[name] = {"windows": len(w), **dict(zip(exits, accuracy(logits, w.y))), f"per_{group}": per_group}
     return report
 
 
 def pretrain(output, seed: int = 0, recipe: Recipe = Recipe(), on_step=None) -> dict:
     """Train, export, evaluate; write the ONNX model, calibration set and report. Returns the report."""
-    output = Path(output)
-    calib_path = output.with_name(f"{output.stem}_calib.npz")
-    report_path = output.with_name(f"{output.stem}_report.json")
     pretrain_set = data.split_windows("pretrain")
     sets = {"validation": data.split_windows("validation"),
             "personalise": data.split_windows("personalise"),
@@ -119,7 +124,8 @@ def pretrain(output, seed: int = 0, recipe: Recipe = Recipe(), on_step=None) -> 
 
     info = ModelInfo(exits=tuple(model.exit_names), layout=LAYOUTS[model.spec.dims],
                      sample_rate_hz=float(data.SAMPLE_RATE_HZ), window=data.WINDOW, classes=data.CLASS_NAMES,
-                     input_offset=(data.INPUT_OFFSET,), input_scale=(data.INPUT_SCALE,), channels=data.AXES)
+                     input_offset=(data.INPUT_OFFSET,), input_scale=(data.INPUT_SCALE,), channels=data.AXES,
+                     hop=data.HOP)
     onnx_bytes = build_onnx(model, info).SerializeToString()
     report = {
         "command": f"mcu-train pretrain --dataset hapt -o {output} --seed {seed} --epochs {recipe.epochs}",
@@ -130,13 +136,18 @@ def pretrain(output, seed: int = 0, recipe: Recipe = Recipe(), on_step=None) -> 
         "windows": {"pretrain": len(pretrain_set)},
         "accuracy_pct": evaluate(onnx_bytes, model.exit_names, sets),
     }
-    calib = io.BytesIO()
-    np.savez_compressed(calib, **calibration_set(pretrain_set, recipe.calib_per_class, seed))
-
-    write_atomically(calib_path, calib.getvalue())
-    write_atomically(report_path, (json.dumps(report, indent=1) + "\n").encode())
-    write_atomically(output, onnx_bytes)
+    write_outputs(output, onnx_bytes, calibration_set(pretrain_set, recipe.calib_per_class, seed), report)
     return report
+
+
+def write_outputs(output, onnx_bytes: bytes, calib: dict, report: dict) -> None:
+    """The model, <stem>_calib.npz and <stem>_report.json, each atomically, all computed before any is written."""
+    output = Path(output)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **calib)
+    write_atomically(output.with_name(f"{output.stem}_calib.npz"), buffer.getvalue())
+    write_atomically(output.with_name(f"{output.stem}_report.json"), (json.dumps(report, indent=1) + "\n").encode())
+    write_atomically(output, onnx_bytes)
 
 
 def print_report(report: dict, console) -> None:
@@ -164,15 +175,39 @@ def print_report(report: dict, console) -> None:
     console.print(people)
 
 
-def pretrain_and_report(*, dataset="hapt", output="models/har.onnx", seed=0, epochs=None) -> None:
+def pretrain_and_report(*, dataset="hapt", output=None, seed=0, epochs=None, source=None, **data_options) -> dict:
+    """`mcu-train pretrain`: on HAPT (default output models/har.onnx), or with `source` on a user's labelled
+    recordings (mcu_train.learn.pretrain_data; `data_options`: classes, validation, window, hop,
+    sample_rate, resample). Shows progress, prints accuracy per exit."""
     if dataset != "hapt":
         raise DatasetError(f"unknown dataset {dataset!r}: only 'hapt'")
     recipe = Recipe() if epochs is None else Recipe(epochs=epochs)
     if recipe.epochs < 1:
         raise McuTrainError(f"--epochs {recipe.epochs}: at least 1")
     console = Console()
-    console.print(f"pretraining on HAPT people 1-20, seed {seed}, {recipe.epochs} epochs "
-                  f"(the first steps compile the train step: ~25 s)")
+    if source is not None:
+        from mcu_train.learn.pretrain_data import DataPretraining, print_data_report
+        if output is None:
+            raise McuTrainError("pretrain --data needs -o MODEL.onnx: where to write your model")
+        prepared = DataPretraining(source, output, seed=seed, recipe=recipe, **data_options)  # reads and checks
+        console.print(f"pretraining on {source}: {prepared.describe()}, seed {seed}, {recipe.epochs} epochs "
+                      "(the first steps compile the train step: ~25 s)")
+        report = _with_progress(console, recipe, prepared.run)
+        print_data_report(report, console)
+    else:
+        output = output or "models/har.onnx"
+        console.print(f"pretraining on HAPT people 1-20, seed {seed}, {recipe.epochs} epochs "
+                      f"(the first steps compile the train step: ~25 s)")
+        report = _with_progress(console, recipe, lambda on_step: pretrain(output, seed=seed, recipe=recipe,
+                                                                          on_step=on_step))
+        print_report(report, console)
+    console.print(f"trained in {report['train_seconds']:.0f} s; wrote {output}, "
+                  f"its _calib.npz and _report.json")
+    return report
+
+
+def _with_progress(console, recipe, run):
+    """run(on_step) under a progress bar of the training steps."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
@@ -182,8 +217,4 @@ def pretrain_and_report(*, dataset="hapt", output="models/har.onnx", seed=0, epo
             progress.update(task, total=steps * recipe.epochs, completed=epoch * steps + step + 1, loss=loss,
                             description=f"epoch {epoch + 1}/{recipe.epochs}")
 
-        report = pretrain(output, seed=seed, recipe=recipe, on_step=on_step)
-    print_report(report, console)
-    console.print(f"trained in {report['train_seconds']:.0f} s; wrote {output}, "
-                  f"its _calib.npz and _report.json")
-    return report
+        return run(on_step)

@@ -1,4 +1,5 @@
-"""`mcu-train monitor`: stream one person's HAPT windows to a board with a trainer and watch it personalise.
+"""`mcu-train monitor`: stream windows to a board with a trainer and watch it personalise: one person's HAPT
+windows, or a user's recordings or live sensor rows (--data; the sources are in mcu_train.data.source).
 
 Prequential: each window goes out as one TRAIN request, which the board classifies before it trains on it (a
 window larger than a frame goes first in INPUT_PUT chunks, then a TRAIN without input bytes).
@@ -20,7 +21,7 @@ import signal
 import struct
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from codegen.files import write_atomically
 from mcu_train import data
-from mcu_train.errors import McuTrainError
+from mcu_train.errors import DataError, McuTrainError
 from mcu_train.link import BoardGone, Pipeline
 from mcu_train.link.model_client import check_model_hash
 from mcu_train.link.protocol import REPLAY_DEPTH, Msg
@@ -46,6 +47,8 @@ LOG_VERSION = 1
 # final exit at confidence 1.0 (it is confidently wrong after the shift) personalise best on every person tried.
 STREAM_LR = 0.3
 STREAM_PSEUDO_THRESHOLD = 1.0
+LIVE_RESUME = ("--resume replays the windows logged since the checkpoint, and a live stream from stdin cannot be "
+               "read again: start a new run (with another --log)")
 SHIFT_NOTE = ("placement shift: this person's phone is carried differently (axes turned {angle:.0f} degrees), "
               "the case where personalisation matters: the generic model was trained on phones worn the usual way")
 
@@ -88,25 +91,69 @@ def _metadata_number(meta, key, default):
     return values[0] if len(values) == 1 else values
 
 
-@dataclass
 class Stream:
-    """One person's windows as they go to the board."""
-    person: int
-    label_ratio: float
-    shift: str  # "none" or "rotate"
-    seed: int
-    rows: np.ndarray  # int8 (N, input size): the model input, quantised, channels-last
-    invalid: np.ndarray  # bool (N,): non-finite readings (sent flagged)
-    truth: np.ndarray  # int64 (N,): class index in logit order
-    labelled: np.ndarray  # bool (N,): the label goes with the window
-    recording: np.ndarray  # int64 (N,): HAPT recording (phone placement) of the window
-    rotation: np.ndarray | None
+    """Windows as they go to the board, from a source (mcu_train.data.source: HAPT, a user's recordings, a
+    live stream). Files and HAPT are known before the run starts; a live stream's windows arrive while it
+    runs (`ready`, `wait` and `ended` follow it). Per window: the int8 model input (channels-last), whether
+    it has non-finite readings (sent flagged invalid), its class (-1: no label), whether its label is sent,
+    and the recording it comes from."""
+
+    def __init__(self, meta, source, label_ratio, seed, limit=None):
+        self.meta, self.spec = meta, data.WindowSpec.from_model(meta)
+        self.record = source.record()  # what the run record says about the data
+        self.live, self.notes = source.live, []  # notes: what the user should know before streaming
+        self.label_ratio, self.seed, self.limit = label_ratio, seed, limit
+        self.person, self.rotation = getattr(source, "person", None), getattr(source, "rotation", None)
+        self.rows, self.invalid, self.truth, self.labelled, self.recording = [], [], [], [], []
+        self.feed = None  # a live source's LiveFeed
+        self.error = None  # the DataError that ended a live stream (a bad row)
+        self._rng = np.random.default_rng(seed)  # a live stream keeps each label with probability label_ratio
 
     def __len__(self):
         return len(self.truth)
 
-    def shift_record(self):
-        return None if self.rotation is None else {"kind": "rotate", "rotation": self.rotation.tolist()}
+    def add(self, windows, labelled):
+        for x in self.spec.to_model_input(windows.x):
+            row, invalid = window_to_wire(self.meta, x)
+            self.rows.append(row)
+            self.invalid.append(invalid)
+        self.truth += windows.y.tolist()
+        self.labelled += labelled.tolist()
+        self.recording += windows.recording.tolist()
+
+    def _take(self, chunk):
+        chunk = chunk.select(slice(0, None if self.limit is None else self.limit - len(self)))
+        self.add(chunk, (chunk.y >= 0) & (self._rng.random(len(chunk)) < self.label_ratio))
+
+    def _full(self):
+        return self.limit is not None and len(self) >= self.limit
+
+    def ready(self, i):
+        """Is window i known? A live stream takes what has arrived, without waiting."""
+        while self.feed is not None and i >= len(self) and not self._full():
+            chunk = self._get()
+            if chunk is None:
+                break
+            self._take(chunk)
+        return i < len(self)
+
+    def wait(self, i, timeout=0.1):
+        """Wait up to `timeout` seconds for window i of a live stream."""
+        if not self.ready(i) and self.feed is not None and not self._full():
+            chunk = self._get(timeout)
+            if chunk is not None:
+                self._take(chunk)
+
+    def _get(self, timeout=0.0):
+        try:
+            return self.feed.get(timeout)
+        except DataError as e:  # a bad row ends the stream there; the monitor logs what came before it
+            self.error = e
+            return None
+
+    def ended(self, i):
+        """No window i, and none will come."""
+        return not self.ready(i) and (self.feed is None or self.feed.done or self._full())
 
     def rotation_degrees(self):
         if self.rotation is None:
@@ -114,16 +161,29 @@ class Stream:
         return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(self.rotation) - 1) / 2))))
 
 
+def source_stream(meta, source, label_ratio=0.1, seed=0, limit=None, resample=False):
+    """The Stream of a source's windows. Files: every window now (a bad file is refused here), `--labels`
+    keeps exactly round(label_ratio x windows with a label) labels, chosen by the seed (data.keep_labels).
+    A live stream: windows are gathered while the monitor runs."""
+    stream = Stream(meta, source, label_ratio, seed, limit)
+    classes = data.ClassMap(meta["classes"] or [str(k) for k in range(meta["exits"][-1]["classes"])])
+    if stream.record.get("dataset") is None:
+        spec = stream.spec
+        stream.record["windowing"] = {"sample_rate_hz": spec.sample_rate_hz, "window": spec.window, "hop": spec.hop,
+                                      "channels": list(source.channels), "resample": bool(resample)}
+    chunks = source.iter_windows(stream.spec, classes, resample)
+    if source.live:
+        stream.feed = data.LiveFeed(chunks)
+    else:
+        w = data.WindowSet.concat(list(chunks), stream.spec.num_channels, stream.spec.window).select(slice(0, limit))
+        stream.add(w, data.keep_labels(w.y, label_ratio, seed))
+        stream.notes = list(source.notes)
+    return stream
+
+
 def person_stream(meta, person, label_ratio=0.1, shift="none", seed=0, limit=None):
-    if shift not in ("none", "rotate"):
-        raise McuTrainError(f"unknown shift {shift!r}: none or rotate")
-    w = data.person_windows(person, shift=shift == "rotate", seed=seed)
-    n = len(w) if limit is None else min(limit, len(w))
-    wired = [window_to_wire(meta, x) for x in w.x[:n]]
-    rows = np.stack([r for r, _ in wired]) if wired else np.zeros((0, 0), np.int8)
-    return Stream(person, label_ratio, shift, seed, rows, np.array([b for _, b in wired], bool), w.y[:n],
-                  data.label_mask(n, label_ratio, seed=seed), w.recording[:n],
-                  data.placement_rotation(person, seed) if shift == "rotate" else None)
+    """One HAPT person's windows (with --shift rotate: under the placement shift)."""
+    return source_stream(meta, data.HaptSource(person, shift, seed), label_ratio, seed, limit)
 
 
 def generic_predictions(compiled, rows, thresholds):
@@ -178,9 +238,11 @@ def load_checkpoint(path):
 def check_resumable(log_path, meta, stream, cfg):
     """The log and checkpoint of a run with these options, checked before any board is touched:
     (run record, window records, windows before the checkpoint, checkpoint image)."""
+    if stream.live:
+        raise McuTrainError(LIVE_RESUME)
     run, windows, _summary, _partial = read_log(log_path)
-    mine = {"model_hash": meta["model_hash"], "dataset": "hapt", "person": stream.person,
-            "label_ratio": stream.label_ratio, "seed": stream.seed, "shift": stream.shift_record(),
+    data_record = {k: v for k, v in stream.record.items() if k != "source"}  # the data is its sha256, not its path
+    mine = {"model_hash": meta["model_hash"], **data_record, "label_ratio": stream.label_ratio, "seed": stream.seed,
             "windows": len(stream), "config": asdict(cfg)}
     for key, value in mine.items():
         if run.get(key) != value:
@@ -215,12 +277,14 @@ class Dashboard:
         from rich.table import Table
         from rich.text import Text
         run, recs = self.run, self.records
-        n_total, done = run["windows"], len(recs)
+        done = len(recs)
+        n_total = run["windows"] if run["windows"] is not None else done  # a live stream's length is not known
         elapsed = time.monotonic() - self.t0
         rate = (done - self.session_start) / elapsed if elapsed > 0 else 0.0
         head = Table.grid(padding=(0, 1))
         head.add_row(ProgressBar(total=max(n_total, 1), completed=done, width=40),
-                     Text(f"{done}/{n_total} windows  {rate:5.1f} windows/s  {self.status}"))
+                     Text(f"{done}/{n_total if run['windows'] is not None else '?'} windows  {rate:5.1f} windows/s  "
+                          f"{self.status}"))
         acc = Table(box=None, padding=(0, 2))
         for col in ("", f"last {ROLLING}", "so far", "second half"):
             acc.add_column(col, justify="right" if col else "left")
@@ -309,6 +373,15 @@ class Monitor:
         self.stop = False
         self.generic_pred, self.generic_exit = generic_predictions(compiled, stream.rows, cfg.thresholds)
 
+    def _generic(self, i):
+        """The generic model's (class, exit) for window i; a live stream's windows are run as they arrive."""
+        if i >= len(self.generic_pred):
+            pred, ex = generic_predictions(self.compiled, self.stream.rows[len(self.generic_pred):i + 1],
+                                           self.cfg.thresholds)
+            self.generic_pred = np.concatenate([self.generic_pred, pred])
+            self.generic_exit = np.concatenate([self.generic_exit, ex])
+        return int(self.generic_pred[i]), int(self.generic_exit[i])
+
     # --- records ---
     def run_record(self):
         h, m, s = self.link.hello, self.meta, self.stream
@@ -316,8 +389,8 @@ class Monitor:
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "board": h.board, "emulated": h.emulated, "firmware": h.firmware_version,
                 "model_hash": h.model_hash, "counter_unit": h.counter_unit,
-                "dataset": "hapt", "person": s.person, "label_ratio": s.label_ratio, "seed": s.seed,
-                "shift": s.shift_record(), "windows": len(s),
+                **s.record, "label_ratio": s.label_ratio, "seed": s.seed,
+                "windows": None if s.live else len(s),
                 "thresholds": list(self.cfg.thresholds), "classes": list(m["classes"]),
                 "exit_names": [e["name"] for e in m["exits"]],
                 "input_offset": _metadata_number(m, "input_offset", 0.0),
@@ -329,13 +402,15 @@ class Monitor:
 
     def window_record(self, i, step: TrainStep):
         s = self.stream
-        return {"type": "window", "seq": i, "truth": int(s.truth[i]), "prediction": step.prediction,
-                "exit": step.exit, "confidence": step.confidence_q16 / 65536, "labelled": bool(s.labelled[i]),
+        generic_prediction, generic_exit = self._generic(i)
+        return {"type": "window", "seq": i, "truth": None if s.truth[i] < 0 else int(s.truth[i]),
+                "prediction": step.prediction, "exit": step.exit, "confidence": step.confidence_q16 / 65536,
+                "labelled": bool(s.labelled[i]),
                 "training": OUTCOME_KIND[step.outcome_name], "outcome": step.outcome_name,
                 "target": None if step.target == 0xFF else step.target, "loss": step.loss,
                 "cost": step.cost_inference + step.cost_training, "cost_inference": step.cost_inference,
                 "cost_training": step.cost_training, "personalised_head": bool(step.flags & STEP_PERSONALISED),
-                "generic_prediction": int(self.generic_pred[i]), "generic_exit": int(self.generic_exit[i]),
+                "generic_prediction": generic_prediction, "generic_exit": generic_exit,
                 "recording": int(s.recording[i]), "time": round(time.time(), 3)}
 
     def _requests(self, i):
@@ -430,13 +505,12 @@ class Monitor:
 
     def stream_windows(self, dashboard=None):
         """Send every remaining window; returns None when complete, else why it stopped."""
-        n = len(self.stream)
         nxt = len(self.records)
         self.last_checkpoint = getattr(self, "last_checkpoint", nxt)
         t0, sent0 = time.monotonic(), nxt
         while True:
             checkpoint_due = nxt - self.last_checkpoint >= self.checkpoint_every
-            while not self.stop and nxt < n and not self.pipe.full() and not checkpoint_due:
+            while not self.stop and not self.pipe.full() and not checkpoint_due and self.stream.ready(nxt):
                 if self.rate:
                     wait = t0 + (nxt - sent0) / self.rate - time.monotonic()
                     if wait > 0:
@@ -450,13 +524,19 @@ class Monitor:
                 self._record(self._poll())
             elif checkpoint_due and not self.stop:
                 self._checkpoint(len(self.records))
-            elif self.stop or nxt >= n:
+            elif self.stop or self.stream.ended(nxt):
                 break
+            else:
+                self.stream.wait(nxt)  # a live stream: the next window has not filled yet
             if dashboard is not None:
                 dashboard.link = dict(self.pipe.stats(), reconnects=self.reconnects)
-        if len(self.records) == n and self.last_checkpoint != n:
+        n = len(self.records)
+        if self.stream.error is not None:
+            return f"error: {self.stream.error}"
+        complete = self.stream.ended(n)
+        if complete and self.last_checkpoint != n:
             self._checkpoint(n)
-        return None if len(self.records) == n else "interrupted"
+        return None if complete else "interrupted"
 
     def finish(self, stopped=None):
         """Write the summary line (with the board's own counters when it still answers) and the plot."""
@@ -517,11 +597,16 @@ def run_monitor(link, url, meta, compiled, stream, cfg, log_path, resume=False, 
     finally:
         signal.signal(signal.SIGINT, previous)
     summary, plot = mon.finish(stopped)
+    if stream.error is not None:
+        raise DataError(f"{stream.error} (the stream stopped there: the log {log_path} holds the "
+                        f"{len(mon.records)} windows before it)")
     if error is not None:
-        raise McuTrainError(f"{error}\n  the log {log_path} is complete up to window {len(mon.records) - 1} "
-                            f"({len(mon.records)} windows); the last checkpoint was taken after "
-                            f"{mon.last_checkpoint} windows. Start the board again and rerun with --resume to "
-                            "continue.") from error
+        complete = f"{error}\n  the log {log_path} is complete up to window {len(mon.records) - 1} " \
+                   f"({len(mon.records)} windows)"
+        if stream.live:  # a live stream cannot be replayed
+            raise McuTrainError(f"{complete}.") from error
+        raise McuTrainError(f"{complete}; the last checkpoint was taken after {mon.last_checkpoint} windows. Start "
+                            "the board again and rerun with --resume to continue.") from error
     return summary, plot, mon
 
 
@@ -626,13 +711,15 @@ def _print_end(console, summary, log_path, plot):
     console.print(f"plot: {plot}")
 
 
-def monitor(*, port, model=None, calib=None, person=27, labels=0.1, shift="none", seed=0, log="runs/monitor.jsonl",
-            resume=False, listen_only=False, windows=None, lr=STREAM_LR, pseudo_threshold=STREAM_PSEUDO_THRESHOLD,
-            filter_mode="learned", keep=None, checkpoint_every=CHECKPOINT_EVERY, rate=None, in_flight=REPLAY_DEPTH,
-            quiet=False):
-    """`mcu-train monitor`: stream a person's HAPT windows to the board at serial URL `port` (running the
-    compiled model in `model`), show it live, log every window to `log` (JSONL) and plot it; with
-    `listen_only`, log what a board reading its own sensor reports. Returns the run's summary."""
+def monitor(*, port, model=None, calib=None, source=None, person=None, labels=0.1, shift="none", seed=0,
+            log="runs/monitor.jsonl", resume=False, listen_only=False, windows=None, lr=STREAM_LR,
+            pseudo_threshold=STREAM_PSEUDO_THRESHOLD, filter_mode="learned", keep=None,
+            checkpoint_every=CHECKPOINT_EVERY, rate=None, in_flight=REPLAY_DEPTH, resample=False, quiet=False):
+    """`mcu-train monitor`: stream windows to the board at serial URL `port` (running the compiled model in
+    `model`): a HAPT person's (default 27), or with `source` a user's recordings (a CSV, Edge Impulse JSON or
+    NPZ file or folder; "-": CSV rows from standard input, live). Show it live, log every window to `log`
+    (JSONL) and plot it; with `listen_only`, log what a board reading its own sensor reports. Returns the
+    run's summary."""
     from rich.console import Console
 
     from mcu_train.link import Link
@@ -650,8 +737,18 @@ def monitor(*, port, model=None, calib=None, person=27, labels=0.1, shift="none"
             link.close()
         _print_end(console, summary, log_path, plot)
         return summary
+    if source is not None and (person is not None or shift != "none"):
+        raise McuTrainError("--person and --shift choose and turn a HAPT person's windows: not with --data")
+    if resume and source is not None and str(source) == data.source.STDIN:
+        raise McuTrainError(LIVE_RESUME)
     meta, compiled = load_model(model or DEFAULT_MODEL_DIR, calib)
-    stream = person_stream(meta, person, labels, shift, seed, windows)
+    if source is None:
+        person = 27 if person is None else person
+        stream = person_stream(meta, person, labels, shift, seed, windows)
+        what = f"person {person}"
+    else:
+        stream = data_stream(meta, source, labels, seed, windows, resample)
+        what = str(source) if str(source) != data.source.STDIN else "stdin"
     cfg = stream_config(len(meta["exits"]), lr, pseudo_threshold, filter_mode, keep)
     if resume:
         check_resumable(log_path, meta, stream, cfg)
@@ -662,12 +759,27 @@ def monitor(*, port, model=None, calib=None, person=27, labels=0.1, shift="none"
         notes = [SHIFT_NOTE.format(angle=stream.rotation_degrees())] if stream.rotation is not None else []
         summary, plot, _ = run_monitor(link, port, meta, compiled, stream, cfg, log_path, resume=resume,
                                        console=console, live=not quiet, checkpoint_every=checkpoint_every,
-                                       rate=rate, notes=notes, in_flight=in_flight,
-                                       title=f"person {person} on {link.hello.board}")
+                                       rate=rate, notes=notes + stream.notes, in_flight=in_flight,
+                                       title=f"{what} on {link.hello.board}")
     finally:
         link.close()
     _print_end(console, summary, log_path, plot)
     if summary["stopped"] == "interrupted":
-        console.print(f"stopped after {summary['windows']} windows: rerun with --resume to continue")
+        console.print(f"stopped after {summary['windows']} windows" +
+                      ("" if stream.live else ": rerun with --resume to continue"))
         raise KeyboardInterrupt
     return summary
+
+
+def data_stream(meta, source, labels=0.1, seed=0, limit=None, resample=False):
+    """The Stream of a user's recordings (path) or of standard input ("-") for the model in `meta`. A live
+    stream's first window is waited for here, so a bad header, rate or first rows are refused before
+    anything is written."""
+    spec = data.WindowSpec.from_model(meta)
+    stream = source_stream(meta, data.open_source(source, spec.channels, spec.num_channels), labels, seed, limit,
+                           resample)
+    while stream.live and not stream.ready(0) and not stream.ended(0):
+        stream.wait(0, timeout=0.5)
+    if stream.error is not None:
+        raise stream.error
+    return stream

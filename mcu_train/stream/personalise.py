@@ -44,11 +44,14 @@ def peak_sram(board, elf, link):
 
 
 def summarise(steps, labels, mask):
-    """Prequential accuracy and costs over a stream of TrainStep."""
+    """Prequential accuracy and costs over a stream of TrainStep; accuracy counts the windows with a known
+    class (labels >= 0)."""
     preds = np.array([s.prediction for s in steps])
+    known = labels >= 0
+    half = np.arange(len(steps)) >= len(steps) // 2
     trained = [s for s in steps if s.outcome in (0, 5)]
-    out = dict(windows=len(steps), accuracy=float(np.mean(preds == labels)),
-               accuracy_second_half=float(np.mean(preds[len(steps) // 2:] == labels[len(steps) // 2:])),
+    out = dict(windows=len(steps), accuracy=_share(preds[known] == labels[known]),
+               accuracy_second_half=_share(preds[known & half] == labels[known & half]),
                labelled=int(mask.sum()), outcomes=dict(Counter(s.outcome_name for s in steps)),
                exits=dict(sorted(Counter(int(s.exit) for s in steps).items())),
                trained=len(trained),
@@ -61,41 +64,79 @@ def summarise(steps, labels, mask):
     return out
 
 
-def personalise(*, board, model, calib, train="exits", person=25, windows=300, label_fraction=0.1, shift=False,
-                filter_mode="learned", keep=0.3, prune=0.5, seed=0, reference=False, output="build/personalise"):
-    """`mcu-train personalise`: one person's windows through TRAIN on `board` (or the numpy reference);
-    writes and returns the report (personalise.json)."""
-    from codegen.compile import compile_model
-    from codegen.train_reference import TrainerReference
+def _share(hits):
+    return float(np.mean(hits)) if len(hits) else None
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _windows(meta, source, person, windows, label_fraction, shift, seed, resample):
+    """(what, int8 rows, classes (-1: none), labels sent, invalid flags) of the stream: a HAPT person's
+    windows, or a user's recordings (the monitor's Stream: the same windows and labels as `monitor --data`)."""
     from mcu_train import data
+    from mcu_train.link.model_client import to_wire
+    if source is None:
+        person = 25 if person is None else person
+        w = data.person_windows(person, shift=shift, seed=seed)
+        n = min(windows, len(w))
+        return (f"person {person}{' (rotated)' if shift else ''}", to_wire(meta, w.x[:n]), w.y[:n],
+                data.label_mask(n, label_fraction, seed=seed), np.zeros(n, bool))
+    from mcu_train.stream.monitor import data_stream
+    if person is not None or shift:
+        raise McuTrainError("--person and --shift choose and turn a HAPT person's windows: not with --data")
+    stream = data_stream(meta, source, label_fraction, seed, windows, resample)
+    i = 0
+    while not stream.ended(i):  # a live stream: until it ends (or --windows)
+        stream.wait(i, timeout=0.5)
+        i = len(stream)
+    if stream.error is not None:
+        raise stream.error
+    return (str(source), np.array(stream.rows), np.array(stream.truth), np.array(stream.labelled),
+            np.array(stream.invalid))
+
+
+def personalise(*, board, model, calib, train="exits", person=None, source=None, windows=300, label_fraction=0.1,
+                shift=False, filter_mode="learned", keep=0.3, prune=0.5, seed=0, reference=False,
+                output="build/personalise", resample=False):
+    """`mcu-train personalise`: a HAPT person's windows (default 25), or a user's recordings (`source`),
+    through TRAIN on `board` (or the numpy reference); writes and returns the report (personalise.json)."""
+    from codegen.compile import build, compile_model
+    from codegen.train_reference import TrainerReference
     from mcu_train.boards import get_board
     from mcu_train.boards.runner import runner_for, session
-    from mcu_train.link.model_client import load_model_meta, to_wire
+    from mcu_train.link.model_client import load_model_meta
     from mcu_train.link.trainer_client import FilterMode, TrainConfig, Trainer
     board = get_board(board)
     out = Path(output)
+    if source is not None:  # the recordings are read (and a bad one refused) before anything is written
+        picked = _windows(build(model, board, calib, train=train).meta, source, person, windows, label_fraction,
+                          shift, seed, resample)
     compiled = compile_model(model, board, out / "model", calib=calib, quiet=True, train=train)
     meta = load_model_meta(out / "model")
-    w = data.person_windows(person, shift=shift, seed=seed)
-    n = min(windows, len(w))
-    rows, labels = to_wire(meta, w.x[:n]), w.y[:n]
-    mask = data.label_mask(n, label_fraction, seed=seed)
+    if source is None:
+        picked = _windows(meta, source, person, windows, label_fraction, shift, seed, resample)
+    what, rows, labels, mask, invalid = picked
+    n = len(rows)
     cfg = TrainConfig.default(len(meta["exits"]))
     cfg.filter_mode = FilterMode[filter_mode.upper()]
     cfg.filter_keep, cfg.prune_keep = keep, prune
-    report = dict(board=board.name, model=str(model), train=train, person=person, shift=shift,
+    stream = dict(person=25 if person is None else person, shift=shift) if source is None else dict(source=str(source))
+    report = dict(board=board.name, model=str(model), train=train, **stream,
                   label_fraction=label_fraction, config=asdict(cfg), memory={k: compiled.memory[k] for k in (
                       "arena_bytes", "training_arena_bytes", "trainable_parameters")})
+    sends = [(r, int(y) if m else None, bool(b)) for r, y, m, b in zip(rows, labels, mask, invalid)]
     if reference:
         ref = TrainerReference(compiled, cfg)
-        steps = [ref.train(r, int(y) if m else None) for r, y, m in zip(rows, labels, mask)]
+        steps = [ref.train(*send) for send in sends]
         stats = ref.stats()
     else:
         elf = runner_for(board).build(out / "model", out / "firmware").elf
         with session(board, elf) as (running, link):
             trainer = Trainer(link, meta)
             trainer.config(cfg)
-            steps = [trainer.train(r, int(y) if m else None) for r, y, m in zip(rows, labels, mask)]
+            steps = [trainer.train(*send) for send in sends]
             stats = trainer.stats()
             report["unit"] = link.hello.counter_unit
             if not board.is_host:
@@ -104,9 +145,9 @@ def personalise(*, board, model, calib, train="exits", person=25, windows=300, l
     report["stats"] = asdict(stats)
     (out / "personalise.json").write_text(json.dumps(report, indent=1))
     s = report["summary"]
-    print(f"{n} windows of person {person}{' (rotated)' if shift else ''} on "
-          f"{'the reference' if reference else board.name}, {100 * label_fraction:.0f}% labelled")
-    print(f"  prequential accuracy {100 * s['accuracy']:.1f}% (second half {100 * s['accuracy_second_half']:.1f}%); "
+    print(f"{n} windows of {what} on {'the reference' if reference else board.name}, "
+          f"{100 * label_fraction:.0f}% labelled")
+    print(f"  prequential accuracy {_pct(s['accuracy'])} (second half {_pct(s['accuracy_second_half'])}); "
           f"exits taken {s['exits']}")
     print(f"  outcomes {s['outcomes']}")
     if s["macs_backward_dense"]:

@@ -16,9 +16,12 @@ def plot_run(run, windows, path):
     seq = np.array([w["seq"] for w in windows])
     exits = np.array([w["exit"] for w in windows])
     num_exits = len(run["thresholds"])
-    half = run["windows"] // 2
+    n_total = run["windows"] if run["windows"] is not None else len(windows)  # null: a live stream
+    half = n_total // 2
     fig, (ax_acc, ax_exit, ax_cost) = plt.subplots(3, 1, figsize=(10, 9), sharex=True, constrained_layout=True)
-    if run.get("person") is None:
+    if run.get("source") is not None:
+        fig.suptitle(f"{run['source']}, {100 * run['label_ratio']:.0f}% of its labels, on {run['board']}")
+    elif run.get("person") is None:
         fig.suptitle(f"{run['board']} reading its own sensor")
     else:
         shift = " with the placement shift" if run.get("shift") else ""
@@ -58,7 +61,7 @@ def plot_run(run, windows, path):
 
     for ax in (ax_acc, ax_exit, ax_cost):
         ax.axvline(half, color="black", linewidth=0.8, linestyle=":")
-        ax.set_xlim(0, max(run["windows"] - 1, 1))
+        ax.set_xlim(0, max(n_total - 1, 1))
     ax_acc.text(half, 3, " second half", fontsize="small")
     ax_acc.legend(loc="lower right", fontsize="small")
 

@@ -103,8 +103,9 @@ def session_rate(run, windows):
 
 
 def summarise(run, windows, stopped=None):
-    """The summary line: every number from the window lines (and the run record's stream length)."""
-    n_total = run["windows"]
+    """The summary line: every number from the window lines (and the run record's stream length; a live
+    stream's is not known ahead (null): then the windows logged)."""
+    n_total = run["windows"] if run["windows"] is not None else len(windows)
     half = n_total // 2
     first, second = windows[:half], windows[half:]
     num_exits = len(run["thresholds"])
