@@ -12,7 +12,7 @@ import pytest
 import train_helpers as th
 from compiler_helpers import compile_zoo, random_inputs
 from fault_proxy import FaultProxy
-from test_monitor import check_log
+from data_helpers import check_data_log
 
 from codegen.reference import threshold_to_q16
 from mcu_train.boards import get_board
@@ -22,7 +22,8 @@ from mcu_train.link import BoardError, Link, connect_serial
 from mcu_train.link.model_client import ModelClient, load_model_meta, to_wire
 from mcu_train.link.protocol import InputChunkCheck, Msg, Reason, encode_frame
 from mcu_train.link.trainer_client import Outcome, Trainer, TrainStep
-from mcu_train.stream.monitor import Stream, run_monitor, stream_config
+from mcu_train import data
+from mcu_train.stream.monitor import run_monitor, source_stream, stream_config
 
 HOST = get_board("host")
 QEMU = get_board("mps2-an386")
@@ -187,14 +188,28 @@ def test_training_on_staged_windows_equals_the_reference(wide_host):
         assert refused(link.request, Msg.TRAIN, b"\x00\x00") == (Reason.NO_INPUT, Msg.TRAIN)
 
 
+class SyntheticSource:
+    """Random windows with random classes, as a data source the monitor streams (mcu_train.data.source)."""
+    live, channels, notes = False, (), ()
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def record(self):
+        return {"source": "synthetic", "format": "test", "sha256": "-", "files": []}
+
+    def iter_windows(self, spec, classes, resample=False):
+        n = len(self.y)
+        yield data.WindowSet(self.x, self.y, np.zeros(n, np.int64), np.arange(n))
+
+
 def synthetic_stream(meta, n, seed):
-    """A monitor Stream of random windows with random classes, a third of them labelled, two flagged invalid."""
+    """A monitor Stream of random windows with random classes, a third of them labelled, two flagged invalid
+    (a reading that is not a number)."""
     rng = np.random.default_rng(seed)
-    rows = to_wire(meta, random_inputs(meta, n, seed))
-    invalid = np.zeros(n, bool)
-    invalid[[5, 17]] = True
-    return Stream(0, 0.33, "none", seed, rows, invalid, rng.integers(0, 6, n), np.arange(n) % 3 == 0,
-                  np.zeros(n, np.int64), None)
+    x = random_inputs(meta, n, seed)
+    x[[5, 17], 0, 0] = np.nan
+    return source_stream(meta, SyntheticSource(x, rng.integers(0, 6, n)), label_ratio=0.33, seed=seed)
 
 
 def stream_large_windows_through_faults(tmp_path, board, model, n, flip_rate, drop_after, timeout):
@@ -216,7 +231,7 @@ def stream_large_windows_through_faults(tmp_path, board, model, n, flip_rate, dr
         finally:
             proxy.close()
     # Every window once, in order, and each of the board's decisions equal to the golden model's.
-    check_log(log, compiled, stream, cfg)
+    check_data_log(log, compiled, stream, cfg, source_kind="test")
     assert proxy.flipped >= 5 and proxy.dropped == 1
     assert summary["link"]["retransmitted"] > 0 and summary["board_stats"]["windows"] == n
     return summary
