@@ -19,7 +19,7 @@ import numpy as np
 from codegen import __version__, passes, planner, trainer
 from codegen.ir import CompileError
 from codegen.lower import lower
-from codegen.onnx_import import import_onnx
+from codegen.onnx_import import canonical_perm, import_onnx
 from codegen.quantize import assign_qparams, calibrate, load_calibration, quantize_ops
 from codegen.reference import Reference, confidence_table
 
@@ -29,7 +29,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME_RAM_BYTES = 3 * 1024
 # Flash the firmware needs besides the model's constants: runtime, kernels, startup (measured ~14 KB).
 RUNTIME_FLASH_BYTES = 24 * 1024
-C_TYPES = {"filter": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t"}
+C_TYPES = {"filter": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t", "table": "int8_t",
+           "input2": "int8_t", "rows": "int32_t", "cols": "int32_t"}
 
 
 @dataclass
@@ -85,6 +86,9 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
 
 def build(onnx_path, board, calib=None, exits=None, train=None):
     graph, onnx_model = import_onnx(onnx_path, exits)
+    if train is not None and graph.values:
+        raise CompileError(f"{onnx_path} has no classes (its output is values): --train personalises "
+                           "classifier exits and cannot train it")
     passes.run_passes(graph)
     ranges = None
     if calib is not None:
@@ -95,7 +99,9 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
     qparams = assign_qparams(graph, ranges)
     quantize_ops(graph)
     steps = lower(graph, board.dsp)
-    input_dims = steps[0].in_dims if steps else None
+    stored = [graph.shapes[graph.input][a] for a in graph.input_transpose]  # the input as the board stores it
+    input_dims = tuple(stored) if len(stored) == 4 else (1, 1, *stored[1:]) if len(stored) == 3 else (1, 1, 1,
+                                                                                                      stored[1])
     input_size = int(np.prod(input_dims))
     buffers, arena = _plan(steps, graph.input, input_size)
     inference_arena = arena
@@ -113,13 +119,19 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
     exit_info = []
     for k, e in enumerate(graph.exits):
         scale, zp = qparams[e]
-        exit_info.append(dict(name=graph.exit_names[k], classes=int(graph.shapes[e][1]), scale=scale, zero_point=zp))
+        shape = graph.shapes.get(graph.exit_names[k], graph.shapes[e])
+        info = dict(name=graph.exit_names[k], classes=int(np.prod(shape[1:])), scale=scale, zero_point=zp,
+                    softmax=bool(graph.softmax[k]))
+        if graph.values:  # the values in ONNX order are the board's NHWC output moved back
+            info.update(shape=list(shape), transpose=list(np.argsort(canonical_perm(len(shape)))))
+        exit_info.append(info)
     meta = dict(
         source=str(onnx_path), board=board.name, input=graph.input, input_shape=list(graph.shapes[graph.input]),
         input_dims_nhwc=list(input_dims), input_scale=qparams[graph.input][0],
         input_zero_point=qparams[graph.input][1], exits=exit_info,
         classes=classes.split(",") if classes else [], metadata=md,
-        macs_per_exit=passes.macs_per_exit(graph))
+        macs_per_exit=passes.macs_per_exit(graph),
+        input_transpose=[int(a) for a in graph.input_transpose], output_kind="values" if graph.values else "logits")
     if train_spec is not None:
         weights_bytes += 4 * train_spec.trainable_parameters  # the initial float weights, kept in flash
         meta["train"] = trainer.describe(train_spec)
@@ -164,7 +176,7 @@ def render(compiled, source_name, train_config=None):
     for i, s in enumerate(compiled.steps):
         v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=off[s.output],
                  scratch_offset=off.get(f"{s.output}.scratch", 0), out_size=int(np.prod(s.out_dims)))
-        if s.kernel == "conv":
+        if s.kernel in ("conv", "conv_dilated"):
             f = s.arrays["filter"].shape
             v["filter_dims"] = [f[0], f[1], f[2], f[3]]
         elif s.kernel == "dwconv":
@@ -180,7 +192,7 @@ def render(compiled, source_name, train_config=None):
                arena_bytes=compiled.arena_bytes, weights_bytes=compiled.weights_bytes,
                input_size=int(np.prod(compiled.meta["input_dims_nhwc"])),
                input_dims=compiled.meta["input_dims_nhwc"], input_offset=off[compiled.graph.input],
-               max_classes=max(e["classes"] for e in exits), exit_offsets=exit_offsets,
+               max_classes=max(e["classes"] for e in exits), exit_offsets=exit_offsets, values=compiled.graph.values,
                plan_text=planner.render(compiled.buffers, compiled.arena_bytes))
     files = {}
     if compiled.train is not None:
@@ -197,8 +209,14 @@ def render(compiled, source_name, train_config=None):
     return files, digest.hex()
 
 
+# Every file `mcu-train compile` may write: a new compile removes those it does not write again.
+OUTPUT_FILES = ("model.c", "model.h", "model_train.c", "model.json", "memory.json", "plan.txt", "model_qdq.onnx")
+
+
 def write_outputs(out_dir, files):
-    """Write every file into a temporary folder, then move them into place: all or nothing."""
+    """Write every file into a temporary folder, then move them into place, then remove the outputs of an
+    earlier compile that this one does not write (a stale model_train.c would change the next build):
+    all or nothing, and the folder then holds exactly this compile's files."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".compile-", dir=out_dir.parent))
@@ -212,6 +230,9 @@ def write_outputs(out_dir, files):
         out_dir.mkdir(exist_ok=True)
         for name in files:
             os.replace(tmp / name, out_dir / name)
+        for name in OUTPUT_FILES:
+            if name not in files:
+                (out_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

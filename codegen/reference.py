@@ -31,9 +31,9 @@ def _run_step(step, buffers):
     q, a = step.q, step.arrays
     common = dict(input_offset=q.get("input_offset", 0), output_offset=q.get("output_offset", 0),
                   act_min=q["act_min"], act_max=q["act_max"])
-    if step.kernel == "conv":
+    if step.kernel in ("conv", "conv_dilated"):
         return int8_ops.conv2d(x, a["filter"], a["bias"], multiplier=a["multiplier"], shift=a["shift"],
-                               stride=q["stride"], padding=q["padding"], **common)
+                               stride=q["stride"], padding=q["padding"], dilation=q.get("dilation", (1, 1)), **common)
     if step.kernel == "dwconv":
         return int8_ops.depthwise_conv2d(x, a["filter"], a["bias"], multiplier=a["multiplier"], shift=a["shift"],
                                          stride=q["stride"], padding=q["padding"], ch_mult=q["ch_mult"], **common)
@@ -50,6 +50,20 @@ def _run_step(step, buffers):
         return int8_ops.add(x, y, **q)
     if step.kernel == "relu":
         return int8_ops.relu(x, q["act_min"], q["act_max"])
+    if step.kernel == "lut":
+        return int8_ops.lut(x, a["table"])
+    if step.kernel == "mul":
+        y = a["input2"] if "input2" in a else buffers[step.inputs[1]]
+        return int8_ops.mul(x, y, input1_offset=q["input_offset"], input2_offset=q["input2_offset"],
+                            output_offset=q["output_offset"], multiplier=q["multiplier"], shift=q["shift"],
+                            act_min=q["act_min"], act_max=q["act_max"])
+    if step.kernel == "concat":
+        parts = [buffers[t].reshape(*step.out_dims[:3], c) for t, c in zip(step.inputs, q["channels"])]
+        return int8_ops.concat_channels(parts, q["inputs"])
+    if step.kernel == "pad":
+        return int8_ops.pad(x, q["padding"], q["pad_value"])
+    if step.kernel == "resize":
+        return int8_ops.resize_nearest(x, a["rows"], a["cols"])
     raise ValueError(step.kernel)
 
 
