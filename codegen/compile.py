@@ -123,7 +123,7 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
         info = dict(name=graph.exit_names[k], classes=int(np.prod(shape[1:])), scale=scale, zero_point=zp,
                     softmax=bool(graph.softmax[k]))
         if graph.values:  # the values in ONNX order are the board's NHWC output moved back
-            info.update(shape=list(shape), transpose=list(np.argsort(canonical_perm(len(shape)))))
+            info.update(shape=[int(d) for d in shape], transpose=[int(a) for a in np.argsort(canonical_perm(len(shape)))])
         exit_info.append(info)
     meta = dict(
         source=str(onnx_path), board=board.name, input=graph.input, input_shape=list(graph.shapes[graph.input]),
@@ -155,7 +155,7 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
         raise CompileError(f"the model does not fit {board.name}'s flash: it needs {flash_needed:,} B "
                            f"(weights {weights_bytes:,} B + runtime {RUNTIME_FLASH_BYTES:,} B), "
                            f"{board.flash.size:,} B available")
-    reference = Reference(steps, graph.input, tables)
+    reference = Reference(steps, graph.input, tables, graph.values)
     return Compiled(graph, steps, list(buffers.values()), arena, int(weights_bytes), reference, meta, memory,
                     tables, train_spec)
 

@@ -68,11 +68,12 @@ def _run_step(step, buffers):
 
 
 class Reference:
-    def __init__(self, steps, input_name, exit_tables):
+    def __init__(self, steps, input_name, exit_tables, values=False):
         self.steps = steps
         self.input_name = input_name
         self.exit_tables = exit_tables
         self.num_exits = len(exit_tables)
+        self.values = values  # outputs are values, not classes: confidence 0, as in the C
 
     def run(self, x_q, thresholds_q16=None, force_exit=None):
         """x_q: int8 input in NHWC. Either thresholds (Q16 per exit) or a forced exit index (-1 = final).
@@ -88,7 +89,7 @@ class Reference:
             if k < 0:
                 continue
             logits = buffers[step.output].reshape(-1)
-            conf = confidence_q16(logits, self.exit_tables[k])
+            conf = 0 if self.values else confidence_q16(logits, self.exit_tables[k])
             if force_exit is not None:
                 if k == force_exit:
                     return k, logits, conf
