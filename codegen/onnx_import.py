@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.external_data_helper
 from onnx import numpy_helper, shape_inference
 
 from codegen.ir import CompileError, Graph, Op, as_float
@@ -42,6 +43,10 @@ def read_model(path):
         model = onnx.load_from_string(path.read_bytes())
     except Exception as e:  # protobuf raises several types for truncated or foreign files
         raise CompileError(f"{path} is not a readable ONNX model (truncated or not ONNX?): {e}") from None
+    try:  # weights in a file next to the model (PyTorch's default exporter writes model.onnx.data)
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError) as e:
+        raise CompileError(f"{path} keeps its weights in a separate file that cannot be read: {e}") from None
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:

@@ -11,12 +11,14 @@ def fold_batchnorm(graph):
         if conv is not None and "w_q" in conv.params:
             raise CompileError(f"node '{bn.name}' (BatchNormalization) follows a conv with quantised weights: fold "
                                "it before quantising (onnxruntime.quantization.quant_pre_process does)")
-        if conv is None or conv.kind not in ("conv", "dwconv") or len(graph.consumers(conv.output)) != 1:
-            raise CompileError(f"node '{bn.name}' (BatchNormalization) must directly follow a Conv "
-                               "to be folded into it")
+        if conv is None or conv.kind not in ("conv", "dwconv", "dense") or len(graph.consumers(conv.output)) != 1 \
+                or conv.act != ("none",):
+            raise CompileError(f"node '{bn.name}' (BatchNormalization) must directly follow a Conv, Gemm or "
+                               "MatMul to be folded into it")
         p = bn.params
         g = p["gamma"] / np.sqrt(p["var"] + p["epsilon"])
-        conv.params["w"] = (conv.params["w"] * g.reshape(-1, 1, 1, 1)).astype(np.float32)
+        w = conv.params["w"]
+        conv.params["w"] = (w * g.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32)
         conv.params["b"] = ((conv.params["b"] - p["mean"]) * g + p["beta"]).astype(np.float32)
         conv.output = bn.output
         graph.ops.remove(bn)
