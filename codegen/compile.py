@@ -89,6 +89,9 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
     if train is not None and graph.values:
         raise CompileError(f"{onnx_path} has no classes (its output is values): --train personalises "
                            "classifier exits and cannot train it")
+    if train is not None and graph.input_transpose != list(canonical_perm(len(graph.input_transpose))):
+        raise CompileError(f"{onnx_path} takes a channels-last input: --train needs a channels-first (N, C, L) "
+                           "or (N, C, H, W) input")
     passes.run_passes(graph)
     ranges = None
     if calib is not None:
@@ -123,7 +126,8 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
         info = dict(name=graph.exit_names[k], classes=int(np.prod(shape[1:])), scale=scale, zero_point=zp,
                     softmax=bool(graph.softmax[k]))
         if graph.values:  # the values in ONNX order are the board's NHWC output moved back
-            info.update(shape=[int(d) for d in shape], transpose=[int(a) for a in np.argsort(canonical_perm(len(shape)))])
+            info.update(shape=[int(d) for d in shape],
+                        transpose=[int(a) for a in np.argsort(canonical_perm(len(shape)))])
         exit_info.append(info)
     meta = dict(
         source=str(onnx_path), board=board.name, input=graph.input, input_shape=list(graph.shapes[graph.input]),

@@ -24,8 +24,8 @@ SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePo
                  "GlobalMaxPool", "ReduceMean", "ReduceMax", "BatchNormalization", "Add", "Sub", "Mul", "Div",
                  "Concat", "Pad", "Resize", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
                  "Transpose", "QuantizeLinear", "DequantizeLinear", "Identity", "Dropout", "Sigmoid",
-                 "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh", "Elu", "Softplus", "Neg", "Exp", "Abs", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
-                 "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
+                 "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh", "Elu", "Softplus", "Neg", "Exp", "Abs",
+                 "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
                  "QLinearLeakyRelu")
 # Ops accepted only when every input is a constant (they fold away): shape arithmetic from exporters.
 FOLDABLE_OPS = ("Constant", "Shape", "Gather", "Unsqueeze", "Concat", "Cast", "Mul", "Div", "Sub", "Slice",

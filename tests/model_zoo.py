@@ -19,9 +19,9 @@ class Builder:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def node(self, op, inputs, base=None, **attrs):
+    def node(self, op, inputs, base=None, name=None, **attrs):
         out = self.name(base or op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(f"{op}_"), **attrs))
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name or self.name(f"{op}_"), **attrs))
         return out
 
     def conv(self, x, c_in, c_out, k, dims=1, group=1, stride=1, pad=None, bn=False, relu=True):

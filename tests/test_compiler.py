@@ -119,11 +119,12 @@ def save(model, path):
 
 def test_unsupported_op_names_the_node(tmp_path):
     m = model_zoo.cnn1d_plain()
-    m.graph.node.append(helper.make_node("Sigmoid", [m.graph.output[0].name], ["probs"], name="the_sigmoid"))
-    m.graph.output[0].name = "probs"
+    m.graph.node.append(helper.make_node("Cos", [m.graph.output[0].name], ["cos"], name="the_cos"))
+    m.graph.output[0].name = "cos"
     out = run_compile(save(m, tmp_path / "m.onnx"), "--calib", "x.npz", "-o", tmp_path / "out")
     assert out.returncode == 2
-    assert "node 'the_sigmoid' has op type Sigmoid" in out.stderr and "Supported op types: Conv" in out.stderr
+    assert "node 'the_cos' (Cos): op type Cos, which mcu-train cannot compile" in out.stderr
+    assert "Supported op types: Conv" in out.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -136,11 +137,13 @@ def test_dynamic_shape_is_refused(tmp_path):
 
 
 def test_model_without_exits_is_refused(tmp_path):
+    """Two outputs, neither (N, classes) logits: which is the exit cannot be guessed."""
     b = model_zoo.Builder(0)
     y = b.conv("x", 3, 4, 3)
+    z = b.conv(y, 4, 4, 3)
     m = b.model([1, 3, 32], [])
-    m.graph.output.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 4, 32]))
-    np.savez(tmp_path / "c.npz", x=np.zeros((4, 3, 32), np.float32))
+    m.graph.output.extend([helper.make_tensor_value_info(t, TensorProto.FLOAT, [1, 4, 32]) for t in (y, z)])
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).normal(0, 1, (4, 3, 32)).astype(np.float32))
     out = run_compile(save(m, tmp_path / "m.onnx"), "--calib", tmp_path / "c.npz", "-o", tmp_path / "out")
     assert out.returncode == 2 and "has no exits" in out.stderr
     assert not (tmp_path / "out").exists()
