@@ -25,8 +25,8 @@ SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePo
                  "Concat", "Pad", "Resize", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
                  "Transpose", "QuantizeLinear", "DequantizeLinear", "Identity", "Dropout", "Sigmoid",
                  "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh", "Elu", "Softplus", "Neg", "Exp", "Abs",
-                 "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
-                 "QLinearLeakyRelu")
+                 "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool",
+                 "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu")
 # Ops accepted only when every input is a constant (they fold away): shape arithmetic from exporters.
 FOLDABLE_OPS = ("Constant", "Shape", "Gather", "Unsqueeze", "Concat", "Cast", "Mul", "Div", "Sub", "Slice",
                 "Transpose", "Sqrt", "Reciprocal", "ConstantOfShape", "Range", "Expand", "Squeeze", "Reshape",

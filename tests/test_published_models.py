@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from compiler_helpers import board_vs_reference, compile_zoo, onnxruntime_exits, random_inputs
+from compiler_helpers import (board_vs_reference, compile_zoo, onnxruntime_exits, quantise_with_onnxruntime,
+                              quantised_model_exits, random_inputs)
 
 from codegen.compile import build, compile_model
 from codegen.errors import McuTrainError
@@ -133,36 +134,17 @@ def test_mps2_an386_infer_equals_reference(zoo, tmp_path):
 @pytest.mark.parametrize("name,fmt,act", [("cnn2d_residual", "QOperator", "QUInt8"),
                                           ("fire_concat", "QOperator", "QInt8"), ("fire_concat", "QDQ", "QUInt8")])
 def test_onnxruntime_quantised_models(tmp_path, name, fmt, act):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    model = getattr(model_zoo, name)()
-    onnx.save(model, tmp_path / "float.onnx")
-    quant_pre_process(str(tmp_path / "float.onnx"), str(tmp_path / "prepared.onnx"))
-    calib = model_zoo.calibration(model, 32)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"x": c[None]} for c in calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(tmp_path / "prepared.onnx"), str(tmp_path / "q.onnx"), Reader(),
-                    quant_format=getattr(QuantFormat, fmt), per_channel=True, activation_type=getattr(QuantType, act),
-                    weight_type=QuantType.QInt8)
+    path = quantise_with_onnxruntime(getattr(model_zoo, name)(), tmp_path, fmt, act, calib=32)
     if fmt == "QOperator":
-        assert any(n.op_type.startswith("QLinear") for n in onnx.load(tmp_path / "q.onnx").graph.node)
-    compiled = compile_model(tmp_path / "q.onnx", HOST, tmp_path / "out", quiet=True)  # no calibration needed
+        assert any(n.op_type.startswith("QLinear") for n in onnx.load(path).graph.node)
+    compiled = compile_model(path, HOST, tmp_path / "out", quiet=True)  # no calibration needed
     meta = load_model_meta(tmp_path / "out")
     x = random_inputs(meta, 100)
     mismatches, _ = board_vs_reference(compiled, tmp_path / "out", HOST, x[:10])
     assert not mismatches
-    sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
     ours = reference_outputs(compiled, meta, x)
-    for k, e in enumerate(meta["exits"]):
-        theirs = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])
-        theirs_q = np.clip(np.round(theirs / e["scale"]) + e["zero_point"], -128, 127)
-        assert np.mean(np.abs(ours[k] - theirs_q) <= 1) >= 0.999, f"exit {k}"
+    for k, theirs in enumerate(quantised_model_exits(path, meta, x)):
+        assert np.mean(np.abs(ours[k].astype(np.int32) - theirs) <= 1) >= 0.999, f"exit {k}"
 
 
 # --- PyTorch: the legacy exporter at opset 13 and 17 and the default (dynamo) exporter -----------------------------
