@@ -137,6 +137,7 @@ class Importer:
         self.ops = []
         self.producer = {}  # IR tensor -> op
         self.softmax = set()  # output names whose Softmax was absorbed
+        self.probabilities = set()  # tensors that are an absorbed Softmax's output (their Q / DQ say nothing)
         self.problems = []
         self.broken = set()
         self.uses = Counter(n for node in model.graph.node for n in node.input if n)
@@ -274,6 +275,10 @@ class Importer:
         self.alias_to(out, node.input[0])
 
     def _qdq(self, node, ins, a, out, name):
+        if node.input[0] in self.probabilities:  # the quantisation of probabilities: not the logits'
+            self.probabilities.add(out)
+            self.alias_to(out, node.input[0])
+            return
         scale = np.asarray(self.need_const(ins[1], "scale"))
         zp = np.asarray(self.need_const(ins[2], "zero point")) if len(ins) > 2 and ins[2] else np.int8(0)
         if scale.size != 1 or zp.size != 1:
@@ -337,14 +342,16 @@ class Importer:
         if any(d != 1 for i, d in enumerate(shape) if i not in (0, axis)) or axis == 0:
             raise Problem(f"attribute axis={a.get('axis', 'default')} is not supported: only a Softmax over the "
                           "classes of (N, classes) logits is")
-        ends = [out]
-        while ends and ends[0] not in self.graph_outputs:
-            readers = self.consumers.get(ends[0], [])
-            if len(readers) != 1 or readers[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze"):
+        end = out
+        while end not in self.graph_outputs:
+            readers = self.consumers.get(end, [])
+            if len(readers) != 1 or readers[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze",
+                                                               "QuantizeLinear", "DequantizeLinear"):
                 raise Problem("a Softmax is supported only as the model's last op (it is absorbed: the exit's "
                               "logits are its input); remove it from the middle of the graph")
-            ends = [readers[0].output[0]]
-        self.softmax.add(ends[0])
+            end = readers[0].output[0]
+        self.softmax.add(end)
+        self.probabilities.add(out)
         self.alias_to(out, node.input[0])
         self.shapes.setdefault(out, shape)
 

@@ -24,7 +24,7 @@ from mcu_train.link.model_client import load_model_meta, to_wire
 AN386 = get_board("mps2-an386")
 HOST = get_board("host")
 ZOO = ("softmax_autopad", "nhwc_input", "one_d_views", "fire_concat", "gates", "mlp_autoencoder", "conv_map")
-ON_AN386 = ("gates", "fire_concat", "one_d_views", "mlp_autoencoder", "conv_map")  # a representative subset
+ON_AN386 = ("gates", "fire_concat", "one_d_views", "mlp_autoencoder")  # a representative subset
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,8 @@ def run_infer(out, board, x, tmp_path):
 @pytest.mark.qemu
 def test_mps2_an386_infer_equals_reference(zoo, tmp_path):
     """`mcu-train infer` on the Cortex-M4F (DSP kernels): bit-exact with the reference for a representative
-    subset, including an autoencoder and a map output returned in the model's own shape, and DS-CNN."""
+    subset (tables, Mul, Concat, Resize, dilated conv, an autoencoder's values in the model's own shape) and
+    MLPerf Tiny's DS-CNN."""
     ds_cnn, calib = mlperf_tiny.ds_cnn()
     cases = {name: zoo[name] for name in ON_AN386}
     cases["ds_cnn"] = compile_zoo(ds_cnn, tmp_path, AN386, "ds_cnn")
@@ -132,19 +133,22 @@ def test_mps2_an386_infer_equals_reference(zoo, tmp_path):
 # --- quantised by onnxruntime: QOperator (QLinearConv, QGemm, QLinearAdd, QLinearConcat, ...) and QDQ ----------
 
 @pytest.mark.parametrize("name,fmt,act", [("cnn2d_residual", "QOperator", "QUInt8"),
-                                          ("fire_concat", "QOperator", "QInt8"), ("fire_concat", "QDQ", "QUInt8")])
+                                          ("fire_concat", "QOperator", "QInt8"), ("softmax_autopad", "QDQ", "QUInt8")])
 def test_onnxruntime_quantised_models(tmp_path, name, fmt, act):
     path = quantise_with_onnxruntime(getattr(model_zoo, name)(), tmp_path, fmt, act, calib=32)
     if fmt == "QOperator":
         assert any(n.op_type.startswith("QLinear") for n in onnx.load(path).graph.node)
     compiled = compile_model(path, HOST, tmp_path / "out", quiet=True)  # no calibration needed
     meta = load_model_meta(tmp_path / "out")
-    x = random_inputs(meta, 100)
+    x = random_inputs(meta, 60)
     mismatches, _ = board_vs_reference(compiled, tmp_path / "out", HOST, x[:10])
     assert not mismatches
     ours = reference_outputs(compiled, meta, x)
     for k, theirs in enumerate(quantised_model_exits(path, meta, x)):
-        assert np.mean(np.abs(ours[k].astype(np.int32) - theirs) <= 1) >= 0.999, f"exit {k}"
+        if meta["exits"][k]["softmax"]:  # theirs are the probabilities, ours the logits before them
+            assert np.mean(np.argmax(ours[k], 1) == np.argmax(theirs, 1)) >= 0.98
+        else:
+            assert np.mean(np.abs(ours[k].astype(np.int32) - theirs) <= 1) >= 0.999, f"exit {k}"
 
 
 # --- PyTorch: the legacy exporter at opset 13 and 17 and the default (dynamo) exporter -----------------------------
