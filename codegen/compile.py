@@ -262,8 +262,14 @@ def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False
 def print_summary(compiled, out_dir, seconds):
     m = compiled.memory
     print(f"compiled {compiled.meta['source']} for {m['board']} in {seconds:.1f} s -> {out_dir}/")
-    print(f"  {len(compiled.steps)} kernel steps, {len(compiled.meta['exits'])} exits: "
-          + ", ".join(f"{e['name']} ({e['classes']} classes)" for e in compiled.meta["exits"]))
+    exits = compiled.meta["exits"]
+    if compiled.graph.values:
+        print(f"  {len(compiled.steps)} kernel steps, output {exits[0]['name']}: {exits[0]['classes']} values "
+              "(no classes: no confidence, no early exit)")
+    else:
+        print(f"  {len(compiled.steps)} kernel steps, {len(exits)} exits: "
+              + ", ".join(f"{e['name']} ({e['classes']} classes{', Softmax absorbed' if e['softmax'] else ''})"
+                          for e in exits))
     print("  MACs to each exit: " + ", ".join(f"{v:,}" for v in m["macs_per_exit"]))
     print(f"  arena {m['arena_bytes']:,} B + runtime {m['runtime_ram_bytes']:,} B of {m['board_ram_bytes']:,} B RAM; "
           f"weights {m['weights_bytes']:,} B + runtime {m['runtime_flash_bytes']:,} B of "
