@@ -71,8 +71,9 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
         last_use[t] = max(last_use.get(t, 0), last)
     buffers = {input_name: planner.Buffer(input_name, input_size, 0, last_use.get(input_name, 0))}
     for i, s in enumerate(steps):
-        size = int(np.prod(s.out_dims))
-        buffers[s.output] = planner.Buffer(s.output, size, pos[i], max(pos[i], last_use.get(s.output, pos[i])))
+        name, size = (s.view[0], s.view[2]) if s.view else (s.output, int(np.prod(s.out_dims)))
+        if name not in buffers:  # the first of the steps writing into a shared buffer starts its lifetime
+            buffers[name] = planner.Buffer(name, size, pos[i], max(pos[i], last_use.get(name, pos[i])))
         if s.scratch_bytes:
             buffers[f"{s.output}.scratch"] = planner.Buffer(f"{s.output}.scratch", s.scratch_bytes, pos[i], pos[i])
     for b in extra:
@@ -110,6 +111,8 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
     inference_arena = arena
     train_spec = None
     if train is not None:
+        if any(s.view for s in steps):
+            raise CompileError(f"{onnx_path}: --train cannot train a model whose Concat is written in place")
         train_spec = trainer.plan(graph, steps, train)
         tbufs, extend, pos = trainer.training_buffers(train_spec, steps)
         step_pos = [pos[("step", i)] for i in range(len(steps))]
@@ -178,7 +181,8 @@ def render(compiled, source_name, train_config=None):
     off = compiled.buffer_offsets
     views = []
     for i, s in enumerate(compiled.steps):
-        v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=off[s.output],
+        out_offset = off[s.view[0]] + s.view[1] if s.view else off[s.output]
+        v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=out_offset,
                  scratch_offset=off.get(f"{s.output}.scratch", 0), out_size=int(np.prod(s.out_dims)))
         if s.kernel in ("conv", "conv_dilated"):
             f = s.arrays["filter"].shape

@@ -22,6 +22,7 @@ class Step:
     exits_needing: int = 0  # bit k set when exit k depends on this step
     scratch_bytes: int = 0
     macs: int = 0
+    view: tuple = None  # (buffer, byte offset, buffer size): the step writes into part of another buffer
     act: tuple = ("none",)  # the op's fused activation, in real units (the float trainer uses it)
     float_arrays: dict = field(default_factory=dict)  # float weights in the layout of `arrays` (filter, bias)
 
@@ -130,4 +131,29 @@ def lower(graph, dsp):
             step.scratch_bytes = conv_dilated_scratch_bytes(kh, kw, step.in_dims[3],
                                                             step.out_dims[1] * step.out_dims[2])
         steps.append(step)
-    return steps
+    return concat_in_place(steps)
+
+
+def concat_in_place(steps):
+    """A channel Concat whose output is one pixel (pooled features, dense outputs) has contiguous channel
+    ranges: the producing steps write straight into them and the Concat step disappears. Only when each input
+    is a plain copy (same quantisation), written by a step that nothing else reads."""
+    readers = {}
+    for s in steps:
+        for t in s.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    writer = {s.output: s for s in steps}
+    kept = []
+    for s in steps:
+        producers = [writer.get(t) for t in s.inputs]
+        if s.kernel == "concat" and s.out_dims[1] * s.out_dims[2] == 1 and s.exit_index < 0 \
+                and all(p is not None and p.exit_index < 0 and p.view is None and readers[p.output] == 1
+                        for p in producers) and not any(q["requantize"] for q in s.q["inputs"]) \
+                and len(set(s.inputs)) == len(s.inputs):
+            size, start = int(np.prod(s.out_dims)), 0
+            for p, c in zip(producers, s.q["channels"]):
+                p.view = (s.output, start, size)
+                start += c
+            continue
+        kept.append(s)
+    return kept

@@ -26,6 +26,16 @@ def threshold_to_q16(threshold):
     return int(round(min(max(float(threshold), 0.0), 1.0) * Q16))
 
 
+def _store(step, buffers, y):
+    """The step's output into its own buffer, or into its part of a shared one (a Concat written in place)."""
+    if step.view is None:
+        buffers[step.output] = y
+        return
+    name, start, size = step.view
+    shared = buffers.setdefault(name, np.zeros(size, np.int8))
+    shared[start:start + y.size] = y.reshape(-1)
+
+
 def _run_step(step, buffers):
     x = buffers[step.inputs[0]].reshape(step.in_dims)
     q, a = step.q, step.arrays
@@ -84,7 +94,7 @@ class Reference:
         for step in self.steps:
             if force_exit is not None and not step.exits_needing >> force_exit & 1:
                 continue
-            buffers[step.output] = _run_step(step, buffers)
+            _store(step, buffers, _run_step(step, buffers))
             k = step.exit_index
             if k < 0:
                 continue
@@ -101,5 +111,5 @@ class Reference:
         """Every step on an int8 NHWC input: tensor name -> int8 array (the trainer's reference needs them all)."""
         buffers = {self.input_name: np.asarray(x_q, np.int8)}
         for step in self.steps:
-            buffers[step.output] = _run_step(step, buffers)
+            _store(step, buffers, _run_step(step, buffers))
         return buffers

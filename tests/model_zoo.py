@@ -220,3 +220,13 @@ def conv_map(seed=16):
     m = b.model([1, 2, 8, 8], [])
     m.graph.output.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 3, 8, 8]))
     return m
+
+
+def pooled_concat(seed=17):
+    """Multi-scale 1-D branches, each pooled, concatenated along channels before the classifier: the pooled
+    features are one pixel, so the Concat is written in place."""
+    b = Builder(seed)
+    a = b.node("GlobalAveragePool", [b.conv("x", 3, 6, 3)])
+    c = b.node("GlobalAveragePool", [b.conv("x", 3, 10, 7, stride=2)])
+    y = b.node("Flatten", [b.node("Concat", [a, c], axis=1)], axis=1)
+    return b.model([1, 3, 32], [b.dense(y, 16, 5)])

@@ -23,8 +23,9 @@ from mcu_train.link.model_client import load_model_meta, to_wire
 
 AN386 = get_board("mps2-an386")
 HOST = get_board("host")
-ZOO = ("softmax_autopad", "nhwc_input", "one_d_views", "fire_concat", "gates", "mlp_autoencoder", "conv_map")
-ON_AN386 = ("gates", "fire_concat", "one_d_views", "mlp_autoencoder")  # a representative subset
+ZOO = ("softmax_autopad", "nhwc_input", "one_d_views", "fire_concat", "pooled_concat", "gates", "mlp_autoencoder",
+       "conv_map")
+ON_AN386 = ("gates", "fire_concat", "pooled_concat", "one_d_views", "mlp_autoencoder")  # a representative subset
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,10 @@ def test_patterns_compile_to_the_planned_kernels(zoo):
     assert kernels["nhwc_input"] == ["conv", "conv", "avgpool", "dense"]  # transposes, bias Add, Mul/Add affine
     assert kernels["softmax_autopad"][-1] == "dense"  # the Softmax is absorbed
     assert kernels["one_d_views"] == ["conv", "conv_dilated", "lut", "avgpool", "dense"]  # Unsqueeze/Squeeze
-    assert kernels["fire_concat"].count("pad") == 0 and "concat" in kernels["fire_concat"]
+    assert kernels["fire_concat"].count("pad") == 0 and "concat" in kernels["fire_concat"]  # a copy per pixel
+    assert kernels["pooled_concat"] == ["conv", "avgpool", "conv", "avgpool", "dense"]  # Concat in place
+    views = [s.view for s in zoo["pooled_concat"][0].steps if s.view]
+    assert [v[1:] for v in views] == [(0, 16), (6, 16)]
     assert kernels["gates"].count("pad") == 1 and "mul" in kernels["gates"]  # the Pad avgpool cannot take
     meta = {name: load_model_meta(zoo[name][1]) for name in ZOO}
     assert meta["nhwc_input"]["input_transpose"] == [0, 1, 2, 3]  # the NHWC input is taken as it is
