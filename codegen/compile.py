@@ -19,7 +19,7 @@ import numpy as np
 from codegen import __version__, passes, planner, trainer
 from codegen.ir import CompileError
 from codegen.lower import lower
-from codegen.onnx_import import import_onnx
+from codegen.onnx_import import canonical_perm, import_onnx
 from codegen.quantize import assign_qparams, calibrate, load_calibration, quantize_ops
 from codegen.reference import Reference, confidence_table
 
@@ -29,7 +29,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME_RAM_BYTES = 3 * 1024
 # Flash the firmware needs besides the model's constants: runtime, kernels, startup (measured ~14 KB).
 RUNTIME_FLASH_BYTES = 24 * 1024
-C_TYPES = {"filter": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t"}
+C_TYPES = {"filter": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t", "table": "int8_t",
+           "input2": "int8_t", "rows": "int32_t", "cols": "int32_t"}
 
 
 @dataclass
@@ -70,8 +71,9 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
         last_use[t] = max(last_use.get(t, 0), last)
     buffers = {input_name: planner.Buffer(input_name, input_size, 0, last_use.get(input_name, 0))}
     for i, s in enumerate(steps):
-        size = int(np.prod(s.out_dims))
-        buffers[s.output] = planner.Buffer(s.output, size, pos[i], max(pos[i], last_use.get(s.output, pos[i])))
+        name, size = (s.view[0], s.view[2]) if s.view else (s.output, int(np.prod(s.out_dims)))
+        if name not in buffers:  # the first of the steps writing into a shared buffer starts its lifetime
+            buffers[name] = planner.Buffer(name, size, pos[i], max(pos[i], last_use.get(name, pos[i])))
         if s.scratch_bytes:
             buffers[f"{s.output}.scratch"] = planner.Buffer(f"{s.output}.scratch", s.scratch_bytes, pos[i], pos[i])
     for b in extra:
@@ -85,6 +87,12 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
 
 def build(onnx_path, board, calib=None, exits=None, train=None):
     graph, onnx_model = import_onnx(onnx_path, exits)
+    if train is not None and graph.values:
+        raise CompileError(f"{onnx_path} has no classes (its output is values): --train personalises "
+                           "classifier exits and cannot train it")
+    if train is not None and graph.input_transpose != list(canonical_perm(len(graph.input_transpose))):
+        raise CompileError(f"{onnx_path} takes a channels-last input: --train needs a channels-first (N, C, L) "
+                           "or (N, C, H, W) input")
     passes.run_passes(graph)
     ranges = None
     if calib is not None:
@@ -95,12 +103,16 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
     qparams = assign_qparams(graph, ranges)
     quantize_ops(graph)
     steps = lower(graph, board.dsp)
-    input_dims = steps[0].in_dims if steps else None
+    stored = [graph.shapes[graph.input][a] for a in graph.input_transpose]  # the input as the board stores it
+    input_dims = tuple(stored) if len(stored) == 4 else (1, 1, *stored[1:]) if len(stored) == 3 else (1, 1, 1,
+                                                                                                      stored[1])
     input_size = int(np.prod(input_dims))
     buffers, arena = _plan(steps, graph.input, input_size)
     inference_arena = arena
     train_spec = None
     if train is not None:
+        if any(s.view for s in steps):
+            raise CompileError(f"{onnx_path}: --train cannot train a model whose Concat is written in place")
         train_spec = trainer.plan(graph, steps, train)
         tbufs, extend, pos = trainer.training_buffers(train_spec, steps)
         step_pos = [pos[("step", i)] for i in range(len(steps))]
@@ -113,13 +125,20 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
     exit_info = []
     for k, e in enumerate(graph.exits):
         scale, zp = qparams[e]
-        exit_info.append(dict(name=graph.exit_names[k], classes=int(graph.shapes[e][1]), scale=scale, zero_point=zp))
+        shape = graph.shapes.get(graph.exit_names[k], graph.shapes[e])
+        info = dict(name=graph.exit_names[k], classes=int(np.prod(shape[1:])), scale=scale, zero_point=zp,
+                    softmax=bool(graph.softmax[k]))
+        if graph.values:  # the values in ONNX order are the board's NHWC output moved back
+            info.update(shape=[int(d) for d in shape],
+                        transpose=[int(a) for a in np.argsort(canonical_perm(len(shape)))])
+        exit_info.append(info)
     meta = dict(
         source=str(onnx_path), board=board.name, input=graph.input, input_shape=list(graph.shapes[graph.input]),
         input_dims_nhwc=list(input_dims), input_scale=qparams[graph.input][0],
         input_zero_point=qparams[graph.input][1], exits=exit_info,
         classes=classes.split(",") if classes else [], metadata=md,
-        macs_per_exit=passes.macs_per_exit(graph))
+        macs_per_exit=passes.macs_per_exit(graph),
+        input_transpose=[int(a) for a in graph.input_transpose], output_kind="values" if graph.values else "logits")
     if train_spec is not None:
         weights_bytes += 4 * train_spec.trainable_parameters  # the initial float weights, kept in flash
         meta["train"] = trainer.describe(train_spec)
@@ -143,7 +162,7 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
         raise CompileError(f"the model does not fit {board.name}'s flash: it needs {flash_needed:,} B "
                            f"(weights {weights_bytes:,} B + runtime {RUNTIME_FLASH_BYTES:,} B), "
                            f"{board.flash.size:,} B available")
-    reference = Reference(steps, graph.input, tables)
+    reference = Reference(steps, graph.input, tables, graph.values)
     return Compiled(graph, steps, list(buffers.values()), arena, int(weights_bytes), reference, meta, memory,
                     tables, train_spec)
 
@@ -162,9 +181,10 @@ def render(compiled, source_name, train_config=None):
     off = compiled.buffer_offsets
     views = []
     for i, s in enumerate(compiled.steps):
-        v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=off[s.output],
+        out_offset = off[s.view[0]] + s.view[1] if s.view else off[s.output]
+        v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=out_offset,
                  scratch_offset=off.get(f"{s.output}.scratch", 0), out_size=int(np.prod(s.out_dims)))
-        if s.kernel == "conv":
+        if s.kernel in ("conv", "conv_dilated"):
             f = s.arrays["filter"].shape
             v["filter_dims"] = [f[0], f[1], f[2], f[3]]
         elif s.kernel == "dwconv":
@@ -181,7 +201,7 @@ def render(compiled, source_name, train_config=None):
                input_size=int(np.prod(compiled.meta["input_dims_nhwc"])),
                input_dims=compiled.meta["input_dims_nhwc"], input_offset=off[compiled.graph.input],
                input_scale=compiled.meta["input_scale"], input_zero_point=compiled.meta["input_zero_point"],
-               max_classes=max(e["classes"] for e in exits), exit_offsets=exit_offsets,
+               max_classes=max(e["classes"] for e in exits), exit_offsets=exit_offsets, values=compiled.graph.values,
                plan_text=planner.render(compiled.buffers, compiled.arena_bytes))
     files = {}
     if compiled.train is not None:
@@ -198,8 +218,14 @@ def render(compiled, source_name, train_config=None):
     return files, digest.hex()
 
 
+# Every file `mcu-train compile` may write: a new compile removes those it does not write again.
+OUTPUT_FILES = ("model.c", "model.h", "model_train.c", "model.json", "memory.json", "plan.txt", "model_qdq.onnx")
+
+
 def write_outputs(out_dir, files):
-    """Write every file into a temporary folder, then move them into place: all or nothing."""
+    """Write every file into a temporary folder, then move them into place, then remove the outputs of an
+    earlier compile that this one does not write (a stale model_train.c would change the next build):
+    all or nothing, and the folder then holds exactly this compile's files."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".compile-", dir=out_dir.parent))
@@ -213,6 +239,9 @@ def write_outputs(out_dir, files):
         out_dir.mkdir(exist_ok=True)
         for name in files:
             os.replace(tmp / name, out_dir / name)
+        for name in OUTPUT_FILES:
+            if name not in files:
+                (out_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -238,8 +267,14 @@ def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False
 def print_summary(compiled, out_dir, seconds):
     m = compiled.memory
     print(f"compiled {compiled.meta['source']} for {m['board']} in {seconds:.1f} s -> {out_dir}/")
-    print(f"  {len(compiled.steps)} kernel steps, {len(compiled.meta['exits'])} exits: "
-          + ", ".join(f"{e['name']} ({e['classes']} classes)" for e in compiled.meta["exits"]))
+    exits = compiled.meta["exits"]
+    if compiled.graph.values:
+        print(f"  {len(compiled.steps)} kernel steps, output {exits[0]['name']}: {exits[0]['classes']} values "
+              "(no classes: no confidence, no early exit)")
+    else:
+        print(f"  {len(compiled.steps)} kernel steps, {len(exits)} exits: "
+              + ", ".join(f"{e['name']} ({e['classes']} classes{', Softmax absorbed' if e['softmax'] else ''})"
+                          for e in exits))
     print("  MACs to each exit: " + ", ".join(f"{v:,}" for v in m["macs_per_exit"]))
     print(f"  arena {m['arena_bytes']:,} B + runtime {m['runtime_ram_bytes']:,} B of {m['board_ram_bytes']:,} B RAM; "
           f"weights {m['weights_bytes']:,} B + runtime {m['runtime_flash_bytes']:,} B of "

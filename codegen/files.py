@@ -40,3 +40,23 @@ def load_npz_array(path, what="inputs"):
     if len(keys) == 1:
         return data[keys[0]]
     raise McuTrainError(f"{path} holds arrays {keys}: name the {what} 'x'")
+
+
+def check_real_array(x, what):
+    """x as float32 when it holds real numbers, all finite; McuTrainError naming the problem otherwise (the
+    first non-finite value by its index)."""
+    import numpy as np
+
+    from codegen.errors import McuTrainError
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise McuTrainError(f"{what} has dtype {x.dtype}: it must hold real numbers (float or int)")
+    if x.size == 0:
+        raise McuTrainError(f"{what} is empty (shape {tuple(x.shape)})")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise McuTrainError(f"{what} holds {x[index]} at index {list(index)} ({int(bad.sum())} non-finite values "
+                            "in all): every value must be finite")
+    return x

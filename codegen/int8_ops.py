@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from codegen.quant import output_stage, requantize
 
 __all__ = ["conv2d", "conv1d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-           "global_avg_pool", "add", "relu", "out_len"]
+           "global_avg_pool", "add", "relu", "out_len", "lut", "mul", "concat_channels", "pad", "resize_nearest"]
 
 
 def out_len(n: int, k: int, stride: int, pad_a: int, pad_b: int) -> int:
@@ -45,9 +45,10 @@ def _check_common(x, stride, padding, input_offset, output_offset, act_min, act_
         raise ValueError("bad activation range")
 
 
-def _windows(xp: np.ndarray, kh: int, kw: int, stride, oh: int, ow: int) -> np.ndarray:
-    """(N, OH, OW, C, KH, KW) view of the padded input's sliding windows."""
-    v = sliding_window_view(xp, (kh, kw), axis=(1, 2))
+def _windows(xp: np.ndarray, kh: int, kw: int, stride, oh: int, ow: int, dilation=(1, 1)) -> np.ndarray:
+    """(N, OH, OW, C, KH, KW) view of the padded input's sliding windows (taps `dilation` apart)."""
+    dh, dw = dilation
+    v = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))[..., ::dh, ::dw]
     return v[:, : (oh - 1) * stride[0] + 1: stride[0], : (ow - 1) * stride[1] + 1: stride[1]]
 
 
@@ -56,9 +57,10 @@ def _wrap32(acc: np.ndarray) -> np.ndarray:
 
 
 def conv2d(x, w, bias=None, *, input_offset: int, output_offset: int, multiplier, shift,
-           stride=(1, 1), padding=(0, 0, 0, 0), act_min: int = -128, act_max: int = 127) -> np.ndarray:
-    """Convolution with groups = 1 (``mt_conv_s8``). x: (N, H, W, C_in) int8; w: (C_out, KH, KW, C_in) int8;
-    bias: int32[C_out] or None. Returns (N, OH, OW, C_out) int8."""
+           stride=(1, 1), padding=(0, 0, 0, 0), act_min: int = -128, act_max: int = 127,
+           dilation=(1, 1)) -> np.ndarray:
+    """Convolution with groups = 1 (``mt_conv_s8``; with dilation ``mt_conv_dilated_s8``). x: (N, H, W, C_in)
+    int8; w: (C_out, KH, KW, C_in) int8; bias: int32[C_out] or None. Returns (N, OH, OW, C_out) int8."""
     x = np.asarray(x)
     w = np.asarray(w)
     _check_common(x, stride, padding, input_offset, output_offset, act_min, act_max)
@@ -67,9 +69,10 @@ def conv2d(x, w, bias=None, *, input_offset: int, output_offset: int, multiplier
     n, h, wd, _ = x.shape
     co, kh, kw, _ = w.shape
     t, l, b, r = padding
-    oh, ow = out_len(h, kh, stride[0], t, b), out_len(wd, kw, stride[1], l, r)
+    dh, dw = dilation
+    oh, ow = out_len(h, (kh - 1) * dh + 1, stride[0], t, b), out_len(wd, (kw - 1) * dw + 1, stride[1], l, r)
     xp = np.pad(x.astype(np.int64) + input_offset, ((0, 0), (t, b), (l, r), (0, 0)))
-    win = _windows(xp, kh, kw, stride, oh, ow)  # N, OH, OW, C, KH, KW
+    win = _windows(xp, kh, kw, stride, oh, ow, dilation)  # N, OH, OW, C, KH, KW
     acc = np.tensordot(win, w.astype(np.int64).transpose(3, 1, 2, 0), axes=([3, 4, 5], [0, 1, 2]))
     if bias is not None:
         acc = acc + np.asarray(bias, dtype=np.int64)
@@ -199,3 +202,50 @@ def relu(x, act_min: int = -128, act_max: int = 127) -> np.ndarray:
     if x.dtype != np.int8 or not (-128 <= act_min <= act_max <= 127):
         raise ValueError("need int8 input and -128 <= act_min <= act_max <= 127")
     return np.clip(x, act_min, act_max).astype(np.int8)
+
+
+def lut(x, table) -> np.ndarray:
+    """Elementwise table lookup (``mt_lut_s8``): out = table[x + 128]."""
+    x = np.asarray(x)
+    table = np.asarray(table)
+    if x.dtype != np.int8 or table.dtype != np.int8 or table.shape != (256,):
+        raise ValueError("need int8 input and an int8[256] table")
+    return table[x.astype(np.int64) + 128]
+
+
+def mul(x1, x2, *, input1_offset: int, input2_offset: int, output_offset: int, multiplier: int, shift: int,
+        act_min: int = -128, act_max: int = 127) -> np.ndarray:
+    """Elementwise product (``mt_mul_s8``); x2 repeats along x1's flat order (its size divides x1's: the same
+    shape, one value per channel of NHWC data, or one value):
+    out = clamp(requantize((x1 + off1) * (x2 + off2)) + output_offset)."""
+    x1 = np.asarray(x1)
+    x2 = np.asarray(x2).reshape(-1)
+    if x1.dtype != np.int8 or x2.dtype != np.int8 or x1.size % x2.size:
+        raise ValueError("need int8 inputs, the second's size dividing the first's")
+    a = x1.reshape(-1, x2.size).astype(np.int64) + input1_offset
+    acc = a * (x2.astype(np.int64) + input2_offset)
+    return output_stage(acc, multiplier, shift, output_offset, act_min, act_max).reshape(x1.shape)
+
+
+def concat_channels(inputs, params) -> np.ndarray:
+    """Channel concatenation of NHWC tensors (``mt_concat_s8``, once per input), each input copied or
+    requantised to the output's quantisation (``codegen.quant.copy_params``)."""
+    parts = []
+    for x, p in zip(inputs, params):
+        x = np.asarray(x)
+        if p["requantize"]:
+            x = output_stage(x.astype(np.int64) + p["input_offset"], p["multiplier"], p["shift"], p["output_offset"])
+        parts.append(x)
+    return np.concatenate(parts, axis=-1).astype(np.int8)
+
+
+def pad(x, padding, pad_value: int) -> np.ndarray:
+    """Constant padding of H and W (``mt_pad_s8``); padding = (top, left, bottom, right)."""
+    t, l, b, r = padding
+    return np.pad(np.asarray(x), ((0, 0), (t, b), (l, r), (0, 0)), constant_values=pad_value)
+
+
+def resize_nearest(x, rows, cols) -> np.ndarray:
+    """Nearest-neighbour resize (``mt_resize_nearest_s8``): output (i, j) is input (rows[i], cols[j])."""
+    x = np.asarray(x)
+    return x[:, np.asarray(rows)][:, :, np.asarray(cols)]

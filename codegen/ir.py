@@ -9,7 +9,7 @@ from codegen.errors import CompileError  # noqa: F401 (raised by every pass)
 
 @dataclass
 class Op:
-    kind: str  # conv, dwconv, dense, maxpool, avgpool, gap, add, relu
+    kind: str  # conv, dwconv, dense, maxpool, avgpool, gap, gmp, add, relu, lut, mul, concat, pad, resize, reshape
     name: str  # the ONNX node it came from (for errors and comments in the C)
     inputs: list
     output: str
@@ -31,6 +31,9 @@ class Graph:
     exit_names: list = field(default_factory=list)  # the model's output names for them
     metadata: dict = field(default_factory=dict)
     given_qparams: dict = field(default_factory=dict)  # tensor -> (scale, zero point), from a QDQ model
+    input_transpose: list = None  # axes of the input in the order the board stores it (channels last, or as given)
+    values: bool = False  # a model without classes: its one output is values (no confidence, no early exit)
+    softmax: list = field(default_factory=list)  # per exit: its Softmax was absorbed (the logits are its input)
 
     def producer(self, tensor):
         return next((op for op in self.ops if op.output == tensor), None)

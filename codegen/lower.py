@@ -9,7 +9,7 @@ from codegen.passes import shape4
 
 @dataclass
 class Step:
-    kernel: str  # conv, dwconv, dense, maxpool, avgpool, add, relu
+    kernel: str  # conv, conv_dilated, dwconv, dense, maxpool, avgpool, add, relu, lut, mul, concat, pad, resize
     name: str  # ONNX node
     inputs: list  # buffer names
     output: str
@@ -22,6 +22,7 @@ class Step:
     exits_needing: int = 0  # bit k set when exit k depends on this step
     scratch_bytes: int = 0
     macs: int = 0
+    view: tuple = None  # (buffer, byte offset, buffer size): the step writes into part of another buffer
     act: tuple = ("none",)  # the op's fused activation, in real units (the float trainer uses it)
     float_arrays: dict = field(default_factory=dict)  # float weights in the layout of `arrays` (filter, bias)
 
@@ -39,10 +40,17 @@ def conv_scratch_bytes(kh, kw, c_in, dsp):
     return groups * 20 if dsp else 0
 
 
+DILATED_PIXELS = 8  # output pixels gathered per call of the dense kernel (mt_conv_dilated_s8.c)
+
+
+def conv_dilated_scratch_bytes(kh, kw, c_in, out_pixels):
+    """Must equal mt_conv_dilated_s8_get_buffer_size(): the gathered taps of up to 8 output pixels."""
+    return (min(DILATED_PIXELS, out_pixels) * kh * kw * c_in + 3) // 4 * 4
+
+
 def lower(graph, dsp):
     """The schedule as a list of Step. Reshapes emit no step: their outputs share their input's buffer."""
     alias = {}
-    flatten_from = {}  # reshape output -> the 4-D NCHW shape it flattened
     steps = []
     exit_of = {name: k for k, name in enumerate(graph.exits)}
     needing = {}
@@ -60,19 +68,17 @@ def lower(graph, dsp):
         q = dict(op.q)
         in_shape = graph.shapes[op.inputs[0]]
         out_shape = graph.shapes[op.output]
-        if op.kind == "reshape":
+        if op.kind == "reshape":  # a view: the bytes stay where they are (onnx_import checked the order)
             alias[op.output] = op.inputs[0]
-            src = shape4(in_shape) if len(in_shape) >= 3 else None
-            if src is not None and src[2] * src[3] > 1:
-                flatten_from[op.output] = src
-            elif op.inputs[0] in flatten_from:
-                flatten_from[op.output] = flatten_from[op.inputs[0]]
             if op.output in exit_of:
-                raise ValueError("an exit produced by a reshape")  # _pick_exits prevents this
+                raise ValueError("an exit produced by a reshape")  # _pick_exits resolves views
             continue
         arrays, float_arrays = {}, {}
         kernel = op.kind
         if op.kind == "conv":
+            if "dilation" in op.attrs:
+                kernel = "conv_dilated"
+                q["dilation"] = op.attrs["dilation"]
             arrays["filter"] = np.ascontiguousarray(q.pop("w").transpose(0, 2, 3, 1))  # OIHW -> OHWI
             float_arrays["filter"] = np.ascontiguousarray(op.params["w"].transpose(0, 2, 3, 1), np.float32)
         elif op.kind == "dwconv":
@@ -81,17 +87,33 @@ def lower(graph, dsp):
             q["ch_mult"] = w.shape[0] // nhwc(in_shape)[3]
         elif op.kind == "dense":
             w, wf = q.pop("w"), op.params["w"]
-            src = flatten_from.get(op.inputs[0])
-            if src is not None:  # the input was flattened in NCHW order; ours is NHWC
-                _, c, h, wd = src
-                w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-                wf = wf.reshape(wf.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(wf.shape[0], -1)
+            order = op.attrs.get("in_order")
+            if order is not None:  # stored input byte i holds feature order[i] (e.g. an NCHW flatten of NHWC data)
+                w, wf = w[:, order], wf[:, order]
             arrays["filter"] = np.ascontiguousarray(w)
             float_arrays["filter"] = np.ascontiguousarray(wf, np.float32)
         elif op.kind in ("avgpool", "gap"):
             kernel = "avgpool"
+        elif op.kind == "gmp":  # a max pool whose window is the whole map
+            kernel = "maxpool"
+            _, h, w, _ = nhwc(in_shape)
+            q.update(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0))
+        elif op.kind == "lut":
+            arrays["table"] = np.asarray(q.pop("table"), np.int8)
+        elif op.kind == "mul":
+            if "input2" in q:
+                arrays["input2"] = np.asarray(q.pop("input2"), np.int8)
+                q["input2_size"] = arrays["input2"].size
+            else:
+                q["input2_size"] = int(np.prod(graph.shapes[op.inputs[1]]))
+        elif op.kind == "concat":
+            q["channels"] = [nhwc(graph.shapes[t])[3] for t in op.inputs]
+        elif op.kind == "pad":
+            q["padding"] = op.attrs["padding"]
+        elif op.kind == "resize":
+            arrays["rows"], arrays["cols"] = (np.asarray(m, np.int32) for m in op.attrs["maps"])
         for key in ("bias", "multiplier", "shift"):
-            if key in q:
+            if key in q and not np.isscalar(q[key]):
                 arrays[key] = np.asarray(q.pop(key), np.int32)
         q.pop("w_scale", None)
         if float_arrays:
@@ -101,8 +123,37 @@ def lower(graph, dsp):
         step = Step(kernel, op.name, [buf(t) for t in op.inputs], op.output, nhwc(in_shape), nhwc(out_shape), q,
                     arrays, segment, exit_of.get(op.output, -1), needing.get(i, 0), macs=op.macs, act=op.act,
                     float_arrays=float_arrays)
-        if op.kind == "conv":
+        if kernel == "conv":
             kh, kw = op.attrs["kernel"]
             step.scratch_bytes = conv_scratch_bytes(kh, kw, step.in_dims[3], dsp)
+        elif kernel == "conv_dilated":
+            kh, kw = op.attrs["kernel"]
+            step.scratch_bytes = conv_dilated_scratch_bytes(kh, kw, step.in_dims[3],
+                                                            step.out_dims[1] * step.out_dims[2])
         steps.append(step)
-    return steps
+    return concat_in_place(steps)
+
+
+def concat_in_place(steps):
+    """A channel Concat whose output is one pixel (pooled features, dense outputs) has contiguous channel
+    ranges: the producing steps write straight into them and the Concat step disappears. Only when each input
+    is a plain copy (same quantisation), written by a step that nothing else reads."""
+    readers = {}
+    for s in steps:
+        for t in s.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    writer = {s.output: s for s in steps}
+    kept = []
+    for s in steps:
+        producers = [writer.get(t) for t in s.inputs]
+        if s.kernel == "concat" and s.out_dims[1] * s.out_dims[2] == 1 and s.exit_index < 0 \
+                and all(p is not None and p.exit_index < 0 and p.view is None and readers[p.output] == 1
+                        for p in producers) and not any(q["requantize"] for q in s.q["inputs"]) \
+                and len(set(s.inputs)) == len(s.inputs):
+            size, start = int(np.prod(s.out_dims)), 0
+            for p, c in zip(producers, s.q["channels"]):
+                p.view = (s.output, start, size)
+                start += c
+            continue
+        kept.append(s)
+    return kept

@@ -5,6 +5,8 @@ Outputs are the exits' int8 logits, named after the exits."""
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from codegen import elementwise, quant
+
 
 def export_qdq(graph):
     nodes, inits = [], []
@@ -60,15 +62,22 @@ def export_qdq(graph):
         return out
 
     in_shape = graph.shapes[graph.input]
-    one_d = len(in_shape) == 3
     fl = {}
     fl[graph.input], _ = q_dq(graph.input, graph.input)
 
     def spatial_attrs(op):
         (kh, kw), (sh, sw), (t, l, b, r) = op.attrs["kernel"], op.attrs["stride"], op.attrs["padding"]
-        if one_d and kh == 1:
-            return dict(kernel_shape=[kw], strides=[sw], pads=[l, r])
-        return dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[t, l, b, r])
+        dh, dw = op.attrs.get("dilation", (1, 1))
+        if len(graph.shapes[op.inputs[0]]) == 3:
+            return dict(kernel_shape=[kw], strides=[sw], pads=[l, r], dilations=[dw])
+        return dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[t, l, b, r], dilations=[dh, dw])
+
+    def reshape(x, shape, y):
+        nodes.append(helper.make_node("Reshape", [x, const(fresh("shape"), np.array(shape, np.int64))], [y]))
+
+    def per_channel(vec, like):
+        """A (C,) vector shaped to broadcast along the channel axis of a tensor of shape `like`."""
+        return np.asarray(vec, np.float32).reshape(1, -1, *[1] * (len(like) - 2))
 
     for op in graph.ops:
         x = fl[op.inputs[0]]
@@ -76,7 +85,7 @@ def export_qdq(graph):
         in_scale = qp[op.inputs[0]][0]
         if op.kind in ("conv", "dwconv"):
             w_q = op.q["w"]
-            if one_d and len(graph.shapes[op.inputs[0]]) == 3:
+            if len(graph.shapes[op.inputs[0]]) == 3:
                 w_q = w_q.reshape(w_q.shape[0], w_q.shape[1], w_q.shape[3])
             attrs = spatial_attrs(op)
             attrs.pop("kernel_shape")
@@ -90,22 +99,57 @@ def export_qdq(graph):
                                                    bias(op.output, op.q["bias"], in_scale, op.q["w_scale"])],
                                           [y], transB=1))
         elif op.kind == "maxpool":
-            nodes.append(helper.make_node("MaxPool", [x], [y], **spatial_attrs(op)))
+            attrs = spatial_attrs(op)
+            attrs.pop("dilations")
+            nodes.append(helper.make_node("MaxPool", [x], [y], **attrs))
         elif op.kind == "avgpool":
-            nodes.append(helper.make_node("AveragePool", [x], [y], **spatial_attrs(op),
+            attrs = spatial_attrs(op)
+            attrs.pop("dilations")
+            nodes.append(helper.make_node("AveragePool", [x], [y], **attrs,
                                           count_include_pad=int(op.attrs["count_include_pad"])))
-        elif op.kind == "gap":
-            g = fresh("gap")
-            nodes.append(helper.make_node("GlobalAveragePool", [x], [g]))
-            nodes.append(helper.make_node("Reshape", [g, const(fresh("shape"), np.array(graph.shapes[op.output]))],
-                                          [y]))
+        elif op.kind in ("gap", "gmp"):
+            g = fresh(op.kind)
+            nodes.append(helper.make_node("GlobalAveragePool" if op.kind == "gap" else "GlobalMaxPool", [x], [g]))
+            reshape(g, graph.shapes[op.output], y)
         elif op.kind == "add":
             nodes.append(helper.make_node("Add", [x, fl[op.inputs[1]]], [y]))
         elif op.kind == "relu":
             nodes.append(helper.make_node("Identity", [x], [y]))
         elif op.kind == "reshape":
-            nodes.append(helper.make_node("Reshape", [x, const(fresh("shape"), np.array(graph.shapes[op.output]))],
+            if "perm" in op.attrs:
+                nodes.append(helper.make_node("Transpose", [x], [y], perm=op.attrs["perm"]))
+            else:
+                reshape(x, graph.shapes[op.output], y)
+        elif op.kind == "lut":
+            nodes.append(helper.make_node("Identity", [elementwise.export(op.attrs["chain"], x, nodes,
+                                                                          lambda v: const(fresh("c"), v), fresh)],
                                           [y]))
+        elif op.kind == "mul":
+            if "const" in op.attrs:
+                vec = quant.dequantize(op.q["input2"], op.q["input2_scale"], op.q["input2_zp"])
+                other = const(fresh("mul_c"), per_channel(vec, graph.shapes[op.output]))
+            else:
+                other = fl[op.inputs[1]]
+            nodes.append(helper.make_node("Mul", [x, other], [y]))
+        elif op.kind == "concat":
+            nodes.append(helper.make_node("Concat", [fl[t] for t in op.inputs], [y], axis=1))
+        elif op.kind == "pad":
+            t, l, b, r = op.attrs["padding"]
+            rank = len(graph.shapes[op.inputs[0]])
+            pads = [0, 0, l, 0, 0, r] if rank == 3 else [0, 0, t, l, 0, 0, b, r]
+            value = quant.dequantize(op.q["pad_value"], *qp[op.output])
+            nodes.append(helper.make_node("Pad", [x, const(fresh("pads"), np.array(pads, np.int64)),
+                                                  const(fresh("value"), np.float32(value))], [y]))
+        elif op.kind == "resize":
+            rows, cols = op.attrs["maps"]
+            g = fresh("rows")
+            rank = len(graph.shapes[op.inputs[0]])
+            if rank == 4:
+                nodes.append(helper.make_node("Gather", [x, const(fresh("rows"), rows.astype(np.int64))], [g], axis=2))
+            else:
+                g = x
+            nodes.append(helper.make_node("Gather", [g, const(fresh("cols"), cols.astype(np.int64))], [y],
+                                          axis=rank - 1))
         else:
             raise ValueError(op.kind)
         y = activation(op, y)

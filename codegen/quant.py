@@ -202,6 +202,14 @@ def add_params(scale1: float, zp1: int, scale2: float, zp2: int, out_scale: floa
                 output_multiplier=mo, output_shift=sho, act_min=int(act_min), act_max=int(act_max))
 
 
+def copy_params(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> dict:
+    """Parameters of ``mt_concat_s8`` for one input: a plain copy when the quantisation is the same, else
+    ``clamp(requantize(x - in_zp, M) + out_zp)`` with ``M = in_scale / out_scale``."""
+    same = float(np.float32(in_scale)) == float(np.float32(out_scale)) and int(in_zp) == int(out_zp)
+    m, s = (0, 0) if same else quantize_multiplier(float(np.float32(in_scale)) / float(np.float32(out_scale)))
+    return dict(requantize=int(not same), input_offset=-int(in_zp), output_offset=int(out_zp), multiplier=m, shift=s)
+
+
 def avg_pool_multipliers(input_scale: float, output_scale: float, kernel: tuple[int, int],
                          num_multipliers: int = 1, count_include_pad: bool = False):
     """Requantisation table of ``mt_avg_pool_s8``: entry ``i`` serves windows with ``KH*KW - i`` in-bounds taps

@@ -3,22 +3,27 @@ data run through onnxruntime (or the scales a QDQ model already carries), per-ch
 int32 biases, fixed-point multipliers. Results go on each op as `op.q` (still in ONNX layout)."""
 import numpy as np
 
-from codegen import quant
+from codegen import elementwise, quant
 from codegen.ir import CompileError
 
 # Ops whose output keeps its input's scale and zero point (they only select or move values).
-SAME_SCALE_OPS = ("maxpool", "reshape", "relu")
+SAME_SCALE_OPS = ("maxpool", "gmp", "reshape", "relu", "pad", "resize")
 
 
 def load_calibration(path, input_shape):
-    """The npz's `x` (or its only array), shaped (N, *input_shape[1:]), as float32."""
-    from codegen.files import load_npz_array
-    x = load_npz_array(path, "calibration data")
+    """The npz's `x` (or its only array), shaped (N, *input_shape[1:]), as float32; refuses data that cannot
+    calibrate: empty, not real numbers, NaN / Inf, or one constant value."""
+    from codegen.files import check_real_array, load_npz_array
+    what = f"calibration data {path}"
+    x = check_real_array(load_npz_array(path, "calibration data"), what)
     want = tuple(input_shape[1:])
     if x.ndim != len(input_shape) or tuple(x.shape[1:]) != want or len(x) == 0:
-        raise CompileError(f"calibration data {path} has shape {tuple(x.shape)}, but the model input needs "
+        raise CompileError(f"{what} has shape {tuple(x.shape)}, but the model input needs "
                            f"(N, {', '.join(map(str, want))}) with N >= 1")
-    return x.astype(np.float32)
+    if float(x.max()) == float(x.min()):
+        raise CompileError(f"{what} is constant (every value is {float(x.min()):g}): it gives no range to "
+                           "quantise with; pass representative inputs")
+    return x
 
 
 def calibrate(onnx_model, graph, calib_x):
@@ -61,12 +66,21 @@ def assign_qparams(graph, ranges):
         raise CompileError(f"tensor '{tensor}'{where} has no quantisation parameters: the QDQ model does not "
                            "give them; pass --calib windows.npz")
 
+    # A Concat's inputs written by requantising kernels take the Concat's own scale: a plain copy then.
+    forced = {}
+    for op in graph.ops:
+        if op.kind == "concat":
+            for t in op.inputs:
+                p = graph.producer(t)
+                if p is not None and p.kind not in SAME_SCALE_OPS and t not in graph.given_qparams \
+                        and len(graph.consumers(t)) == 1 and t not in graph.exits:
+                    forced[t] = choose(op.output, op)
     qp[graph.input] = choose(graph.input)
     for op in graph.ops:
         if op.kind in SAME_SCALE_OPS:
             qp[op.output] = qp[op.inputs[0]]
         else:
-            qp[op.output] = choose(op.output, op)
+            qp[op.output] = forced.get(op.output) or choose(op.output, op)
     graph.qparams = {k: (float(np.float32(s)), int(z)) for k, (s, z) in qp.items()}
     return graph.qparams
 
@@ -110,4 +124,21 @@ def quantize_ops(graph):
         elif op.kind == "add":
             s2, z2 = qp[op.inputs[1]]
             q = quant.add_params(in_scale, in_zp, s2, z2, out_scale, out_zp, act_min, act_max)
+        elif op.kind == "lut":
+            q["table"] = elementwise.table(op.attrs["chain"], in_scale, in_zp, out_scale, out_zp)
+        elif op.kind == "mul":
+            if "const" in op.attrs:
+                vec = op.attrs["const"]
+                s2, z2 = quant.choose_activation_qparams(float(vec.min()), float(vec.max()))
+                q["input2"] = quant.quantize(vec, s2, z2)
+            else:
+                s2, z2 = qp[op.inputs[1]]
+            m, sh = quant.quantize_multiplier(float(np.float32(in_scale)) * float(np.float32(s2))
+                                              / float(np.float32(out_scale)))
+            q.update(input2_offset=-int(z2), multiplier=m, shift=sh, input2_scale=float(s2), input2_zp=int(z2))
+        elif op.kind == "concat":
+            q["inputs"] = [quant.copy_params(*qp[t], out_scale, out_zp) for t in op.inputs]
+        elif op.kind == "pad":
+            q["pad_value"] = int(quant.quantize(op.attrs["value"] if np.isfinite(op.attrs["value"])
+                                                else np.sign(op.attrs["value"]) * 3e38, out_scale, out_zp))
         op.q = q

@@ -26,14 +26,24 @@ def threshold_to_q16(threshold):
     return int(round(min(max(float(threshold), 0.0), 1.0) * Q16))
 
 
+def _store(step, buffers, y):
+    """The step's output into its own buffer, or into its part of a shared one (a Concat written in place)."""
+    if step.view is None:
+        buffers[step.output] = y
+        return
+    name, start, size = step.view
+    shared = buffers.setdefault(name, np.zeros(size, np.int8))
+    shared[start:start + y.size] = y.reshape(-1)
+
+
 def _run_step(step, buffers):
     x = buffers[step.inputs[0]].reshape(step.in_dims)
     q, a = step.q, step.arrays
     common = dict(input_offset=q.get("input_offset", 0), output_offset=q.get("output_offset", 0),
                   act_min=q["act_min"], act_max=q["act_max"])
-    if step.kernel == "conv":
+    if step.kernel in ("conv", "conv_dilated"):
         return int8_ops.conv2d(x, a["filter"], a["bias"], multiplier=a["multiplier"], shift=a["shift"],
-                               stride=q["stride"], padding=q["padding"], **common)
+                               stride=q["stride"], padding=q["padding"], dilation=q.get("dilation", (1, 1)), **common)
     if step.kernel == "dwconv":
         return int8_ops.depthwise_conv2d(x, a["filter"], a["bias"], multiplier=a["multiplier"], shift=a["shift"],
                                          stride=q["stride"], padding=q["padding"], ch_mult=q["ch_mult"], **common)
@@ -50,15 +60,30 @@ def _run_step(step, buffers):
         return int8_ops.add(x, y, **q)
     if step.kernel == "relu":
         return int8_ops.relu(x, q["act_min"], q["act_max"])
+    if step.kernel == "lut":
+        return int8_ops.lut(x, a["table"])
+    if step.kernel == "mul":
+        y = a["input2"] if "input2" in a else buffers[step.inputs[1]]
+        return int8_ops.mul(x, y, input1_offset=q["input_offset"], input2_offset=q["input2_offset"],
+                            output_offset=q["output_offset"], multiplier=q["multiplier"], shift=q["shift"],
+                            act_min=q["act_min"], act_max=q["act_max"])
+    if step.kernel == "concat":
+        parts = [buffers[t].reshape(*step.out_dims[:3], c) for t, c in zip(step.inputs, q["channels"])]
+        return int8_ops.concat_channels(parts, q["inputs"])
+    if step.kernel == "pad":
+        return int8_ops.pad(x, q["padding"], q["pad_value"])
+    if step.kernel == "resize":
+        return int8_ops.resize_nearest(x, a["rows"], a["cols"])
     raise ValueError(step.kernel)
 
 
 class Reference:
-    def __init__(self, steps, input_name, exit_tables):
+    def __init__(self, steps, input_name, exit_tables, values=False):
         self.steps = steps
         self.input_name = input_name
         self.exit_tables = exit_tables
         self.num_exits = len(exit_tables)
+        self.values = values  # outputs are values, not classes: confidence 0, as in the C
 
     def run(self, x_q, thresholds_q16=None, force_exit=None):
         """x_q: int8 input in NHWC. Either thresholds (Q16 per exit) or a forced exit index (-1 = final).
@@ -69,12 +94,12 @@ class Reference:
         for step in self.steps:
             if force_exit is not None and not step.exits_needing >> force_exit & 1:
                 continue
-            buffers[step.output] = _run_step(step, buffers)
+            _store(step, buffers, _run_step(step, buffers))
             k = step.exit_index
             if k < 0:
                 continue
             logits = buffers[step.output].reshape(-1)
-            conf = confidence_q16(logits, self.exit_tables[k])
+            conf = 0 if self.values else confidence_q16(logits, self.exit_tables[k])
             if force_exit is not None:
                 if k == force_exit:
                     return k, logits, conf
@@ -86,5 +111,5 @@ class Reference:
         """Every step on an int8 NHWC input: tensor name -> int8 array (the trainer's reference needs them all)."""
         buffers = {self.input_name: np.asarray(x_q, np.int8)}
         for step in self.steps:
-            buffers[step.output] = _run_step(step, buffers)
+            _store(step, buffers, _run_step(step, buffers))
         return buffers

@@ -106,8 +106,8 @@ static int handle_classify(const uint8_t *payload, uint16_t len, uint8_t *reply)
     uint64_t start = board_counter();
     mt_status status = RUN_MODEL(input, &policy, &result);
     uint64_t cost = board_counter() - start;
-    if (status != MT_SUCCESS)
-        return -ERR_MODEL_FAILED;
+    if (status != MT_SUCCESS || result.num_classes > 255)
+        return -ERR_MODEL_FAILED; /* more outputs than the reply's u8 count can carry: refused, not truncated */
     reply[0] = result.exit;
     reply[1] = result.num_classes;
     put_u32(reply + 2, result.confidence_q16);

@@ -56,10 +56,12 @@ def start(board, elf, **options) -> BoardRunner:
 
 def infer(model_dir, x, board=DEFAULT_BOARD, force_exit=None, thresholds=None, progress=None):
     """Build the firmware for `board`, boot it and classify every input of `x` (float, the model's input
-    layout) (`mcu-train infer`). Returns (arrays exit, logits, logits_q, cost; the cost counter's unit)."""
+    layout; every value finite) (`mcu-train infer`). Returns (arrays exit, logits, logits_q, cost, and for a
+    model without classes `outputs` in the model's output shape; the cost counter's unit)."""
+    from codegen.files import check_real_array
     board = board_of(board)
     meta = load_model_meta(model_dir)
-    rows = to_wire(meta, x)
+    rows = to_wire(meta, check_real_array(x, "the input"))
     firmware = build(board, model_dir)
     max_classes = max(e["classes"] for e in meta["exits"])
     exits = np.zeros(len(rows), np.int64)
@@ -77,7 +79,12 @@ def infer(model_dir, x, board=DEFAULT_BOARD, force_exit=None, thresholds=None, p
             if progress:
                 progress(i + 1, len(rows))
         unit = link.hello.counter_unit
-    return dict(exit=exits, logits=logits, logits_q=logits_q, cost=cost), unit
+    results = dict(exit=exits, logits=logits, logits_q=logits_q, cost=cost)
+    if meta.get("output_kind") == "values":  # the output in the model's own shape and layout, dequantised
+        e = meta["exits"][0]
+        stored = [e["shape"][a] for a in np.argsort(e["transpose"])]
+        results["outputs"] = logits.reshape(len(rows), *stored[1:]).transpose(e["transpose"])
+    return results, unit
 
 
 def selftest(board=DEFAULT_BOARD, pings=200, seed=0, console=None):

@@ -78,3 +78,38 @@ def assert_exits_agree(compiled, meta, x, theirs, min_top1=0.99, min_within=0.99
         top1, within = agreement(reference_exit_logits(compiled, meta, rows, k), theirs[k])
         assert top1 >= min_top1 and within >= min_within, \
             f"exit {k}: top-1 {top1:.3f}, within 1 LSB {within:.4f}"
+
+
+def quantise_with_onnxruntime(float_model, tmp_path, quant_format="QDQ", activation_type="QInt8", calib=64):
+    """The user's own quantisation: onnxruntime's pre-processing (folds BatchNorm), then quantize_static with
+    per-channel int8 weights in the given format (QDQ or QOperator). Returns the quantised model's path."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from model_zoo import calibration
+    onnx.save(float_model, tmp_path / "float.onnx")
+    quant_pre_process(str(tmp_path / "float.onnx"), str(tmp_path / "prepared.onnx"))
+    windows = calibration(float_model, calib)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"x": c[None]} for c in windows)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    path = tmp_path / f"{quant_format}.onnx"
+    quantize_static(str(tmp_path / "prepared.onnx"), str(path), Reader(),
+                    quant_format=getattr(QuantFormat, quant_format), per_channel=True,
+                    activation_type=getattr(QuantType, activation_type), weight_type=QuantType.QInt8)
+    return path
+
+
+def quantised_model_exits(path, meta, x):
+    """onnxruntime on a quantised model whose exits are float outputs, requantised to our exits' scales."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = []
+    for e in meta["exits"]:
+        theirs = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])
+        out.append(np.clip(np.round(theirs / e["scale"]) + e["zero_point"], -128, 127).astype(np.int8))
+    return out

@@ -8,7 +8,8 @@ import model_zoo
 import numpy as np
 import onnx
 import pytest
-from compiler_helpers import assert_exits_agree, board_vs_reference, compile_zoo, onnxruntime_exits, random_inputs
+from compiler_helpers import (assert_exits_agree, board_vs_reference, compile_zoo, onnxruntime_exits,
+                              quantise_with_onnxruntime, quantised_model_exits, random_inputs)
 from onnx import TensorProto, helper
 
 from codegen.ir import CompileError
@@ -70,25 +71,7 @@ def test_reports(zoo):
 def test_quantize_static_model(tmp_path):
     """A QDQ model quantised by onnxruntime (the user's own quantisation) compiles without calibration data,
     runs bit-exactly against the reference, and agrees with onnxruntime on that QDQ model."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    float_model = model_zoo.har_like(seed=4)
-    float_path = tmp_path / "float.onnx"
-    onnx.save(float_model, float_path)
-    calib = model_zoo.calibration(float_model, 64)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"x": c[None]} for c in calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    prepared = tmp_path / "prepared.onnx"
-    quant_pre_process(str(float_path), str(prepared))  # onnxruntime's recommended first step: folds BatchNorm
-    qdq_path = tmp_path / "qdq.onnx"
-    quantize_static(str(prepared), str(qdq_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    qdq_path = quantise_with_onnxruntime(model_zoo.har_like(seed=4), tmp_path)
     from codegen.compile import compile_model
     compiled = compile_model(qdq_path, HOST, tmp_path / "out", quiet=True)
     meta = load_model_meta(tmp_path / "out")
@@ -96,13 +79,7 @@ def test_quantize_static_model(tmp_path):
     mismatches, total = board_vs_reference(compiled, tmp_path / "out", HOST, x[:50])
     assert not mismatches
     # onnxruntime on the user's QDQ model: exits are float outputs there; compare after our dequantisation.
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(qdq_path), providers=["CPUExecutionProvider"])
-    theirs_q = []
-    for e in meta["exits"]:
-        theirs = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])
-        theirs_q.append(np.clip(np.round(theirs / e["scale"]) + e["zero_point"], -128, 127).astype(np.int8))
-    assert_exits_agree(compiled, meta, x, theirs_q)
+    assert_exits_agree(compiled, meta, x, quantised_model_exits(qdq_path, meta, x))
 
 
 # --- bad inputs: a clear error, a non-zero exit code, nothing written ----------------------------------------
@@ -119,11 +96,12 @@ def save(model, path):
 
 def test_unsupported_op_names_the_node(tmp_path):
     m = model_zoo.cnn1d_plain()
-    m.graph.node.append(helper.make_node("Sigmoid", [m.graph.output[0].name], ["probs"], name="the_sigmoid"))
-    m.graph.output[0].name = "probs"
+    m.graph.node.append(helper.make_node("Cos", [m.graph.output[0].name], ["cos"], name="the_cos"))
+    m.graph.output[0].name = "cos"
     out = run_compile(save(m, tmp_path / "m.onnx"), "--calib", "x.npz", "-o", tmp_path / "out")
     assert out.returncode == 2
-    assert "node 'the_sigmoid' has op type Sigmoid" in out.stderr and "Supported op types: Conv" in out.stderr
+    assert "node 'the_cos' (Cos): op type Cos, which mcu-train cannot compile" in out.stderr
+    assert "Supported op types: Conv" in out.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -136,11 +114,13 @@ def test_dynamic_shape_is_refused(tmp_path):
 
 
 def test_model_without_exits_is_refused(tmp_path):
+    """Two outputs, neither (N, classes) logits: which is the exit cannot be guessed."""
     b = model_zoo.Builder(0)
     y = b.conv("x", 3, 4, 3)
+    z = b.conv(y, 4, 4, 3)
     m = b.model([1, 3, 32], [])
-    m.graph.output.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 4, 32]))
-    np.savez(tmp_path / "c.npz", x=np.zeros((4, 3, 32), np.float32))
+    m.graph.output.extend([helper.make_tensor_value_info(t, TensorProto.FLOAT, [1, 4, 32]) for t in (y, z)])
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).normal(0, 1, (4, 3, 32)).astype(np.float32))
     out = run_compile(save(m, tmp_path / "m.onnx"), "--calib", tmp_path / "c.npz", "-o", tmp_path / "out")
     assert out.returncode == 2 and "has no exits" in out.stderr
     assert not (tmp_path / "out").exists()

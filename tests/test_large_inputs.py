@@ -5,6 +5,7 @@ repeating nothing. Fast tests use the host board; the QEMU one is marked slow.""
 import struct
 import time
 
+import mlperf_tiny
 import model_zoo
 import numpy as np
 import onnx
@@ -34,7 +35,7 @@ STAGED = struct.pack("<bB", -1, 0)  # CLASSIFY's head without input bytes: run o
 def resnet8(tmp_path_factory):
     """ResNet-8 (3,072-byte input) for the host board: (compiled, meta, elf)."""
     tmp = tmp_path_factory.mktemp("resnet8")
-    compiled, out = compile_zoo(model_zoo.resnet8(), tmp, HOST, "resnet8")
+    compiled, out = compile_zoo(mlperf_tiny.resnet8()[0], tmp, HOST, "resnet8")
     return compiled, load_model_meta(out), build_firmware(HOST, out, out / "fw").elf
 
 

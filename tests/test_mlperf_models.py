@@ -1,10 +1,11 @@
-"""The MLPerf Tiny reference architectures (tests/model_zoo.py: ResNet-8 on 32x32x3, the keyword-spotting DS-CNN on
+"""The MLPerf Tiny reference architectures (tests/mlperf_tiny.py: ResNet-8 on 32x32x3, the keyword-spotting DS-CNN on
 49x10x1 and MobileNetV1-0.25 on 96x96x3, a 27,648-byte input) compile for mps2-an386, fit its RAM and run through
 `mcu-train infer` bit for bit equal to the numpy reference: one input each (their cost per inference and per MAC
 is measured by `mcu-train bench`, in docs/RESULTS.md). `mcu-train bench` itself works for a model that is not the
 shipped HAR model, on the host board."""
 import json
 
+import mlperf_tiny
 import model_zoo
 import numpy as np
 import onnx
@@ -25,7 +26,7 @@ PUBLISHED_MACS = {"resnet8": 12.5e6, "ds_cnn": 2.7e6, "mobilenet_v1_025": 7.5e6}
 @pytest.mark.qemu
 @pytest.mark.parametrize("name", list(PUBLISHED_MACS))
 def test_mlperf_tiny_model_through_infer_on_mps2_an386(tmp_path, name):
-    compiled, out = compile_zoo(getattr(model_zoo, name)(), tmp_path, QEMU, name)
+    compiled, out = compile_zoo(getattr(mlperf_tiny, name)()[0], tmp_path, QEMU, name)
     memory = json.loads((out / "memory.json").read_text())
     assert memory["macs_per_exit"][-1] == pytest.approx(PUBLISHED_MACS[name], rel=0.02)
     assert memory["arena_bytes"] + memory["runtime_ram_bytes"] < memory["board_ram_bytes"]
@@ -42,7 +43,7 @@ def test_mlperf_tiny_model_through_infer_on_mps2_an386(tmp_path, name):
 def test_bench_takes_any_model(tmp_path):
     """`mcu-train bench --model X.onnx --calib Y.npz` on ResNet-8 (a calibration file whose one array is not
     named x), with the documented JSON keys."""
-    model = model_zoo.resnet8()
+    model = mlperf_tiny.resnet8()[0]
     onnx.save(model, tmp_path / "resnet8.onnx")
     np.savez(tmp_path / "calib.npz", images=model_zoo.calibration(model, n=4))
     main(["bench", "--board", "host", "--model", str(tmp_path / "resnet8.onnx"), "--calib",

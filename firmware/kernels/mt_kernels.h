@@ -311,6 +311,91 @@ mt_status mt_add_s8(const mt_add_params *add_params,
  *  output may alias input. Prefer fusing the clamp into the producing kernel's activation. */
 mt_status mt_relu_s8(const mt_activation *activation, const int8_t *input, int8_t *output, int32_t size);
 
+/* ---------------------------------------------------------------------------------------------------------
+ * Kernels added for published models (docs/compiler.md)
+ * ------------------------------------------------------------------------------------------------------- */
+
+/** Scratch bytes mt_conv_dilated_s8() needs: the taps of up to 8 output pixels (KH * KW * C_in each). */
+int32_t mt_conv_dilated_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims,
+                                           const mt_dims *output_dims);
+
+/**
+ * Dilated convolution (groups = 1): as mt_conv_s8, with taps conv_params->dilation apart (any dilation >= 1).
+ * H_out = (H + top + bottom - ((KH - 1) * dilation.h + 1)) / stride.h + 1 (same for W). The taps of a few
+ * output pixels are gathered into the scratch buffer (padded taps as the input zero point), then
+ * mt_fully_connected_s8 computes them: its DSP path is this kernel's.
+ */
+mt_status mt_conv_dilated_s8(const mt_context *ctx,
+                             const mt_conv_params *conv_params,
+                             const mt_per_channel_quant_params *quant_params,
+                             const mt_dims *input_dims,
+                             const int8_t *input,
+                             const mt_dims *filter_dims,
+                             const int8_t *filter,
+                             const int32_t *bias,
+                             const mt_dims *output_dims,
+                             int8_t *output);
+
+/** Elementwise table lookup: output[i] = table[input[i] + 128]. Any function of one int8 tensor
+ *  (Sigmoid, HardSwish, SiLU, LeakyReLU, a scalar Mul / Add, ...) is exact as a table. output may alias input. */
+mt_status mt_lut_s8(const int8_t table[256], const int8_t *input, int8_t *output, int32_t size);
+
+/** Elementwise product of two int8 tensors (TFLite's int8 Mul):
+ *    out = clamp(requantize((x1 + input1_offset) * (x2 + input2_offset), multiplier, shift) + output_offset)
+ *  input2 holds input2_size values repeated along input1 (size must be a multiple of it): the same shape, one
+ *  value per channel of NHWC data (a gate), or one value. */
+typedef struct {
+    int32_t input1_offset;
+    int32_t input2_offset;
+    int32_t output_offset;
+    int32_t multiplier; /**< Q31, >= 0 */
+    int32_t shift;      /**< in [-31, 30] */
+    mt_activation activation;
+} mt_mul_params;
+
+mt_status mt_mul_s8(const mt_mul_params *mul_params,
+                    const int8_t *input1,
+                    const int8_t *input2,
+                    int32_t input2_size,
+                    int8_t *output,
+                    int32_t size);
+
+/** One input of a channel Concat: requantise (or copy, when requantize is 0) to the output's quantisation. */
+typedef struct {
+    int32_t requantize; /**< 0: the input has the output's scale and zero point, copy it */
+    int32_t input_offset;
+    int32_t output_offset;
+    int32_t multiplier;
+    int32_t shift;
+} mt_concat_params;
+
+/** Writes one input of a channel Concat (NHWC): pixels x in_channels values into channels
+ *  [channel_start, channel_start + in_channels) of an output with out_channels channels. */
+mt_status mt_concat_s8(const mt_concat_params *concat_params,
+                       const int8_t *input,
+                       int32_t pixels,
+                       int32_t in_channels,
+                       int8_t *output,
+                       int32_t out_channels,
+                       int32_t channel_start);
+
+/** Constant padding of H and W (NHWC): the padded border holds pad_value (the quantised constant). */
+mt_status mt_pad_s8(const mt_dims *input_dims,
+                    const int8_t *input,
+                    const mt_padding *padding,
+                    int32_t pad_value,
+                    const mt_dims *output_dims,
+                    int8_t *output);
+
+/** Nearest-neighbour resize (NHWC): output pixel (y, x) copies input pixel (rows[y], cols[x]). The compiler
+ *  derives rows / cols from the model's Resize, so every ONNX coordinate mode and rounding is covered. */
+mt_status mt_resize_nearest_s8(const mt_dims *input_dims,
+                               const int8_t *input,
+                               const int32_t *rows,
+                               const int32_t *cols,
+                               const mt_dims *output_dims,
+                               int8_t *output);
+
 #ifdef __cplusplus
 }
 #endif

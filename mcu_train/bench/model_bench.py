@@ -37,7 +37,7 @@ def bench_board(board, model, calib, inputs=20, work_dir=None):
     for step, cost in zip(compiled.steps, step_costs):
         layer = dict(name=step.name, kernel=step.kernel, in_dims=list(step.in_dims), out_dims=list(step.out_dims),
                      macs=step.macs, cost=cost)
-        if step.kernel in ("conv", "dwconv", "dense") and step.macs and cost:
+        if step.kernel in ("conv", "conv_dilated", "dwconv", "dense") and step.macs and cost:
             layer["cost_per_mac"] = round(cost / step.macs, 3)
         result["layers"].append(layer)
     return result

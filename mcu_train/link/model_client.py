@@ -35,7 +35,7 @@ def to_wire(meta, x):
     want = tuple(meta["input_shape"][1:])
     if tuple(x.shape[1:]) != want:
         raise McuTrainError(f"inputs have shape {x.shape}; the model takes (N, {', '.join(map(str, want))})")
-    x = np.moveaxis(x, 1, -1)  # channels last
+    x = np.transpose(x, meta.get("input_transpose") or (0, *range(2, x.ndim), 1))  # as the board stores it
     q = quant.quantize(x, meta["input_scale"], meta["input_zero_point"])
     return q.reshape(len(x), -1)
 
