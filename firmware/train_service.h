@@ -1,5 +1,5 @@
-/* Protocol messages of a firmware with a trainer: TRAIN, CONFIG, STATS, CHECKPOINT_GET, CHECKPOINT_PUT.
- * Layouts are in docs/protocol.md. */
+/* Protocol messages of a firmware with a trainer: TRAIN, CONFIG, STATS, CHECKPOINT_GET, CHECKPOINT_PUT (and
+ * PERSIST, firmware/persist.h). Layouts are in docs/protocol.md. */
 #ifndef MT_TRAIN_SERVICE_H
 #define MT_TRAIN_SERVICE_H
 #include <stdint.h>
@@ -9,5 +9,10 @@ int handle_config(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_stats(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_checkpoint_get(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_checkpoint_put(const uint8_t *payload, uint16_t len, uint8_t *reply);
+
+/* The CONFIG payload: write the configuration in force (returns its length); set one (0, or -1 when it is
+ * malformed or out of range: nothing changed). */
+int train_config_to_wire(uint8_t *out);
+int train_config_from_wire(const uint8_t *payload, uint16_t len);
 
 #endif

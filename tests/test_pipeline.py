@@ -7,7 +7,7 @@ import time
 import pytest
 from repo import ROOT
 
-from mcu_train import protocol
+from mcu_train.link import protocol
 from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.boards.selftest import exchange, run_pipelined_pings

@@ -6,7 +6,7 @@ import struct
 import pytest
 from repo import ROOT
 
-from mcu_train import protocol
+from mcu_train.link import protocol
 from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.link.protocol import REPLY, ErrorInfo, Hello, Msg, Reason, encode_frame
@@ -77,9 +77,9 @@ def test_payload_field_tables_match():
     assert classify_req == ["force_exit", "num_thresholds", "thresholds", "input"]
     assert classify_reply == ["exit", "num_classes", "confidence", "cost", "logits"]
     assert hello == ["protocol_version", "flags", "max_payload", "counter_hz", "board", "firmware_version",
-                     "counter_unit", "model_hash"]
+                     "counter_unit", "model_hash", "restored_seq"]
     assert hello == list(Hello.__dataclass_fields__)[:1] + ["flags"] + list(Hello.__dataclass_fields__)[3:]
-    assert stats == [*protocol.LINK_STATS_FIELDS, "counter"]
+    assert stats == [*protocol.LINK_STATS_FIELDS, *protocol.LINK_STATS_TAIL]
     assert error == ["reason", "expected_seq", "detail"] == list(ErrorInfo.__dataclass_fields__)
 
 
@@ -96,6 +96,18 @@ def check_training_tables(train_req, train_reply, config, train_stats, get_req, 
     assert get_req == ["offset", "max_bytes"] and get_reply == ["total", "offset", "data"]
     assert put_req == ["total", "offset", "data"] and put_reply == ["staged", "committed"]
     assert [int(r[0]) for r in doc_table("detail")] == list(range(1, 7))
+
+
+def test_persist_tables_match():
+    from dataclasses import fields
+
+    from mcu_train.link.trainer_client import PersistOp, PersistStatus
+    assert [r[0] for r in doc_table("persist request field")] == ["op", "halt_after"]
+    assert [r[0] for r in doc_table("persist reply field")] == [f.name for f in fields(PersistStatus)]
+    ops = doc_table("persist request field")[0][2]
+    assert all(f"{getattr(PersistOp, name)}: " in ops for name in ("STATUS", "WRITE", "FORGET", "WRITE_AND_HALT"))
+    assert [int(r[0]) for r in doc_table("storage detail")] == list(range(1, 6))
+    assert c_value("HELLO_FLAG_RESTORED") == protocol.HELLO_FLAG_RESTORED == 4
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +129,9 @@ def test_every_message_round_trips_on_firmware(host_link):
     # PING: empty and maximum payloads.
     assert link.ping(b"") == b""
     assert link.ping(bytes(range(256)) * 4) == bytes(range(256)) * 4
-    # LINK_STATS: 10 u32 and a u64.
+    # LINK_STATS: 10 u32, a u64 and a u32.
     raw = link.request(Msg.LINK_STATS)
-    assert len(raw) == 4 * len(protocol.LINK_STATS_FIELDS) + 8
+    assert len(raw) == 4 * len(protocol.LINK_STATS_FIELDS) + 8 + 4
     assert protocol.unpack_link_stats(raw)["frames_ok"] >= 3
     # ERROR: a request of an undocumented type; the frame seq is the request's.
     seq = link.next_seq

@@ -1,12 +1,15 @@
 /* The board interface on Linux: the "UART" is a TCP connection accepted on 127.0.0.1:$MT_SERIAL_PORT,
- * the same transport QEMU offers, so the host code cannot tell the difference. */
+ * the same transport QEMU offers, so the host code cannot tell the difference. Its "flash" (the persistence
+ * slots) is the file $MT_FLASH_FILE. */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +72,9 @@ int board_uart_read_byte(void)
     return rx_chunk[rx_pos++];
 }
 
+uint32_t board_uart_overruns(void) { return 0; } /* TCP loses nothing */
+void board_wait_for_input(void) {} /* board_uart_read_byte() already waits (1 ms) */
+
 uint64_t board_counter(void)
 {
     struct timespec t;
@@ -85,4 +91,61 @@ int board_is_emulated(void) { return 1; }
 void board_exit(int code)
 {
     exit(code);
+}
+
+void board_halt(const char *why)
+{
+    fputs(why, stdout);
+    fflush(stdout);
+    for (;;)
+        pause();
+}
+
+/* --- persistence slots: bytes [k * SLOT_BYTES, (k + 1) * SLOT_BYTES) of $MT_FLASH_FILE; unwritten bytes read
+ * as erased (0xFF) --- */
+#define SLOT_BYTES 0x10000u
+static int flash_fd = -1;
+
+static int flash_file(void)
+{
+    const char *path = getenv("MT_FLASH_FILE");
+    if (flash_fd < 0 && path && *path)
+        flash_fd = open(path, O_RDWR | O_CREAT, 0644);
+    return flash_fd;
+}
+
+static int flash_write(int slot, uint32_t offset, const uint8_t *data, uint32_t n)
+{
+    return pwrite(flash_file(), data, n, (off_t)slot * SLOT_BYTES + offset) == (ssize_t)n ? 0 : -1;
+}
+
+uint32_t board_slot_bytes(void) { return SLOT_BYTES; }
+
+int board_slot_erase(int slot, uint32_t bytes)
+{
+    uint8_t erased[BOARD_PAGE_BYTES];
+    memset(erased, 0xFF, sizeof erased);
+    if (flash_file() < 0)
+        return BOARD_STORAGE_NONE;
+    for (uint32_t at = 0; at < bytes && at < SLOT_BYTES; at += sizeof erased)
+        if (flash_write(slot, at, erased, sizeof erased) != 0)
+            return BOARD_STORAGE_ERASE;
+    return BOARD_STORAGE_OK;
+}
+
+int board_slot_program(int slot, uint32_t offset, const uint8_t *page)
+{
+    if (flash_file() < 0)
+        return BOARD_STORAGE_NONE;
+    return flash_write(slot, offset, page, BOARD_PAGE_BYTES) == 0 ? BOARD_STORAGE_OK : BOARD_STORAGE_PROGRAM;
+}
+
+int board_slot_read(int slot, uint32_t offset, uint8_t *dst, uint32_t n)
+{
+    memset(dst, 0xFF, n);
+    if (flash_file() < 0)
+        return BOARD_STORAGE_NONE;
+    ssize_t got = pread(flash_file(), dst, n, (off_t)slot * SLOT_BYTES + offset);
+    (void)got; /* short at the end of the file: the rest stays erased */
+    return BOARD_STORAGE_OK;
 }

@@ -84,10 +84,12 @@ class SocketProcessRunner(BoardRunner):
     def environment(self, port):
         return dict(os.environ)
 
-    def start(self, elf, port=0, detach=False, **options):
+    def start(self, elf, port=0, detach=False, flash_file=None, **options):
+        """`flash_file`: the board's persistent flash (default: next to the ELF, so a restart finds it)."""
         self.elf = Path(elf)
         if not self.elf.is_file():
             raise McuTrainError(f"firmware {elf} not found")
+        self.flash_file = Path(flash_file) if flash_file else self.elf.with_suffix(".flash")
         for _ in range(3):  # another process may grab the free port first
             self.port = port or free_port()
             self._log = tempfile.TemporaryFile()
