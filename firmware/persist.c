@@ -19,7 +19,6 @@
                             bytes, u8[16] model hash, u32 payload CRC-32, u32 header CRC-32 */
 #define NO_SLOT 255u
 #define NEVER 0xFFFFFFFFu
-#define MAX_CONFIG_BYTES PAGE
 
 enum { OP_STATUS = 0, OP_WRITE = 1, OP_FORGET = 2, OP_WRITE_AND_HALT = 3 };
 enum { FAIL_VERIFY = 3, FAIL_TOO_SMALL = 4 }; /* besides BOARD_STORAGE_* (erase 1, program 2, none 5) */
@@ -39,7 +38,7 @@ static struct {
 } st = {NO_SLOT, 0, 0, 0, 0, 0, 0};
 
 static uint8_t page[PAGE];
-static uint8_t config_wire[MAX_CONFIG_BYTES];
+static uint8_t config_wire[TRAIN_CONFIG_BYTES];
 
 static void put_u32(uint8_t *p, uint32_t v)
 {

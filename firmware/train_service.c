@@ -8,8 +8,6 @@
 #include "trainer.h"
 
 #define K MODEL_NUM_EXITS
-#define CONFIG_HEAD_BYTES 80
-#define CONFIG_BYTES (CONFIG_HEAD_BYTES + 12 * K)
 #define TRAIN_FLAG_LABEL 0x01u
 #define TRAIN_FLAG_INVALID 0x02u
 
@@ -112,7 +110,7 @@ int train_config_to_wire(uint8_t *out)
 
 int train_config_from_wire(const uint8_t *payload, uint16_t len)
 {
-    if (len != CONFIG_BYTES)
+    if (len != TRAIN_CONFIG_BYTES)
         return -1;
     tr_config c;
     rd r = {payload};

@@ -4,6 +4,11 @@
 #define MT_TRAIN_SERVICE_H
 #include <stdint.h>
 
+#include "model.h"
+
+/* Bytes of the CONFIG payload (docs/protocol.md): an 80-byte scalar head, then 12 bytes per exit. */
+#define TRAIN_CONFIG_BYTES (80 + 12 * MODEL_NUM_EXITS)
+
 int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_config(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_stats(const uint8_t *payload, uint16_t len, uint8_t *reply);

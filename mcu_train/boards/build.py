@@ -10,6 +10,7 @@ from elftools.elf.elffile import ELFFile
 
 from mcu_train import __version__
 from mcu_train.boards.toolchain import require
+from mcu_train.boards.uf2 import patch_boot2, write_uf2
 from mcu_train.errors import BuildError
 from mcu_train.resources import BOARDS_DIR, FIRMWARE_DIR, OUTPUT_DIR
 
@@ -47,7 +48,8 @@ def board_support_sources(board):
         return [BOARDS_DIR / "host" / "board_host.c"]
     common = BOARDS_DIR / "common"
     storage = [common / f"storage_{board.storage['kind']}.c"] if board.storage else []
-    return [common / f for f in ("startup.c", "board.c", "counter.c", "semihost.c", "uart_rx.c")] + \
+    return [common / f for f in ("startup.c", "board.c", "counter.c", "semihost.c", "uart_rx.c",
+                                 *board.sources)] + \
         [common / f"uart_{board.uart['kind']}.c"] + storage + sorted(board.folder.glob("*.c"))  # clocks, pins
 
 
@@ -100,8 +102,9 @@ def image_sizes(board, elf_path):
 
 
 def build_elf(board, sources, out_elf, include_dirs=(), defines=(), extra_cflags=()):
-    """Compile `sources` with the board's support code into `out_elf` (plus a link map next to it).
-    The sources provide main(). Nothing is left at `out_elf` if the build fails."""
+    """Compile `sources` with the board's support code into `out_elf` (plus a link map next to it, and for a
+    board with a USB drive bootloader a .uf2 image). The sources provide main(). Nothing is left at `out_elf`
+    if the build fails."""
     out_elf = Path(out_elf)
     out_elf.parent.mkdir(parents=True, exist_ok=True)
     cc = _compiler(board)
@@ -122,6 +125,10 @@ def build_elf(board, sources, out_elf, include_dirs=(), defines=(), extra_cflags
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"building for {board.name} failed:\n{proc.stderr.strip()}")
+        if board.boot2:
+            patch_boot2(tmp_elf)
+        if board.uf2_family:
+            os.replace(write_uf2(tmp_elf, board.uf2_family), out_elf.with_suffix(".uf2"))
         os.replace(tmp_map, out_elf.with_suffix(".map"))
         os.replace(tmp_elf, out_elf)
     flash, ram = image_sizes(board, out_elf)

@@ -34,6 +34,9 @@ class Board:
     run: dict = field(default_factory=dict)
     persist: dict = field(default_factory=dict)  # [persist]: where the trained state lives (docs/boards.md)
     usb: dict = field(default_factory=dict)  # [usb]: vid, pids of the serial port's USB bridge (real boards)
+    sources: tuple = ()  # shared board files it needs besides the UART driver (boards/common/)
+    boot2: bool = False  # RP2040: a second-stage boot with its CRC-32 in the first 256 bytes of flash
+    uf2_family: int = 0  # a UF2 file (for a USB drive bootloader) is written with this family ID
 
     @property
     def is_host(self):
@@ -53,8 +56,9 @@ class Board:
 
     @property
     def rx_buffer_bytes(self):
-        """The firmware's receive ring (a power of two)."""
-        return self.uart.get("rx_buffer", 2048)
+        """The firmware's receive ring (a power of two; under QEMU a full ring holds the line back, so a small
+        one only costs speed; real boards lose what does not fit)."""
+        return self.uart.get("rx_buffer", 1024)
 
     @property
     def has_dwt(self):
@@ -99,7 +103,8 @@ def _load(path):
         float_abi=m.get("float_abi", ""), dsp=m.get("dsp", False), clock_hz=m["clock_hz"],
         emulated=m["emulated"], flash=Region(**mem["flash"]), ram=Region(**mem["ram"]),
         stack_bytes=mem.get("stack_bytes", 8192), uart=m["uart"], run=m.get("run", {}),
-        persist=m.get("persist", {}), usb=m.get("usb", {}))
+        persist=m.get("persist", {}), usb=m.get("usb", {}), sources=tuple(m.get("sources", ())),
+        boot2=m.get("boot2", False), uf2_family=m.get("uf2_family", 0))
 
 
 @cache

@@ -1,6 +1,7 @@
 """One interface over every way a board runs its firmware, like microTVM's Project API: build, start (flash or
-boot), open the serial transport, the cost counter's unit, stop. QEMU (qemu.py) and a Linux process
-(host.py) implement it; the monitor, infer, bench and selftest only ever see a BoardRunner.
+boot), open the serial transport, the cost counter's unit, stop. QEMU (qemu.py), a Linux process (host.py)
+and a real board flashed through pyOCD (pyocd.py) implement it; the monitor, infer, bench and selftest only
+ever see a BoardRunner.
 
     runner = runner_for(board)
     firmware = runner.build(model_dir)
@@ -48,6 +49,11 @@ class BoardRunner:
 
     def open_transport(self, timeout=5.0):
         return connect_serial(self.url, timeout)
+
+    @property
+    def link_timeout(self):
+        """Seconds a request waits for its reply on this board's line (None: the Link's default)."""
+        return None
 
     def stop(self):
         pass
@@ -147,12 +153,15 @@ class SocketProcessRunner(BoardRunner):
 def runner_for(board) -> BoardRunner:
     """The runner the board's manifest asks for ([run] in board.toml)."""
     from mcu_train.boards.host import HostProcessRunner
+    from mcu_train.boards.pyocd import PyocdRunner
     from mcu_train.boards.qemu import QemuRunner
     if board.qemu_machine:
         return QemuRunner(board)
     if board.run.get("process"):
         return HostProcessRunner(board)
-    raise McuTrainError(f"{board.name} is a real board: running it through pyOCD is not supported yet")
+    if board.pyocd_target:
+        return PyocdRunner(board)
+    raise McuTrainError(f"{board.name}'s manifest says neither how to emulate nor how to flash it")
 
 
 def start_board(board, elf, **options) -> BoardRunner:
@@ -164,6 +173,8 @@ def start_board(board, elf, **options) -> BoardRunner:
 def session(board, elf, handshake_timeout=5.0, **link_args):
     """Boot `elf` on `board`, handshake, and yield (runner, link); both are closed afterwards."""
     with start_board(board, elf) as running:
+        if running.link_timeout is not None:
+            link_args.setdefault("timeout", running.link_timeout)
         link = Link(running.open_transport(), **link_args)
         link.url = running.url
         try:
