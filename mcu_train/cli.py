@@ -15,9 +15,9 @@ def _board(args):
 
 def cmd_boards(args):
     from mcu_train.boards import list_boards
-    print(f"{'name':<16} {'cpu':<12} {'fpu':<12} {'ram':>8} {'flash':>8}  kind")
+    print(f"{'name':<16} {'cpu':<13} {'fpu':<12} {'ram':>8} {'flash':>8}  kind")
     for b in list_boards():
-        print(f"{b.name:<16} {b.cpu:<12} {b.fpu or '-':<12} {b.ram_size // 1024:>6}K {b.flash_size // 1024:>6}K  "
+        print(f"{b.name:<16} {b.cpu:<13} {b.fpu or '-':<12} {b.ram_size // 1024:>6}K {b.flash_size // 1024:>6}K  "
               f"{'emulated' if b.emulated else 'real'}")
 
 

@@ -24,9 +24,12 @@ def host_trainer(tmp_path_factory):
     return compiled, th.load_meta(out), elf
 
 
-def fresh(elf):
-    """A board whose flash was never written."""
+@pytest.fixture
+def fresh_host(host_trainer):
+    """(meta, elf) of the host board with the trainer, its flash never written."""
+    compiled, meta, elf = host_trainer
     elf.with_suffix(".flash").unlink(missing_ok=True)
+    return meta, elf
 
 
 def state(trainer, rows):
@@ -58,9 +61,8 @@ def stream(meta, n, start=0):
     return rows[start:], y[start:], mask[start:]
 
 
-def test_restart_restores_the_written_state_host(host_trainer):
-    compiled, meta, elf = host_trainer
-    fresh(elf)
+def test_restart_restores_the_written_state_host(fresh_host):
+    meta, elf = fresh_host
     rows, y, mask = stream(meta, 30)
     probe = rows[:6]
     with session(HOST, elf) as (running, link):
@@ -89,9 +91,8 @@ def test_restart_restores_the_written_state_host(host_trainer):
         assert state(Trainer(link, meta), probe) == untrained
 
 
-def test_every_n_trained_windows_host(host_trainer):
-    compiled, meta, elf = host_trainer
-    fresh(elf)
+def test_every_n_trained_windows_host(fresh_host):
+    meta, elf = fresh_host
     rows, y, mask = stream(meta, 40)
     with session(HOST, elf) as (running, link):
         trainer = Trainer(link, meta)
@@ -113,9 +114,8 @@ def test_every_n_trained_windows_host(host_trainer):
 
 
 @pytest.mark.parametrize("cut_at", ["after erase", "in the payload", "before the header", "inside the header"])
-def test_power_cut_mid_write_keeps_the_previous_slot_host(host_trainer, cut_at):
-    compiled, meta, elf = host_trainer
-    fresh(elf)
+def test_power_cut_mid_write_keeps_the_previous_slot_host(fresh_host, cut_at):
+    meta, elf = fresh_host
     rows, y, mask = stream(meta, 24)
     with session(HOST, elf) as (running, link):
         trainer = Trainer(link, meta)
@@ -137,9 +137,8 @@ def test_power_cut_mid_write_keeps_the_previous_slot_host(host_trainer, cut_at):
         assert trainer.persist().seq == 2  # the torn slot is written again
 
 
-def test_a_damaged_slot_is_skipped_host(host_trainer):
-    compiled, meta, elf = host_trainer
-    fresh(elf)
+def test_a_damaged_slot_is_skipped_host(fresh_host):
+    meta, elf = fresh_host
     rows, y, mask = stream(meta, 16)
     with session(HOST, elf) as (running, link):
         trainer = Trainer(link, meta)
@@ -147,17 +146,18 @@ def test_a_damaged_slot_is_skipped_host(host_trainer):
         trainer.persist()
         older = trainer.checkpoint_get()
         train(trainer, rows[8:], y[8:], mask[8:])
-        assert trainer.persist().slot == 1
+        status = trainer.persist()
+        assert status.slot == 1
     flash = bytearray(elf.with_suffix(".flash").read_bytes())
-    flash[0x10000 + 256 + 1000] ^= 0x40  # one bit of slot 1's payload
+    flash[status.slot_bytes + 256 + 1000] ^= 0x40  # one bit of slot 1's payload
     elf.with_suffix(".flash").write_bytes(bytes(flash))
     with session(HOST, elf) as (running, link):
         assert link.hello.restored_seq == 1
         assert Trainer(link, meta).checkpoint_get() == older
 
 
-def test_persist_payload_is_checked_host(host_trainer):
-    compiled, meta, elf = host_trainer
+def test_persist_payload_is_checked_host(fresh_host):
+    meta, elf = fresh_host
     with session(HOST, elf) as (running, link):
         for bad in (b"", b"\x04", b"\x01\x00", b"\x03"):
             with pytest.raises(Exception, match="BAD_PAYLOAD"):

@@ -116,6 +116,20 @@ def test_flash_without_a_probe_says_what_to_check(built):
     assert out.returncode == 2 and "no debug probe with an ID containing 'E6614C311B'" in out.stderr
 
 
+def test_a_probe_on_another_board_is_refused():
+    """An on-board probe names its board (pyOCD's board ID): flashing another board's firmware is refused."""
+    from pyocd.board.board_ids import BOARD_ID_TO_INFO
+
+    from mcu_train.boards.pyocd import FlashError, check_probe_board
+
+    class OnBoardProbe:  # what pyOCD reports for an ST-LINK on a 32F746GDISCOVERY
+        unique_id = "066DFF535155878281151932"
+        associated_board_info = BOARD_ID_TO_INFO["0815"]
+    with pytest.raises(FlashError, match="sits on a DISCO-F746NG .*stm32f746nghx.*not on a nucleo-f446re"):
+        check_probe_board(get_board("nucleo-f446re"), OnBoardProbe)
+    check_probe_board(get_board("stm32f746g-disco"), OnBoardProbe)  # the right board passes
+
+
 def test_flash_a_pack_target_pyocd_lacks_names_the_pack(built):
     from mcu_train.boards.pyocd import pyocd_knows
     if pyocd_knows("stm32f446retx"):

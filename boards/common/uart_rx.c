@@ -36,6 +36,7 @@ int board_uart_read_byte(void)
     if (head == tail)
         return -1;
     uint8_t c = ring[tail % RX_SIZE];
+    __asm volatile("" ::: "memory"); /* read the byte before its slot is handed back to the interrupt */
     tail++;
     if (paused) {
         /* Some UARTs raise no interrupt for a byte that arrived while it was off: take those now. */

@@ -9,12 +9,12 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "board.h"
+#include "storage_file.h"
 
 static int conn = -1;
 static uint8_t rx_chunk[4096];
@@ -101,51 +101,24 @@ void board_halt(const char *why)
         pause();
 }
 
-/* --- persistence slots: bytes [k * SLOT_BYTES, (k + 1) * SLOT_BYTES) of $MT_FLASH_FILE; unwritten bytes read
- * as erased (0xFF) --- */
-#define SLOT_BYTES 0x10000u
+/* --- persistence slots (storage_file.c) in the file $MT_FLASH_FILE --- */
 static int flash_fd = -1;
 
-static int flash_file(void)
+int storage_file_open(void)
 {
     const char *path = getenv("MT_FLASH_FILE");
     if (flash_fd < 0 && path && *path)
         flash_fd = open(path, O_RDWR | O_CREAT, 0644);
-    return flash_fd;
+    return flash_fd >= 0;
 }
 
-static int flash_write(int slot, uint32_t offset, const uint8_t *data, uint32_t n)
+int storage_file_write(uint32_t offset, const uint8_t *data, uint32_t n)
 {
-    return pwrite(flash_file(), data, n, (off_t)slot * SLOT_BYTES + offset) == (ssize_t)n ? 0 : -1;
+    return pwrite(flash_fd, data, n, (off_t)offset) == (ssize_t)n ? 0 : -1;
 }
 
-uint32_t board_slot_bytes(void) { return SLOT_BYTES; }
-
-int board_slot_erase(int slot, uint32_t bytes)
+void storage_file_read(uint32_t offset, uint8_t *dst, uint32_t n)
 {
-    uint8_t erased[BOARD_PAGE_BYTES];
-    memset(erased, 0xFF, sizeof erased);
-    if (flash_file() < 0)
-        return BOARD_STORAGE_NONE;
-    for (uint32_t at = 0; at < bytes && at < SLOT_BYTES; at += sizeof erased)
-        if (flash_write(slot, at, erased, sizeof erased) != 0)
-            return BOARD_STORAGE_ERASE;
-    return BOARD_STORAGE_OK;
-}
-
-int board_slot_program(int slot, uint32_t offset, const uint8_t *page)
-{
-    if (flash_file() < 0)
-        return BOARD_STORAGE_NONE;
-    return flash_write(slot, offset, page, BOARD_PAGE_BYTES) == 0 ? BOARD_STORAGE_OK : BOARD_STORAGE_PROGRAM;
-}
-
-int board_slot_read(int slot, uint32_t offset, uint8_t *dst, uint32_t n)
-{
-    memset(dst, 0xFF, n);
-    if (flash_file() < 0)
-        return BOARD_STORAGE_NONE;
-    ssize_t got = pread(flash_file(), dst, n, (off_t)slot * SLOT_BYTES + offset);
-    (void)got; /* short at the end of the file: the rest stays erased */
-    return BOARD_STORAGE_OK;
+    if (pread(flash_fd, dst, n, (off_t)offset) < 0)
+        return; /* the caller's bytes stay erased */
 }

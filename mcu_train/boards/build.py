@@ -44,10 +44,10 @@ class BuildResult:
 
 
 def board_support_sources(board):
-    if board.is_host:
-        return [BOARDS_DIR / "host" / "board_host.c"]
     common = BOARDS_DIR / "common"
-    storage = [common / f"storage_{board.storage['kind']}.c"] if board.storage else []
+    if board.is_host:
+        return [BOARDS_DIR / "host" / "board_host.c", common / "storage_file.c"]
+    storage = [common / f"storage_{kind}.c" for kind in board.storage_sources]
     return [common / f for f in ("startup.c", "board.c", "counter.c", "semihost.c", "uart_rx.c",
                                  *board.sources)] + \
         [common / f"uart_{board.uart['kind']}.c"] + storage + sorted(board.folder.glob("*.c"))  # clocks, pins

@@ -69,9 +69,17 @@ class Board:
     def storage(self):
         """Where the trained state is persisted: the manifest's [persist], or on QEMU boards a file on the host
         reached through semihosting (`kind`, `slot_bytes`, and for flash `slots`, `sectors`, `write_seconds`)."""
-        if self.persist or not self.qemu_machine:
-            return self.persist
-        return {"kind": "semihost", "slot_bytes": 0x10000}
+        if self.qemu_machine and not self.persist:
+            return {"kind": "semihost", "slot_bytes": 0x100000}  # a sparse file: only what is written exists
+        if self.is_host:
+            return {"kind": "file", "slot_bytes": 0x100000}
+        return self.persist
+
+    @property
+    def storage_sources(self):
+        """The storage drivers (boards/common/storage_<kind>.c) the firmware links."""
+        kind = self.storage.get("kind")
+        return {"semihost": ["semihost", "file"], None: []}.get(kind, [kind])
 
     @property
     def ram_size(self):

@@ -33,7 +33,18 @@ def find_probe(board, probe_id=None):
     if len(probes) > 1:
         listed = "; ".join(f"{p.unique_id} ({p.description})" for p in probes)
         raise FlashError(f"several debug probes are connected: {listed}; pick one with --probe ID")
+    check_probe_board(board, probes[0])
     return probes[0]
+
+
+def check_probe_board(board, probe):
+    """On-board probes (ST-LINK, DAPLink, J-Link OB) tell which board they sit on: refuse another board's target
+    before anything is written."""
+    info = probe.associated_board_info
+    if info is not None and info.target and info.target != board.pyocd_target:
+        raise FlashError(f"the probe {probe.unique_id} sits on a {info.name} (pyOCD target {info.target}), not on "
+                         f"a {board.name} ({board.pyocd_target}): build and flash for that board's --board, or "
+                         "connect the right board")
 
 
 def _explain(board, error):

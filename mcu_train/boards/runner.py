@@ -173,8 +173,8 @@ def start_board(board, elf, **options) -> BoardRunner:
 def session(board, elf, handshake_timeout=5.0, **link_args):
     """Boot `elf` on `board`, handshake, and yield (runner, link); both are closed afterwards."""
     with start_board(board, elf) as running:
-        if running.link_timeout is not None:
-            link_args.setdefault("timeout", running.link_timeout)
+        if running.link_timeout is not None:  # a real line: never wait less than its speed needs
+            link_args["timeout"] = max(link_args.get("timeout", 0), running.link_timeout)
         link = Link(running.open_transport(), **link_args)
         link.url = running.url
         try:
