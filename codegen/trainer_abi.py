@@ -72,11 +72,12 @@ class TrainConfig:
     agree_rate: float = 0.02  # EMA rate of each exit's agreement with the final exit
     agree_target: float = 0.95  # agreement above which an exit's threshold goes down
     threshold_step: float = 0.002
+    persist_every: int = 0  # trained windows between writes of the trained state to the board's flash; 0: never
     thresholds: list = field(default_factory=list)  # per exit (the last is ignored): current threshold
     threshold_min: list = field(default_factory=list)
     threshold_max: list = field(default_factory=list)
 
-    HEAD = struct.Struct("<6f4BIHHI9f")
+    HEAD = struct.Struct("<6f4BIHHI9fI")
 
     @classmethod
     def default(cls, num_exits):

@@ -1,4 +1,4 @@
-/* The firmware's main loop: announce readiness, then serve the protocol forever. */
+/* The firmware's main loop: announce readiness, then serve the protocol forever, sleeping while idle. */
 #include "board.h"
 #include "protocol.h"
 #ifdef MT_HAVE_MODEL
@@ -15,6 +15,8 @@ int main(void)
     protocol_init(0, 0);
 #endif
     protocol_send_hello();
-    for (;;)
+    for (;;) {
         protocol_poll();
+        board_wait_for_input();
+    }
 }

@@ -8,6 +8,7 @@
 #include "board.h"
 #include "model.h"
 #ifdef MT_HAVE_TRAINER
+#include "persist.h"
 #include "train_service.h"
 #include "trainer.h"
 /* With a trainer, CLASSIFY serves the personalised heads where do-no-harm allows, and its default
@@ -30,6 +31,7 @@ void model_service_init(void)
     init_status = model_init();
 #ifdef MT_HAVE_TRAINER
     trainer_init();
+    protocol_set_restored(persist_restore());
 #endif
     protocol_set_model_hash(model_hash, MODEL_HASH_BYTES);
 }
@@ -191,6 +193,7 @@ const mt_route model_routes[] = {
     {MSG_STATS, handle_stats},
     {MSG_CHECKPOINT_GET, handle_checkpoint_get},
     {MSG_CHECKPOINT_PUT, handle_checkpoint_put},
+    {MSG_PERSIST, handle_persist},
 #endif
 };
 const size_t model_route_count = sizeof model_routes / sizeof model_routes[0];

@@ -18,6 +18,7 @@ static const mt_route *app_routes;
 static size_t app_route_count;
 static const uint8_t *model_hash;
 static uint8_t model_hash_len;
+static uint32_t restored_seq;
 
 static uint8_t rx_buf[MT_MAX_ENCODED]; /* encoded bytes since the last delimiter, decoded in place */
 static size_t rx_len;
@@ -51,6 +52,8 @@ void protocol_set_model_hash(const uint8_t *hash, uint8_t len)
     model_hash = hash;
     model_hash_len = len;
 }
+
+void protocol_set_restored(uint32_t seq) { restored_seq = seq; }
 
 static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put_u32(uint8_t *p, uint32_t v) { put_u16(p, (uint16_t)v); put_u16(p + 2, (uint16_t)(v >> 16)); }
@@ -114,7 +117,7 @@ static int handle_hello(const uint8_t *payload, uint16_t len, uint8_t *reply)
     (void)len;
     uint8_t *p = reply;
     *p++ = MT_PROTOCOL_VERSION;
-    *p++ = (uint8_t)(board_is_emulated() ? HELLO_FLAG_EMULATED : 0);
+    *p++ = (uint8_t)((board_is_emulated() ? HELLO_FLAG_EMULATED : 0) | (restored_seq ? HELLO_FLAG_RESTORED : 0));
     put_u16(p, MT_MAX_PAYLOAD);
     p += 2;
     put_u32(p, board_counter_hz());
@@ -126,6 +129,8 @@ static int handle_hello(const uint8_t *payload, uint16_t len, uint8_t *reply)
     if (model_hash_len)
         memcpy(p, model_hash, model_hash_len);
     p += model_hash_len;
+    put_u32(p, restored_seq);
+    p += 4;
     return (int)(p - reply);
 }
 
@@ -147,7 +152,8 @@ static int handle_link_stats(const uint8_t *payload, uint16_t len, uint8_t *repl
     uint64_t now = board_counter();
     put_u32(reply + 4 * n + 4, (uint32_t)now);
     put_u32(reply + 4 * n + 8, (uint32_t)(now >> 32));
-    return (int)(4 * n + 12);
+    put_u32(reply + 4 * n + 12, board_uart_overruns());
+    return (int)(4 * n + 16);
 }
 
 static const mt_route link_routes[] = {

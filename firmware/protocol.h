@@ -35,6 +35,7 @@ enum mt_msg_type {
     MSG_STATS = 0x22,
     MSG_CHECKPOINT_GET = 0x23,
     MSG_CHECKPOINT_PUT = 0x24,
+    MSG_PERSIST = 0x25, /* the trained state in the board's own flash (firmware/persist.h) */
     MSG_REPORT = 0x30, /* never requested: sent unsolicited (as MSG_REPORT | MT_REPLY) by protocol_send_report */
     MSG_ERROR = 0x7F,
 };
@@ -42,6 +43,7 @@ enum mt_msg_type {
 /* HELLO reply flags */
 #define HELLO_FLAG_EMULATED 0x01
 #define HELLO_FLAG_BOOT 0x02 /* the unsolicited announcement after reset */
+#define HELLO_FLAG_RESTORED 0x04 /* the trained state was restored from flash at boot (restored_seq) */
 
 /* MODEL_INFO reply flags */
 #define MODEL_INFO_FLAG_TRAINER 0x01 /* TRAIN, CONFIG, STATS and the CHECKPOINT messages are served */
@@ -58,6 +60,7 @@ enum mt_error_reason {
     ERR_BAD_CHECKPOINT = 9, /* request: a checkpoint was refused (detail: which check failed) */
     ERR_BAD_INPUT_CHUNK = 10, /* request: INPUT_PUT refused a chunk (detail: which check failed) */
     ERR_NO_INPUT = 11,      /* request: CLASSIFY/TRAIN without input bytes, and no whole input staged */
+    ERR_STORAGE_FAILED = 12, /* request: PERSIST could not write or verify a slot (detail: which step) */
 };
 
 /* ERR_BAD_INPUT_CHUNK details: the INPUT_PUT check that failed */
@@ -80,6 +83,8 @@ typedef struct {
 /* Routes for application messages (the link messages HELLO, PING, LINK_STATS are built in). */
 void protocol_init(const mt_route *routes, size_t n_routes);
 void protocol_set_model_hash(const uint8_t *hash, uint8_t len);
+/* HELLO says the trained state was restored from flash at boot: the slot's sequence number (0: none). */
+void protocol_set_restored(uint32_t seq);
 
 /* Announce readiness: an unsolicited HELLO reply with sequence number 0. */
 void protocol_send_hello(void);

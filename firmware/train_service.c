@@ -4,12 +4,11 @@
 
 #include "checkpoint.h"
 #include "model_service.h"
+#include "persist.h"
 #include "protocol.h"
 #include "trainer.h"
 
 #define K MODEL_NUM_EXITS
-#define CONFIG_HEAD_BYTES 76
-#define CONFIG_BYTES (CONFIG_HEAD_BYTES + 12 * K)
 #define TRAIN_FLAG_LABEL 0x01u
 #define TRAIN_FLAG_INVALID 0x02u
 
@@ -69,6 +68,7 @@ int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply)
     tr_step_result r;
     if (trainer_train(input, has_label, payload[1], payload[0] & TRAIN_FLAG_INVALID, &r) != MT_SUCCESS)
         return -ERR_MODEL_FAILED;
+    persist_after_train();
     wr w = {reply};
     w_u8(&w, r.outcome);
     w_u8(&w, r.exit);
@@ -86,11 +86,11 @@ int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply)
     return (int)(w.p - reply);
 }
 
-static int put_config(uint8_t *reply)
+int train_config_to_wire(uint8_t *out)
 {
     const tr_config *c = trainer_config();
     const tr_state *s = trainer_state();
-    wr w = {reply};
+    wr w = {out};
     const float head[6] = {c->lr, c->momentum, c->weight_decay, c->clip_norm, c->prune_keep, c->prune_weight_l1};
     for (int i = 0; i < 6; i++)
         w_f32(&w, head[i]);
@@ -106,54 +106,59 @@ static int put_config(uint8_t *reply)
                            c->dnh_rate, c->agree_rate, c->agree_target, c->threshold_step};
     for (int i = 0; i < 9; i++)
         w_f32(&w, tail[i]);
+    w_u32(&w, c->persist_every);
     for (int k = 0; k < K; k++) {
         w_f32(&w, s->exits[k].threshold); /* the current (adapted) threshold */
         w_f32(&w, c->threshold_min[k]);
         w_f32(&w, c->threshold_max[k]);
     }
-    return (int)(w.p - reply);
+    return (int)(w.p - out);
+}
+
+int train_config_from_wire(const uint8_t *payload, uint16_t len)
+{
+    if (len != TRAIN_CONFIG_BYTES)
+        return -1;
+    tr_config c;
+    rd r = {payload};
+    c.lr = r_f32(&r);
+    c.momentum = r_f32(&r);
+    c.weight_decay = r_f32(&r);
+    c.clip_norm = r_f32(&r);
+    c.prune_keep = r_f32(&r);
+    c.prune_weight_l1 = r_f32(&r);
+    c.prune_dense = r_u8(&r);
+    c.filter_mode = r_u8(&r);
+    c.serve_mode = r_u8(&r);
+    c.adapt_thresholds = r_u8(&r);
+    c.pseudo_threshold_q16 = r_u32(&r);
+    c.max_saturated = r_u16(&r);
+    c.dnh_min_labels = r_u16(&r);
+    c.seed = r_u32(&r);
+    c.filter_keep = r_f32(&r);
+    c.filter_epsilon = r_f32(&r);
+    c.filter_lr = r_f32(&r);
+    c.filter_step = r_f32(&r);
+    c.filter_rate = r_f32(&r);
+    c.dnh_rate = r_f32(&r);
+    c.agree_rate = r_f32(&r);
+    c.agree_target = r_f32(&r);
+    c.threshold_step = r_f32(&r);
+    c.persist_every = r_u32(&r);
+    for (int k = 0; k < K; k++) {
+        c.threshold[k] = r_f32(&r);
+        c.threshold_min[k] = r_f32(&r);
+        c.threshold_max[k] = r_f32(&r);
+    }
+    return trainer_set_config(&c);
 }
 
 /* Empty request: read. Otherwise the whole configuration (same layout as the reply) is validated and set. */
 int handle_config(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
-    if (len != 0) {
-        if (len != CONFIG_BYTES)
-            return -ERR_BAD_PAYLOAD;
-        tr_config c;
-        rd r = {payload};
-        c.lr = r_f32(&r);
-        c.momentum = r_f32(&r);
-        c.weight_decay = r_f32(&r);
-        c.clip_norm = r_f32(&r);
-        c.prune_keep = r_f32(&r);
-        c.prune_weight_l1 = r_f32(&r);
-        c.prune_dense = r_u8(&r);
-        c.filter_mode = r_u8(&r);
-        c.serve_mode = r_u8(&r);
-        c.adapt_thresholds = r_u8(&r);
-        c.pseudo_threshold_q16 = r_u32(&r);
-        c.max_saturated = r_u16(&r);
-        c.dnh_min_labels = r_u16(&r);
-        c.seed = r_u32(&r);
-        c.filter_keep = r_f32(&r);
-        c.filter_epsilon = r_f32(&r);
-        c.filter_lr = r_f32(&r);
-        c.filter_step = r_f32(&r);
-        c.filter_rate = r_f32(&r);
-        c.dnh_rate = r_f32(&r);
-        c.agree_rate = r_f32(&r);
-        c.agree_target = r_f32(&r);
-        c.threshold_step = r_f32(&r);
-        for (int k = 0; k < K; k++) {
-            c.threshold[k] = r_f32(&r);
-            c.threshold_min[k] = r_f32(&r);
-            c.threshold_max[k] = r_f32(&r);
-        }
-        if (trainer_set_config(&c) != 0)
-            return -ERR_BAD_PAYLOAD;
-    }
-    return put_config(reply);
+    if (len != 0 && train_config_from_wire(payload, len) != 0)
+        return -ERR_BAD_PAYLOAD;
+    return train_config_to_wire(reply);
 }
 
 int handle_stats(const uint8_t *payload, uint16_t len, uint8_t *reply)

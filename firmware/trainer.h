@@ -31,6 +31,7 @@ typedef struct {
     uint32_t seed;
     float filter_keep, filter_epsilon, filter_lr, filter_step, filter_rate, dnh_rate, agree_rate, agree_target,
         threshold_step;
+    uint32_t persist_every; /* trained windows between writes of the trained state to flash; 0: never */
     float threshold[MODEL_NUM_EXITS], threshold_min[MODEL_NUM_EXITS], threshold_max[MODEL_NUM_EXITS];
 } tr_config;
 

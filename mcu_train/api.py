@@ -108,11 +108,19 @@ def personalise(board=DEFAULT_BOARD, model=DEFAULT_MODEL, calib=DEFAULT_CALIB, *
     return run_personalise(board=board, model=shipped_path(model), calib=shipped_path(calib), **options)
 
 
-def monitor(port, **options):
+def monitor(port=None, board=None, **options):
     """Stream a HAPT person's windows, or your recordings (source=SOURCE, "-" for standard input), to a running
-    board at serial URL `port`; live display, JSONL log, plot (`mcu-train monitor`)."""
+    board at serial URL `port`; live display, JSONL log, plot (`mcu-train monitor`). A real `board` (name or
+    Board) without `port`: its USB serial port is found by VID/PID."""
     from mcu_train.stream.monitor import monitor as run_monitor
-    return run_monitor(port=port, **options)
+    return run_monitor(port=port, board=board_of(board) if board else None, **options)
+
+
+def flash(board, elf, probe=None, progress=None) -> BoardRunner:
+    """Flash `elf` into a real board through pyOCD, verify, reset (`mcu-train flash`); `probe`: the debug
+    probe's unique ID when several are connected; `progress(fraction)`. The runner (runner.url: its serial
+    port, found on first use)."""
+    return runner_for(board_of(board)).start(elf, probe=probe, progress=progress)
 
 
 def demo(board=DEFAULT_BOARD, person=27, labels=0.1, shift="rotate", seed=0, output="build/demo", resume=False,

@@ -15,9 +15,9 @@ def _board(args):
 
 def cmd_boards(args):
     from mcu_train.boards import list_boards
-    print(f"{'name':<16} {'cpu':<12} {'fpu':<12} {'ram':>8} {'flash':>8}  kind")
+    print(f"{'name':<16} {'cpu':<13} {'fpu':<12} {'ram':>8} {'flash':>8}  kind")
     for b in list_boards():
-        print(f"{b.name:<16} {b.cpu:<12} {b.fpu or '-':<12} {b.ram_size // 1024:>6}K {b.flash_size // 1024:>6}K  "
+        print(f"{b.name:<16} {b.cpu:<13} {b.fpu or '-':<12} {b.ram_size // 1024:>6}K {b.flash_size // 1024:>6}K  "
               f"{'emulated' if b.emulated else 'real'}")
 
 
@@ -28,11 +28,42 @@ def cmd_build(args):
     print(result.size_line())
 
 
+def flash_real_board(board, args):
+    """Program a real board through pyOCD with a progress bar; then say where its serial port is."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from mcu_train import api
+    bar = Progress(transient=True)  # shown once programming starts (not for a missing probe)
+    task = bar.add_task(f"flashing {board.name} ({board.pyocd_target})", total=1.0, start=False)
+
+    def show(fraction):
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=fraction)
+    try:
+        running = api.flash(board, args.firmware, probe=args.probe, progress=show)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    print(f"{board.name}: flashed {Path(args.firmware).name}, verified, reset")
+    if board.uf2_family:
+        print(f"uf2: {Path(args.firmware).with_suffix('.uf2')} (or copy it to the board's USB drive)")
+    try:
+        print(f"serial: {running.url} at {board.baud} baud")
+    except McuTrainError as e:
+        print(f"serial: {e}")
+
+
 def cmd_flash(args):
     from pathlib import Path
 
     from mcu_train import api
-    running = api.start(args.board, args.firmware, port=args.port, detach=args.detach)
+    board = _board(args)
+    if not board.emulated:
+        return flash_real_board(board, args)
+    running = api.start(board, args.firmware, port=args.port, detach=args.detach)
     print(f"{args.board} running {Path(args.firmware).name}")
     print(f"serial: {running.url}")
     print(f"pid: {running.pid}")
@@ -95,7 +126,8 @@ def cmd_personalise(args):
 
 def cmd_monitor(args):
     from mcu_train import api
-    api.monitor(args.port, model=args.model, calib=args.calib, source=args.data, person=args.person, labels=args.labels,
+    api.monitor(args.port, board=args.board, model=args.model, calib=args.calib, source=args.data, person=args.person,
+                labels=args.labels,
                 shift=args.shift, seed=args.seed, log=args.log, resume=args.resume, listen_only=args.listen,
                 windows=args.windows, lr=args.lr, pseudo_threshold=args.pseudo_threshold, filter_mode=args.filter,
                 keep=args.keep, checkpoint_every=args.checkpoint_every, rate=args.rate, in_flight=args.in_flight,
@@ -148,6 +180,8 @@ def build_parser():
     s.add_argument("firmware", help="firmware ELF")
     s.add_argument("--detach", action="store_true", help="start and return, leaving the emulator running")
     s.add_argument("--port", type=int, default=0, help="TCP port for the emulated serial line (0: any free port)")
+    s.add_argument("--probe", help="real boards: the debug probe's unique ID (or part of it) when several are "
+                                   "connected (`pyocd list`)")
     s.set_defaults(func=cmd_flash)
 
     s = sub.add_parser("selftest", help="build, boot, handshake, ping and fault-inject a board")
@@ -207,8 +241,11 @@ def build_parser():
 
     s = sub.add_parser("monitor", help="stream a person's windows to a board that personalises itself; live "
                                        "display, JSONL log, plot")
-    s.add_argument("--port", required=True, help="serial URL of the board: socket://127.0.0.1:PORT (QEMU, "
-                                                 "`mcu-train flash --detach` prints it) or /dev/ttyACM0")
+    s.add_argument("--port", help="serial URL of the board: socket://127.0.0.1:PORT (QEMU, `mcu-train flash "
+                                  "--detach` prints it) or /dev/ttyACM0; for a real --board, found by its USB "
+                                  "VID/PID when not given")
+    s.add_argument("--board", help="the board: a real one's serial port, baud rate and timeouts come from its "
+                                   "manifest")
     s.add_argument("--model",
                    help="the board's compiled model (a `mcu-train compile --train` output folder; default: the "
                         "demo's, build/demo/model); the board must run exactly this model")

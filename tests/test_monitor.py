@@ -307,6 +307,22 @@ def test_damaged_bytes_and_a_dropped_connection_lose_nothing_qemu(tmp_path, qemu
 
 @pytest.mark.slow
 @pytest.mark.qemu
+@pytest.mark.parametrize("name", ["netduinoplus2", "lm3s6965evb"])
+def test_stream_through_faults_on_the_real_boards_uarts(tmp_path, name):
+    """The STM32 USART (Nucleo-F446RE's) and the PL011 (the Pico's) drivers, interrupt-driven, under the full
+    stream: 4 TRAIN requests in flight, bits flipped both ways, the connection dropped once; every window is
+    run once and the board's decisions equal the reference's; the receive ring never lost a byte."""
+    board = get_board(name)
+    model = th.compile_trainer(tmp_path, board, "exits")
+    summary, proxy, stream = stream_through_faults(tmp_path, board, model, 28, 0, 40, proxy_seed=7,
+                                                   flip_rate=1.5e-4, drop_after=15_000, timeout=1.0,
+                                                   checkpoint_every=20)
+    assert summary["link"]["reconnects"] == 1 and summary["link"]["retransmitted"] > 0
+    assert summary["board_stats"]["windows"] == len(stream)
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
 def test_killed_emulator_then_resume_loses_and_repeats_nothing(tmp_path, qemu_model):
     compiled, out, elf = qemu_model
     meta = compiled.meta

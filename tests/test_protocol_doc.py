@@ -88,9 +88,9 @@ def test_payload_field_tables_match():
     assert classify_reply == ["exit", "num_classes", "confidence", "cost", "logits"]
     assert put_input_req == ["offset", "data"] and put_input_reply == ["staged"]
     assert hello == ["protocol_version", "flags", "max_payload", "counter_hz", "board", "firmware_version",
-                     "counter_unit", "model_hash"]
+                     "counter_unit", "model_hash", "restored_seq"]
     assert hello == list(Hello.__dataclass_fields__)[:1] + ["flags"] + list(Hello.__dataclass_fields__)[3:]
-    assert stats == [*protocol.LINK_STATS_FIELDS, "counter"]
+    assert stats == [*protocol.LINK_STATS_FIELDS, *protocol.LINK_STATS_TAIL]
     assert error == ["reason", "expected_seq", "detail"] == list(ErrorInfo.__dataclass_fields__)
 
 
@@ -185,6 +185,18 @@ def test_link_speed_and_chunk_sizes_match_the_code():
     assert says("CLASSIFY replies when the exit has at most 38 classes")
 
 
+def test_persist_tables_match():
+    from dataclasses import fields
+
+    from mcu_train.link.trainer_client import PersistOp, PersistStatus
+    assert [r[0] for r in doc_table("persist request field")] == ["op", "halt_after"]
+    assert [r[0] for r in doc_table("persist reply field")] == [f.name for f in fields(PersistStatus)]
+    ops = doc_table("persist request field")[0][2]
+    assert all(f"{getattr(PersistOp, name)}: " in ops for name in ("STATUS", "WRITE", "FORGET", "WRITE_AND_HALT"))
+    assert [int(r[0]) for r in doc_table("storage detail")] == list(range(1, 6))
+    assert c_value("HELLO_FLAG_RESTORED") == protocol.HELLO_FLAG_RESTORED == 4
+
+
 @pytest.fixture(scope="module")
 def host_link(firmware):
     with session(get_board("host"), firmware("host").elf) as (running, link):
@@ -204,9 +216,9 @@ def test_every_message_round_trips_on_firmware(host_link):
     # PING: empty and maximum payloads.
     assert link.ping(b"") == b""
     assert link.ping(bytes(range(256)) * 4) == bytes(range(256)) * 4
-    # LINK_STATS: 10 u32 and a u64.
+    # LINK_STATS: 10 u32, a u64 and a u32.
     raw = link.request(Msg.LINK_STATS)
-    assert len(raw) == 4 * len(protocol.LINK_STATS_FIELDS) + 8
+    assert len(raw) == 4 * len(protocol.LINK_STATS_FIELDS) + 8 + 4
     assert protocol.unpack_link_stats(raw)["frames_ok"] >= 3
     # ERROR: a request of an undocumented type; the frame seq is the request's.
     seq = link.next_seq

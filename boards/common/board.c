@@ -2,8 +2,12 @@
 #include "board.h"
 #include "board_internal.h"
 
+/* Boards whose clocks or pins need setting up provide their own (boards/<name>/soc.c). */
+__attribute__((weak)) void soc_init(void) {}
+
 void board_init(void)
 {
+    soc_init();
     counter_init();
     uart_init();
 }

@@ -1,9 +1,10 @@
-/* Reset handler and vector table shared by every Cortex-M board (M0+ to M33). No vendor SDK:
+/* Reset handler and vector table shared by every Cortex-M board (M0 to M33). No vendor SDK:
  * the linker script (boards/common/sections.ld) provides the symbols used here. */
 #include <stdint.h>
 #include <string.h>
 
 #include "board.h"
+#include "board_internal.h"
 
 extern uint32_t _sidata[], _sdata[], _edata[], _sbss[], _ebss[], _sstack[], _estack[];
 int main(void);
@@ -42,10 +43,22 @@ static void Fault_Handler(void)
     board_exit(0xFA);
 }
 
+/* Every external interrupt comes here; only the UART's is enabled. Any other is a bug (exits under
+ * emulation). */
+static void External_Handler(void)
+{
+    uint32_t ipsr;
+    __asm volatile("mrs %0, ipsr" : "=r"(ipsr));
+    if (ipsr - 16 == MT_UART_IRQ)
+        uart_irq_handler();
+    else
+        board_exit(0xFB);
+}
+
 void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
 void Default_Handler(void) { board_exit(0xFB); }
 
-__attribute__((section(".isr_vector"), used)) static void (*const vectors[16 + 32])(void) = {
+__attribute__((section(".isr_vector"), used)) static void (*const vectors[16 + MT_UART_IRQ + 1])(void) = {
     (void (*)(void))_estack,
     Reset_Handler,
     Fault_Handler, /* NMI */
@@ -60,6 +73,5 @@ __attribute__((section(".isr_vector"), used)) static void (*const vectors[16 + 3
     0,
     Default_Handler, /* PendSV */
     SysTick_Handler,
-    /* 32 external interrupts: none enabled; any that fires is a bug and exits under emulation. */
-    [16 ... 47] = Default_Handler,
+    [16 ... 16 + MT_UART_IRQ] = External_Handler,
 };

@@ -1,7 +1,9 @@
 /* The board interface on Linux: the "UART" is a TCP connection accepted on 127.0.0.1:$MT_SERIAL_PORT,
- * the same transport QEMU offers, so the host code cannot tell the difference. */
+ * the same transport QEMU offers, so the host code cannot tell the difference. Its "flash" (the persistence
+ * slots) is the file $MT_FLASH_FILE. */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include "board.h"
+#include "storage_file.h"
 
 static int conn = -1;
 static uint8_t rx_chunk[4096];
@@ -69,6 +72,9 @@ int board_uart_read_byte(void)
     return rx_chunk[rx_pos++];
 }
 
+uint32_t board_uart_overruns(void) { return 0; } /* TCP loses nothing */
+void board_wait_for_input(void) {} /* board_uart_read_byte() already waits (1 ms) */
+
 uint64_t board_counter(void)
 {
     struct timespec t;
@@ -85,4 +91,34 @@ int board_is_emulated(void) { return 1; }
 void board_exit(int code)
 {
     exit(code);
+}
+
+void board_halt(const char *why)
+{
+    fputs(why, stdout);
+    fflush(stdout);
+    for (;;)
+        pause();
+}
+
+/* --- persistence slots (storage_file.c) in the file $MT_FLASH_FILE --- */
+static int flash_fd = -1;
+
+int storage_file_open(void)
+{
+    const char *path = getenv("MT_FLASH_FILE");
+    if (flash_fd < 0 && path && *path)
+        flash_fd = open(path, O_RDWR | O_CREAT, 0644);
+    return flash_fd >= 0;
+}
+
+int storage_file_write(uint32_t offset, const uint8_t *data, uint32_t n)
+{
+    return pwrite(flash_fd, data, n, (off_t)offset) == (ssize_t)n ? 0 : -1;
+}
+
+void storage_file_read(uint32_t offset, uint8_t *dst, uint32_t n)
+{
+    if (pread(flash_fd, dst, n, (off_t)offset) < 0)
+        return; /* the caller's bytes stay erased */
 }

@@ -10,6 +10,7 @@ from elftools.elf.elffile import ELFFile
 
 from mcu_train import __version__
 from mcu_train.boards.toolchain import require
+from mcu_train.boards.uf2 import patch_boot2, write_uf2
 from mcu_train.errors import BuildError
 from mcu_train.resources import BOARDS_DIR, FIRMWARE_DIR, OUTPUT_DIR
 
@@ -17,7 +18,9 @@ from mcu_train.resources import BOARDS_DIR, FIRMWARE_DIR, OUTPUT_DIR
 RUNTIME_SOURCES = ["protocol.c", "crc16.c", "cobs.c"]
 # The on-device trainer, built when the model was compiled with --train (model_train.c present).
 TRAINER_SOURCES = ["trainer.c", "train_layers.c", "instance_filter.c", "fmath.c", "checkpoint.c", "crc32.c",
-                   "train_service.c"]
+                   "train_service.c", "persist.c"]
+# A persistence slot holds a page of header, the CONFIG payload and the checkpoint image (firmware/persist.c).
+SLOT_HEADER_BYTES = 256
 # The trainer's float arithmetic must match the numpy reference bit for bit: no fused multiply-add.
 TRAINER_CFLAGS = ["-ffp-contract=off"]
 COMMON_CFLAGS = ["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
@@ -41,18 +44,30 @@ class BuildResult:
 
 
 def board_support_sources(board):
-    if board.is_host:
-        return [BOARDS_DIR / "host" / "board_host.c"]
     common = BOARDS_DIR / "common"
-    return [common / f for f in ("startup.c", "board.c", "counter.c", "semihost.c")] + \
-        [common / f"uart_{board.uart['kind']}.c"]
+    if board.is_host:
+        return [BOARDS_DIR / "host" / "board_host.c", common / "storage_file.c"]
+    storage = [common / f"storage_{kind}.c" for kind in board.storage_sources]
+    return [common / f for f in ("startup.c", "board.c", "counter.c", "semihost.c", "uart_rx.c",
+                                 *board.sources)] + \
+        [common / f"uart_{board.uart['kind']}.c"] + storage + sorted(board.folder.glob("*.c"))  # clocks, pins
 
 
 def board_defines(board):
     defines = [f'MT_BOARD_NAME="{board.name}"', f"MT_CLOCK_HZ={board.clock_hz}u",
                f"MT_EMULATED={int(board.emulated)}", f'MT_FIRMWARE_VERSION="{__version__}"']
     if not board.is_host:
-        defines.append(f"MT_UART_BASE={board.uart['base']:#x}u")
+        uart = board.uart
+        defines += [f"MT_UART_BASE={uart['base']:#x}u", f"MT_UART_IRQ={uart['irq']}",
+                    f"MT_UART_CLOCK_HZ={uart.get('clock_hz', board.clock_hz)}u", f"MT_UART_BAUD={board.baud}u",
+                    f"MT_UART_RX_BUFFER={board.rx_buffer_bytes}u", f"MT_HAVE_DWT={int(board.has_dwt)}"]
+    storage = board.storage
+    if storage:
+        defines.append(f"MT_SLOT_BYTES={storage['slot_bytes']:#x}u")
+        for i, address in enumerate(storage.get("slots", ())):
+            defines.append(f"MT_SLOT{i}_ADDR={address:#x}u")
+        for i, sector in enumerate(storage.get("sectors", ())):
+            defines.append(f"MT_SLOT{i}_SECTOR={sector}u")
     if "rcc_enable_reg" in board.uart:
         defines += [f"MT_UART_RCC_ENABLE_REG={board.uart['rcc_enable_reg']:#x}u",
                     f"MT_UART_RCC_ENABLE_BIT={board.uart['rcc_enable_bit']:#x}u"]
@@ -87,8 +102,9 @@ def image_sizes(board, elf_path):
 
 
 def build_elf(board, sources, out_elf, include_dirs=(), defines=(), extra_cflags=()):
-    """Compile `sources` with the board's support code into `out_elf` (plus a link map next to it).
-    The sources provide main(). Nothing is left at `out_elf` if the build fails."""
+    """Compile `sources` with the board's support code into `out_elf` (plus a link map next to it, and for a
+    board with a USB drive bootloader a .uf2 image). The sources provide main(). Nothing is left at `out_elf`
+    if the build fails."""
     out_elf = Path(out_elf)
     out_elf.parent.mkdir(parents=True, exist_ok=True)
     cc = _compiler(board)
@@ -109,10 +125,26 @@ def build_elf(board, sources, out_elf, include_dirs=(), defines=(), extra_cflags
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"building for {board.name} failed:\n{proc.stderr.strip()}")
+        if board.boot2:
+            patch_boot2(tmp_elf)
+        if board.uf2_family:
+            os.replace(write_uf2(tmp_elf, board.uf2_family), out_elf.with_suffix(".uf2"))
         os.replace(tmp_map, out_elf.with_suffix(".map"))
         os.replace(tmp_elf, out_elf)
     flash, ram = image_sizes(board, out_elf)
     return BuildResult(board, out_elf, flash, ram)
+
+
+def check_slot_fits(board, meta):
+    """A trainer's state must fit one of the board's persistence slots (refused at build time)."""
+    if not board.storage:
+        return
+    config_bytes = 80 + 12 * len(meta["exits"])  # the CONFIG payload (docs/protocol.md)
+    payload = config_bytes + meta["train"]["checkpoint_bytes"]
+    needed = SLOT_HEADER_BYTES + -(-payload // SLOT_HEADER_BYTES) * SLOT_HEADER_BYTES  # whole pages
+    if needed > board.storage["slot_bytes"]:
+        raise BuildError(f"the trained state ({needed:,} B with its header and CONFIG) does not fit "
+                         f"{board.name}'s persistence slot of {board.storage['slot_bytes']:,} B")
 
 
 def build_firmware(board, model_dir=None, out_dir=None):
@@ -133,6 +165,7 @@ def build_firmware(board, model_dir=None, out_dir=None):
         includes += [model_dir, FIRMWARE_DIR / "kernels"]
         defines.append("MT_HAVE_MODEL=1")
         if (model_dir / "model_train.c").is_file():
+            check_slot_fits(board, json.loads(meta_path.read_text()))
             sources += [model_dir / "model_train.c", *(FIRMWARE_DIR / s for s in TRAINER_SOURCES)]
             defines.append("MT_HAVE_TRAINER=1")
             extra += TRAINER_CFLAGS

@@ -1,6 +1,7 @@
 """One interface over every way a board runs its firmware, like microTVM's Project API: build, start (flash or
-boot), open the serial transport, the cost counter's unit, stop. QEMU (qemu.py) and a Linux process
-(host.py) implement it; the monitor, infer, bench and selftest only ever see a BoardRunner.
+boot), open the serial transport, the cost counter's unit, stop. QEMU (qemu.py), a Linux process (host.py)
+and a real board flashed through pyOCD (pyocd.py) implement it; the monitor, infer, bench and selftest only
+ever see a BoardRunner.
 
     runner = runner_for(board)
     firmware = runner.build(model_dir)
@@ -49,6 +50,11 @@ class BoardRunner:
     def open_transport(self, timeout=5.0):
         return connect_serial(self.url, timeout)
 
+    @property
+    def link_timeout(self):
+        """Seconds a request waits for its reply on this board's line (None: the Link's default)."""
+        return None
+
     def stop(self):
         pass
 
@@ -84,10 +90,12 @@ class SocketProcessRunner(BoardRunner):
     def environment(self, port):
         return dict(os.environ)
 
-    def start(self, elf, port=0, detach=False, **options):
+    def start(self, elf, port=0, detach=False, flash_file=None, **options):
+        """`flash_file`: the board's persistent flash (default: next to the ELF, so a restart finds it)."""
         self.elf = Path(elf)
         if not self.elf.is_file():
             raise McuTrainError(f"firmware {elf} not found")
+        self.flash_file = Path(flash_file) if flash_file else self.elf.with_suffix(".flash")
         for _ in range(3):  # another process may grab the free port first
             self.port = port or free_port()
             self._log = tempfile.TemporaryFile()
@@ -145,12 +153,15 @@ class SocketProcessRunner(BoardRunner):
 def runner_for(board) -> BoardRunner:
     """The runner the board's manifest asks for ([run] in board.toml)."""
     from mcu_train.boards.host import HostProcessRunner
+    from mcu_train.boards.pyocd import PyocdRunner
     from mcu_train.boards.qemu import QemuRunner
     if board.qemu_machine:
         return QemuRunner(board)
     if board.run.get("process"):
         return HostProcessRunner(board)
-    raise McuTrainError(f"{board.name} is a real board: running it through pyOCD is not supported yet")
+    if board.pyocd_target:
+        return PyocdRunner(board)
+    raise McuTrainError(f"{board.name}'s manifest says neither how to emulate nor how to flash it")
 
 
 def start_board(board, elf, **options) -> BoardRunner:
@@ -162,6 +173,8 @@ def start_board(board, elf, **options) -> BoardRunner:
 def session(board, elf, handshake_timeout=5.0, **link_args):
     """Boot `elf` on `board`, handshake, and yield (runner, link); both are closed afterwards."""
     with start_board(board, elf) as running:
+        if running.link_timeout is not None:  # a real line: never wait less than its speed needs
+            link_args["timeout"] = max(link_args.get("timeout", 0), running.link_timeout)
         link = Link(running.open_transport(), **link_args)
         link.url = running.url
         try:

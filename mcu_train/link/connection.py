@@ -48,11 +48,14 @@ class Link:
         self.hello = None
         self.link_errors_seen = 0
         self.url = None  # set by open(); reopen() needs it
+        self.baudrate = 115200
 
     @classmethod
-    def open(cls, url, **kw):
-        link = cls(open_serial(url), **kw)
+    def open(cls, url, baudrate=115200, **kw):
+        """A Link over the serial line at `url` (`baudrate`: for real serial ports)."""
+        link = cls(open_serial(url, baudrate=baudrate), **kw)
         link.url = url
+        link.baudrate = baudrate
         return link
 
     def reopen(self, url=None, timeout=3.0):
@@ -67,7 +70,7 @@ class Link:
             self.ser.close()
         while True:
             try:
-                self.ser = open_serial(url)
+                self.ser = open_serial(url, baudrate=self.baudrate)
                 break
             except BoardGone:
                 if time.monotonic() > deadline:

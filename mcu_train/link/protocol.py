@@ -31,6 +31,7 @@ class Msg(IntEnum):
     STATS = 0x22
     CHECKPOINT_GET = 0x23
     CHECKPOINT_PUT = 0x24
+    PERSIST = 0x25  # the trained state in the board's own flash
     REPORT = 0x30  # never requested: a board that trains on its own sensor sends REPORT | REPLY frames unsolicited
     ERROR = 0x7F
 
@@ -47,6 +48,7 @@ class Reason(IntEnum):
     BAD_CHECKPOINT = 9
     BAD_INPUT_CHUNK = 10
     NO_INPUT = 11
+    STORAGE_FAILED = 12
 
 
 class InputChunkCheck(IntEnum):
@@ -59,6 +61,7 @@ HELLO_FLAG_EMULATED = 0x01
 HELLO_FLAG_BOOT = 0x02  # the unsolicited announcement after reset
 MODEL_INFO_FLAG_TRAINER = 0x01  # the firmware serves TRAIN, CONFIG, STATS and the CHECKPOINT messages
 INPUT_PUT_HEAD = struct.Struct("<I")  # offset of the chunk in the model's input; the chunk follows
+HELLO_FLAG_RESTORED = 0x04  # the trained state was restored from the board's flash at boot
 
 # Errors about a frame the board could not accept at all: the sender should retransmit.
 LINK_REASONS = {Reason.BAD_CRC, Reason.BAD_LENGTH, Reason.TOO_LONG, Reason.BAD_FRAME}
@@ -193,6 +196,12 @@ class Hello:
     firmware_version: str
     counter_unit: str
     model_hash: str  # hex; empty when no model is compiled in
+    restored_seq: int = 0  # sequence number of the flash slot restored at boot (flag 0x04); 0: none
+
+    @property
+    def restored(self):
+        """Did the board restore its trained state from its own flash at boot?"""
+        return self.restored_seq != 0
 
     @classmethod
     def unpack(cls, p: bytes):
@@ -203,20 +212,24 @@ class Hello:
             n = p[pos]
             fields.append(p[pos + 1:pos + 1 + n])
             pos += 1 + n
-        if pos != len(p):
+        (restored_seq,) = struct.unpack_from("<I", p, pos)
+        if pos + 4 != len(p):
             raise ValueError("HELLO payload has trailing bytes")
+        if bool(flags & HELLO_FLAG_RESTORED) != (restored_seq != 0):
+            raise ValueError("HELLO's restored flag and sequence number disagree")
         board, fw, unit, model_hash = fields
         return cls(version, bool(flags & HELLO_FLAG_EMULATED), bool(flags & HELLO_FLAG_BOOT), max_payload, counter_hz, board.decode(), fw.decode(),
-                   unit.decode(), model_hash.hex())
+                   unit.decode(), model_hash.hex(), restored_seq)
 
     def pack(self) -> bytes:
         """The board's encoding (used by tests and by the doc's examples)."""
-        flags = (HELLO_FLAG_EMULATED if self.emulated else 0) | (HELLO_FLAG_BOOT if self.boot else 0)
+        flags = (HELLO_FLAG_EMULATED if self.emulated else 0) | (HELLO_FLAG_BOOT if self.boot else 0) | \
+            (HELLO_FLAG_RESTORED if self.restored else 0)
         out = struct.pack("<BBHI", self.protocol_version, flags, self.max_payload, self.counter_hz)
         for field in (self.board.encode(), self.firmware_version.encode(), self.counter_unit.encode(),
                       bytes.fromhex(self.model_hash)):
             out += bytes([len(field)]) + field
-        return out
+        return out + struct.pack("<I", self.restored_seq)
 
 
 @dataclass(frozen=True)
@@ -275,13 +288,14 @@ def is_boot_hello(frame: Frame) -> bool:
 
 LINK_STATS_FIELDS = ("frames_ok", "bad_crc", "bad_length", "too_long", "bad_frame", "unknown_type",
                      "out_of_order", "replayed", "sent", "stack_unused")
-LINK_STATS = struct.Struct(f"<{len(LINK_STATS_FIELDS)}IQ")  # ... then the cost counter (u64)
+# ... then the cost counter (u64) and the bytes lost on reception (u32, appended later).
+LINK_STATS_TAIL = ("counter", "rx_overrun")
+LINK_STATS = struct.Struct(f"<{len(LINK_STATS_FIELDS)}IQI")
 
 
 def unpack_link_stats(p: bytes) -> dict:
-    *values, counter = LINK_STATS.unpack(p)
-    return dict(zip(LINK_STATS_FIELDS, values), counter=counter)
+    return dict(zip(LINK_STATS_FIELDS + LINK_STATS_TAIL, LINK_STATS.unpack(p)))
 
 
 def pack_link_stats(stats: dict) -> bytes:
-    return LINK_STATS.pack(*(stats[k] for k in LINK_STATS_FIELDS), stats["counter"])
+    return LINK_STATS.pack(*(stats[k] for k in LINK_STATS_FIELDS + LINK_STATS_TAIL))

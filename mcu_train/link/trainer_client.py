@@ -2,6 +2,7 @@
 --train ...` (TRAIN / CONFIG / STATS / CHECKPOINT, docs/protocol.md). The records it sends and receives are
 codegen.trainer_abi's, shared with the golden model."""
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,9 +12,29 @@ from codegen.trainer_abi import (FLAG_INVALID, FLAG_LABEL, NO_CLASS, STEP_EXPLOR
                                  ServeMode, TrainConfig, TrainStats, TrainStep, checkpoint_crc)
 from mcu_train.errors import McuTrainError
 from mcu_train.link.model_client import check_model_hash, input_requests, request_each
-from mcu_train.link.protocol import Msg
+from mcu_train.link.protocol import Msg, encode_frame
 
 CHECKPOINT_CHUNK = 1016  # data bytes per CHECKPOINT_GET / _PUT frame (payload maximum 1024 - 8 header bytes)
+# A flash write erases a sector (up to seconds on STM32) before its reply: PERSIST waits this long.
+PERSIST_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class PersistStatus:
+    """PERSIST reply: the board's persisted trained state (docs/protocol.md)."""
+    seq: int  # sequence number of the newest valid slot; 0: nothing stored
+    slot: int  # which slot holds it; 255: none
+    restored_seq: int  # sequence number restored at boot; 0: none
+    stored_bytes: int  # bytes a write programs (header page, CONFIG, checkpoint image)
+    slot_bytes: int  # capacity of a slot
+    writes: int  # slots written since boot
+    cost: int  # cost counter units of the last write
+    last_error: int  # of the last write: 0, or the STORAGE_FAILED detail
+    STRUCT = struct.Struct("<IBIIIIIB")
+
+
+class PersistOp:
+    STATUS, WRITE, FORGET, WRITE_AND_HALT = range(4)
 def window_to_wire(meta, x):
     """One float window in the model's layout (C, L) -> (int8 NHWC bytes, invalid flag). Non-finite
     readings cannot be quantised: they are sent as the saturation code -128 and the window is flagged."""
@@ -72,6 +93,18 @@ class Trainer:
             if len(reply) == 8 and len(image) < total:
                 raise McuTrainError("CHECKPOINT_GET returned no data")
         return bytes(image)
+
+    def persist(self, op=PersistOp.WRITE, halt_after=None) -> PersistStatus:
+        """Write the trained state to the board's flash now (op WRITE), read where it stands (STATUS), erase it
+        (FORGET), or write but stop after `halt_after` bytes as if the power were cut (WRITE_AND_HALT: no
+        reply comes; for power-loss tests)."""
+        payload = bytes([op]) + (struct.pack("<I", halt_after) if op == PersistOp.WRITE_AND_HALT else b"")
+        if op == PersistOp.WRITE_AND_HALT:
+            self.link.write(encode_frame(Msg.PERSIST, self.link.next_seq, payload))
+            self.link.next_seq += 1
+            return None
+        return PersistStatus(*PersistStatus.STRUCT.unpack(self.link.request(Msg.PERSIST, payload,
+                                                                             timeout=PERSIST_TIMEOUT)))
 
     def checkpoint_put(self, image: bytes) -> None:
         """Send a checkpoint in chunks; the board commits it after the last one if it is valid, else the

@@ -1,4 +1,5 @@
-"""`mcu-train demo` (and `make demo`): the whole story on an emulated board in a few minutes.
+"""`mcu-train demo` (and `make demo`): the whole story on an emulated board in a few minutes (or on a real board,
+flashed through pyOCD).
 
 Compile the committed model with the on-device trainer, build the firmware, boot it in QEMU, stream one
 personalisation person's windows with 10% labels under the placement shift (the phone carried differently),
@@ -6,7 +7,6 @@ and print the summary and where the log and the plot are."""
 import time
 from pathlib import Path
 
-from mcu_train.errors import McuTrainError
 from mcu_train.resources import DEFAULT_CALIB as DEMO_CALIB
 from mcu_train.resources import DEFAULT_MODEL as DEMO_MODEL
 
@@ -24,8 +24,6 @@ def demo(*, board, person, labels, shift, seed, output, resume=False, quiet=Fals
     from mcu_train.stream.monitor import SHIFT_NOTE, _print_end, load_model, person_stream, run_monitor, stream_config
     console = Console()
     board = get_board(board)
-    if not board.emulated and not board.is_host:
-        raise McuTrainError(f"{board.name} is a real board: flash it and use `mcu-train monitor --port`")
     out = Path(output)
     t0 = time.monotonic()
     console.rule("[bold]mcu-train demo: a board that personalises itself")

@@ -711,18 +711,33 @@ def _print_end(console, summary, log_path, plot):
     console.print(f"plot: {plot}")
 
 
-def monitor(*, port, model=None, calib=None, source=None, person=None, labels=0.1, shift="none", seed=0,
-            log="runs/monitor.jsonl", resume=False, listen_only=False, windows=None, lr=STREAM_LR,
+def serial_line(port=None, board=None):
+    """(port, baud rate, reply timeout or None) for `monitor`: the port given, or a real board's USB serial port
+    found by its VID/PID, with the board's baud rate and timeouts that follow from its link's speed."""
+    from mcu_train.boards.ports import find_port, link_timeout
+    if board is None or board.emulated:
+        if not port:
+            how = (f"{board.name} is emulated: start it with `mcu-train flash --board {board.name} FIRMWARE "
+                   "--detach` and pass the socket:// URL it prints" if board else "name the board (--board)")
+            raise McuTrainError(f"no serial port given (--port): {how}")
+        return port, 115200, None
+    return port or find_port(board), board.baud, link_timeout(board)
+
+
+def monitor(*, port=None, board=None, model=None, calib=None, source=None, person=None, labels=0.1, shift="none",
+            seed=0, log="runs/monitor.jsonl", resume=False, listen_only=False, windows=None, lr=STREAM_LR,
             pseudo_threshold=STREAM_PSEUDO_THRESHOLD, filter_mode="learned", keep=None,
             checkpoint_every=CHECKPOINT_EVERY, rate=None, in_flight=REPLAY_DEPTH, resample=False, quiet=False):
     """`mcu-train monitor`: stream windows to the board at serial URL `port` (running the compiled model in
     `model`): a HAPT person's (default 27), or with `source` a user's recordings (a CSV, Edge Impulse JSON or
     NPZ file or folder; "-": CSV rows from standard input, live). Show it live, log every window to `log`
     (JSONL) and plot it; with `listen_only`, log what a board reading its own sensor reports. Returns the
-    run's summary."""
+    run's summary. A real `board` (a Board) without `port`: its USB serial port is found, its baud rate and
+    timeouts used."""
     from rich.console import Console
 
     from mcu_train.link import Link
+    port, baudrate, timeout = serial_line(port, board)
     console = Console()
     log_path = Path(log)
     if listen_only:
@@ -730,7 +745,7 @@ def monitor(*, port, model=None, calib=None, source=None, person=None, labels=0.
         if model:  # only then is the board's model checked
             from mcu_train.link.model_client import load_model_meta
             meta = load_model_meta(model)
-        link = Link.open(port)
+        link = Link.open(port, baudrate)
         try:
             summary, plot = listen(link, log_path, meta, console, live=not quiet, limit=windows)
         finally:
@@ -752,7 +767,7 @@ def monitor(*, port, model=None, calib=None, source=None, person=None, labels=0.
     cfg = stream_config(len(meta["exits"]), lr, pseudo_threshold, filter_mode, keep)
     if resume:
         check_resumable(log_path, meta, stream, cfg)
-    link = Link.open(port, timeout=2.0)
+    link = Link.open(port, baudrate, timeout=timeout or 2.0)
     try:
         link.handshake()
         check_model_hash(link, meta)
