@@ -109,7 +109,19 @@ def kernel_task(arg):
     board_name, reference = arg
     rows = measure(get_board(board_name), reference=reference)
     return [dict(layer=r["case"].name, op=r["case"].op, macs=r["macs"], instructions=r["instructions"],
-                 per_mac=r["per_mac"], cmsis=r["cmsis"]) for r in rows]
+                 per_mac=r["per_mac"], cmsis=r["cmsis"], cycles=r.get("cycles")) for r in rows]
+
+
+def cycle_estimator():
+    """Estimated cycles per inference from a Cortex-M4 timing model of the instruction-counting plugin (issue
+    16), when this build has one: `mcu_train.bench.cycles.estimate_model_cycles(board, elf, meta, rows)`. The
+    kernel table reads `cycles` from kernel_bench.measure()'s rows the same way. None: the report says "not
+    available in this build"."""
+    try:
+        from mcu_train.bench.cycles import estimate_model_cycles
+    except ImportError:
+        return None
+    return estimate_model_cycles
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -199,6 +211,8 @@ def model_task(arg):
         with session(board, fw.elf) as (_, link):
             client = ModelClient(link, meta)
             cost = float(np.mean([client.classify(r, force_exit=-1).cost for r in rows]))
+        estimate = cycle_estimator()
+        out["cycles"] = estimate(board, fw.elf, meta, rows) if estimate else None
     except McuTrainError as e:
         return dict(out, error=f"not available in this build: {str(e).splitlines()[0]}")
     final = len(meta["exits"]) - 1

@@ -220,7 +220,7 @@ class Report:
     # --- sections ---
     def markdown(self, out):
         c, p = self.ctx, self.plan
-        quick = (f"**Quick run**: one person, {p.windows} windows per stream, one board; the full run is "
+        quick = (f"**Quick run**: one person, {p.windows} windows per stream, fewer settings; the full run is "
                  "`mcu-train bench --out docs/RESULTS.md`. ") if p.quick else ""
         windows = f"the first {p.windows} windows" if p.windows else "every window"
         parts = [
