@@ -7,10 +7,9 @@ beside it, and results.json beside it. Every table names its command, board, dat
 figures come from a board or from the numpy reference of the board's arithmetic."""
 import json
 import math
-import platform
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -137,14 +136,14 @@ def bench_report(*, out, quick=False, boards=None, scheduler=None, workers=None,
     tasks = grid(plan, board_list, str(model), str(calib))
     where = f"Dask scheduler {scheduler}" if scheduler else "local process pool"
     log(f"{len(tasks)} tasks on the {where}")
-    t0 = time.monotonic()
+    t0, measured_commit = time.monotonic(), commit()  # the code that measures: before any file is written
     results = run_tasks(tasks, scheduler=scheduler, workers=workers, log=log)
     # The link's wall-clock speed is measured alone, after the sweep, on this machine.
     tasks.append((measure.link_task, (COST_BOARD, plan.link_windows, 27)))
     results.append(measure.link_task(tasks[-1][1]))
     ctx = dict(command=command or "mcu-train bench" + (" --quick" if quick else "") + f" --out {out}",
-               date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), commit=commit(), quick=quick,
-               seconds=round(time.monotonic() - t0), where=where, machine=f"{platform.machine()}")
+               date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), commit=measured_commit, quick=quick,
+               seconds=round(time.monotonic() - t0), where=where)
     report = Report(plan, ctx, tasks, results, board_list)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = report.json()
@@ -361,7 +360,7 @@ class Report:
                      f"{r['flash_bytes']:,}", inference]
             for t in r["training"]:
                 if "error" in t:
-                    cells += ["does not fit: " + t["error"].split(": ", 1)[-1], "", ""]
+                    cells += ["does not fit: " + t["error"].split(": ", 1)[-1].split(" (")[0], "", ""]
                     continue
                 peak = (f"**{t['sram']['peak_bytes']:,}** ({t['arena_bytes']:,} + {t['sram']['stack_used_bytes']:,})"
                         if "sram" in t else f"{t['static_bytes']:,} + stack (not measured)")
