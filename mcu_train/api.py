@@ -101,6 +101,15 @@ def bench(boards=(DEFAULT_BOARD,), model=DEFAULT_MODEL, calib=DEFAULT_CALIB, inp
                      output=output, markdown_path=markdown_path)
 
 
+def bench_report(out="docs/RESULTS.md", quick=False, boards=None, scheduler=None, workers=None, model=DEFAULT_MODEL,
+                 calib=DEFAULT_CALIB, command=None):
+    """Every benchmark in one report (`mcu-train bench --out FILE [--quick]`): markdown in `out`, PNG plots and
+    results.json beside it; the sweep on local processes or the Dask scheduler at `scheduler`. Returns results.json."""
+    from mcu_train.bench.report import bench_report as run_report
+    return run_report(out=out, quick=quick, boards=boards, scheduler=scheduler, workers=workers,
+                      model=shipped_path(model), calib=shipped_path(calib), command=command)
+
+
 def personalise(board=DEFAULT_BOARD, model=DEFAULT_MODEL, calib=DEFAULT_CALIB, **options):
     """One person's HAPT windows, or your recordings (source=SOURCE), through the on-device trainer
     (`mcu-train personalise`); the report."""

@@ -113,7 +113,20 @@ def cmd_infer(args):
 
 def cmd_bench(args):
     from mcu_train import api
-    api.bench(args.board or [DEFAULT_BOARD], args.model, args.calib, args.inputs, args.output, args.markdown)
+    if args.out or args.quick:
+        given = [f"--{n}" for n in ("output", "markdown", "inputs") if getattr(args, n) is not None]
+        if given:
+            raise McuTrainError(f"{given[0]} belongs to the per-board tables; the report (--out / --quick) writes "
+                                "its markdown to --out and results.json beside it")
+        import shlex
+        api.bench_report(args.out or "build/bench-report/RESULTS.md", quick=args.quick, boards=args.board,
+                         scheduler=args.scheduler, workers=args.workers, model=args.model, calib=args.calib,
+                         command=shlex.join(["mcu-train", *sys.argv[1:]]))
+        return
+    if args.scheduler or args.workers:
+        raise McuTrainError("--scheduler and --workers run the report's sweep: add --out FILE or --quick")
+    api.bench(args.board or [DEFAULT_BOARD], args.model, args.calib, args.inputs or 20,
+              args.output or "build/bench.json", args.markdown)
 
 
 def cmd_personalise(args):
@@ -211,13 +224,29 @@ def build_parser():
     how.add_argument("--thresholds", help="confidence threshold per exit, comma-separated (default 0.9)")
     s.set_defaults(func=cmd_infer)
 
-    s = sub.add_parser("bench", help="measure a model's cost per exit and per layer on boards")
-    s.add_argument("--board", action="append", help="board (repeatable; 'all': every emulated board)")
+    s = sub.add_parser(
+        "bench", help="measure a model's cost per exit and per layer on boards; with --out or --quick, every "
+                      "benchmark of docs/RESULTS.md in one report",
+        description="Two modes. Per-board tables (default): the model's cost per exit and per layer on each --board "
+                    "(JSON to -o, markdown to --markdown). The report (--out FILE and/or --quick): personalisation, "
+                    "inference and training cost, memory, kernels, whole models and the link, as markdown in FILE "
+                    "(between its generated-block markers; the rest of the file is kept), PNG plots and results.json "
+                    "beside it; its sweep runs on local processes or on a Dask cluster (--scheduler).")
+    s.add_argument("--board", action="append",
+                   help="board (repeatable; 'all': every emulated board, in the report every board)")
     s.add_argument("--model", default="models/har.onnx", help="ONNX model (default: the shipped HAR model)")
     s.add_argument("--calib", default="models/har_calib.npz", help="calibration windows, also the inputs")
-    s.add_argument("--inputs", type=int, default=20, help="inputs classified per exit")
-    s.add_argument("-o", "--output", default="build/bench.json")
-    s.add_argument("--markdown", help="also write the results as markdown tables (as in docs/RESULTS.md)")
+    s.add_argument("--inputs", type=int, help="per-board tables: inputs classified per exit (default 20)")
+    s.add_argument("-o", "--output", help="per-board tables: JSON file (default build/bench.json)")
+    s.add_argument("--markdown", help="per-board tables: also write them as markdown")
+    s.add_argument("--out", help="write the report: this markdown file (e.g. docs/RESULTS.md), plots and "
+                                 "results.json beside it; about an hour on 2 cores")
+    s.add_argument("--quick", action="store_true",
+                   help="a small report in about 2 minutes (one person, short streams, one board; default --out "
+                        "build/bench-report/RESULTS.md)")
+    s.add_argument("--scheduler", help="report: run the sweep on this Dask scheduler (e.g. tcp://10.0.0.5:8786) "
+                                       "instead of a local process pool")
+    s.add_argument("--workers", type=int, help="report: local worker processes (default: one per core)")
     s.set_defaults(func=cmd_bench, board=None)
 
     s = sub.add_parser("personalise", help="stream a person's HAPT windows, or your recordings, to a board with "

@@ -31,9 +31,15 @@ def bench_board(board, model, calib, inputs=20, work_dir=None):
             costs = [client.classify(r, thresholds_q16=thresholds).cost for r in rows]
             result["exits"].append(dict(exit=k, macs=macs, cost=float(np.mean(costs)),
                                         cost_min=int(min(costs)), cost_max=int(max(costs))))
+        # The network run to its final exit without the exit heads (`mcu-train infer --exit -1`).
+        result["final_only_cost"] = float(np.mean([client.classify(r, force_exit=-1).cost for r in rows]))
         # Profile the path through every exit head (no early exit passes), so every step is measured.
         client.classify(rows[0], thresholds_q16=[0xFFFFFFFF] * (len(meta["exits"]) - 1) + [0])
         step_costs = client.step_costs()
+        if not board.is_host:  # stack high-water mark (stack painting) after these inferences
+            result["stack_used_bytes"] = board.stack_bytes - link.link_stats()["stack_unused"]
+    final = len(meta["exits"]) - 1
+    result["final_only_macs"] = sum(s.macs for s in compiled.steps if s.exits_needing >> final & 1)
     for step, cost in zip(compiled.steps, step_costs):
         layer = dict(name=step.name, kernel=step.kernel, in_dims=list(step.in_dims), out_dims=list(step.out_dims),
                      macs=step.macs, cost=cost)
@@ -82,8 +88,8 @@ def bench(*, boards, model, calib, inputs=20, output=None, markdown_path=None):
     return results
 
 
-def markdown(results):
-    """The tables docs/RESULTS.md publishes."""
+def markdown(results, layer_boards=None):
+    """The tables docs/RESULTS.md publishes (per-layer tables for `layer_boards`, default every board)."""
     lines = ["| board | CPU | flash B | RAM B (arena) | " + " | ".join(f"exit {e['exit']}" for e in results[0]["exits"])
              + " | instr/MAC at the last exit |",
              "|---|---|---|---|" + "---|" * len(results[0]["exits"]) + "---|"]
@@ -93,6 +99,8 @@ def markdown(results):
                      + " | ".join(f"{x['cost']:,.0f}" for x in e) + f" | {e[-1]['cost'] / e[-1]['macs']:.2f} |")
     lines.append("\nMACs to each exit (earlier heads included): " + ", ".join(f"{x['macs']:,}" for x in results[0]["exits"]))
     for b in results:
+        if layer_boards is not None and b["board"] not in layer_boards:
+            continue
         lines += [f"\nPer layer on `{b['board']}`, one window through every head ({b['unit']}):\n",
                   "| step | kernel | in (NHWC) | out (NHWC) | MACs | cost | per MAC |", "|---|---|---|---|---|---|---|"]
         for i, layer in enumerate(b["layers"]):
