@@ -87,12 +87,11 @@ def board_task(task):
     from mcu_train.boards.build import build_firmware
     from mcu_train.stream.personalise import static_ram
     board = get_board(task.board)
+    work = OUTPUT_DIR / "bench" / board.name
     if board.qemu_machine:
-        result = bench_board(board, task.model, task.calib, task.inputs)
-        work = OUTPUT_DIR / "bench" / board.name
+        result = bench_board(board, task.model, task.calib, task.inputs, work_dir=work)
         result["static_bytes"], _ = static_ram(board, work / "firmware" / "firmware.elf")
     else:
-        work = OUTPUT_DIR / "bench" / board.name
         compiled = compile_model(task.model, board, work / "model", calib=task.calib, quiet=True)
         fw = build_firmware(board, work / "model", work / "firmware")
         result = dict(board=board.name, cpu=board.cpu, flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes,
@@ -151,19 +150,16 @@ def _mlperf_module():
 
 
 def _mlperf_model(name, candidates, folder):
-    """An ONNX file of the named MLPerf Tiny model from tests/mlperf_tiny.py (a `MODELS` dict of builders,
-    or a builder function under one of the candidate names): the path, or the reason it is unavailable."""
+    """An ONNX file of the named MLPerf Tiny model from tests/mlperf_tiny.py (a builder under one of the
+    candidate names, returning the model and its calibration inputs): the path, or why it is unavailable."""
     import onnx
     module = _mlperf_module()
     if module is None:
         return None, "not available in this build (no tests/mlperf_tiny.py)"
-    builders = dict(getattr(module, "MODELS", {}))
-    builder = builders.get(name) or next((getattr(module, c) for c in candidates if hasattr(module, c)), None)
+    builder = next((getattr(module, c) for c in candidates if hasattr(module, c)), None)
     if builder is None:
         return None, "not available in this build (tests/mlperf_tiny.py has no builder for it)"
-    model = builder()
-    if isinstance(model, (str, Path)):
-        return Path(model), None
+    model, _ = builder()
     path = Path(folder) / f"{candidates[0]}.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, path)
@@ -236,12 +232,17 @@ def link_task(arg):
     from mcu_train.link import Pipeline
     from mcu_train.link.protocol import REPLY, Msg, encode_frame
     from mcu_train.link.trainer_client import Trainer
-    from mcu_train.stream.monitor import person_stream, stream_config, train_payload
+    from mcu_train.link.model_client import input_requests
+    from mcu_train.link.protocol import MAX_PAYLOAD
+    from mcu_train.link.trainer_client import FLAG_INVALID, FLAG_LABEL
+    from mcu_train.stream.monitor import person_stream, stream_config
     board_name, windows, person = arg
     meta, elf = firmware(board_name, str(DEFAULT_MODEL), str(DEFAULT_CALIB), "exits")
     stream = person_stream(meta, person, 0.1, "rotate", 0, windows)
-    payloads = [train_payload(r, int(y) if m else None, b) for r, y, m, b in
-                zip(stream.rows, stream.truth, stream.labelled, stream.invalid)]
+    requests = [input_requests(Msg.TRAIN, struct.pack("<BB", (FLAG_LABEL if m else 0) | (FLAG_INVALID if b else 0),
+                                                      int(y) if m else 0), r, MAX_PAYLOAD)
+                for r, y, m, b in zip(stream.rows, stream.truth, stream.labelled, stream.invalid)]
+    payloads = [group[-1][1] for group in requests]  # the default model's window fits one TRAIN frame
     out = dict(board=board_name, windows=len(payloads), person=person, rate={})
     replies = []
     for in_flight in (4, 1):
@@ -251,7 +252,7 @@ def link_task(arg):
             t0, sent, got = time.monotonic(), 0, []
             while len(got) < len(payloads):
                 while sent < len(payloads) and not pipe.full():
-                    pipe.send(Msg.TRAIN, payloads[sent], tag=sent)
+                    pipe.submit(requests[sent], tag=sent)
                     sent += 1
                 got += pipe.poll()
             out["rate"][in_flight] = len(payloads) / (time.monotonic() - t0)
