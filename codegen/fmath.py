@@ -150,3 +150,64 @@ class XorShift32:
 def q24(p):
     """A probability as a 24-bit threshold for PRNG draws: trunc(p * 2^24)."""
     return int(F(F(p) * F(16777216.0)))
+
+
+# ------------------------------------------------------------------------ fixed point (the trainer's bulk work)
+
+FX_SAT = 1 << 46  # |round(v * f)| saturates here: far beyond any weight a layer's bound allows
+
+
+def f32_parts(f):
+    """(mant, exp) with f = mant * 2^exp exactly, mant < 2^24, for a finite float32 f >= 0 (from its bits)."""
+    b = int(np.array(F(f)).view(np.uint32))
+    e, m = (b >> 23) & 0xFF, b & 0x7FFFFF
+    return (m, -149) if e == 0 else (m | 0x800000, e - 150)
+
+
+def pow2(n):
+    """2^n as a float32 (exact)."""
+    return F(2.0 ** int(n))
+
+
+def round_shift(v, n):
+    """v / 2^n rounded to nearest, ties up: (v + 2^(n-1)) >> n (v: int64 values, n >= 0); 0 when n > 62."""
+    v = np.asarray(v, np.int64)
+    if n > 62:
+        return np.zeros_like(v)
+    return v if n == 0 else (v + (np.int64(1) << np.int64(n - 1))) >> np.int64(n)
+
+
+def scaled(v, f):
+    """round(v * f) for int64 values v (|v| < 2^31) and a finite float32 f >= 0: v times f's mantissa, then
+    shifted by its exponent (right shifts round ties up); saturated to +-FX_SAT."""
+    mant, e = f32_parts(f)
+    p = np.asarray(v, np.int64) * np.int64(mant)
+    if e >= 0:
+        lim = FX_SAT >> e if e <= 46 else 0
+        r = np.where(np.abs(p) > lim, np.sign(p) * FX_SAT, p << np.int64(min(e, 46)))
+    elif -e > 62:
+        r = np.zeros_like(p)
+    else:
+        r = round_shift(p, -e)
+    return np.clip(r, -FX_SAT, FX_SAT)
+
+
+def qmult(r):
+    """A float32 rescale factor r >= 0 as the kernels' (multiplier, shift): r = multiplier * 2^(shift - 31),
+    exact for a float32 (codegen.quant.quantize_multiplier's rule, without its rounding)."""
+    mant, e = f32_parts(r)
+    if mant == 0:
+        return 0, 0
+    while mant < 1 << 23:
+        mant, e = mant << 1, e - 1
+    shift = e + 24
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        return 2**31 - 1, 30
+    return mant << 7, shift
+
+
+def bit_length(m):
+    """Bits needed for the non-negative integer m (0 for 0)."""
+    return int(m).bit_length()

@@ -2,11 +2,22 @@
 
 #include "fmath.h"
 
-void if_features(const float *logits, int n, float f[IF_FEATURES])
+void if_features(const int8_t *logits, int n, const uint32_t *table, float f[IF_FEATURES])
 {
+    int8_t top = logits[0];
+    for (int j = 1; j < n; j++)
+        if (logits[j] > top)
+            top = logits[j];
+    uint32_t s = 0;
+    for (int j = 0; j < n; j++)
+        s += table[top - logits[j]];
     float p[32];
-    fm_softmax(logits, n, p, -1, 0);
-    int i1 = fm_argmax(p, n);
+    int i1 = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = (float)table[top - logits[j]] / (float)s;
+        if (p[j] > p[i1])
+            i1 = j;
+    }
     float p2 = -1.0f;
     for (int j = 0; j < n; j++)
         if (j != i1 && p[j] > p2)

@@ -158,7 +158,7 @@ int handle_stats(const uint8_t *payload, uint16_t len, uint8_t *reply)
     const tr_state *s = trainer_state();
     wr w = {reply};
     const uint32_t counts[10] = {c->windows, c->trained, c->filtered, c->no_target, c->saturated, c->invalid,
-                                 c->nonfinite, c->labelled, c->pseudo_labelled, c->explored};
+                                 c->skipped_updates, c->labelled, c->pseudo_labelled, c->explored};
     for (int i = 0; i < 10; i++)
         w_u32(&w, counts[i]);
     w_u64(&w, c->macs_forward);
