@@ -179,14 +179,19 @@ def round_shift(v, n):
 
 def scaled(v, f):
     """round(v * f) for int64 values v (|v| < 2^31) and a finite float32 f >= 0: v times f's mantissa, then
-    shifted by its exponent (right shifts round ties up); saturated to +-FX_SAT."""
+    shifted by its exponent (right shifts round ties up); saturated to +-FX_SAT. A Python int gives an int."""
     mant, e = f32_parts(f)
+    if isinstance(v, (int, np.integer)):  # scalars: plain integers (the same rule, faster)
+        p = int(v) * mant
+        if e >= 0:
+            return max(-FX_SAT, min(FX_SAT, p << e)) if e <= 46 else (0 if p == 0 else FX_SAT * (1 if p > 0 else -1))
+        return 0 if -e > 62 else max(-FX_SAT, min(FX_SAT, (p + (1 << (-e - 1))) >> -e))
     p = np.asarray(v, np.int64) * np.int64(mant)
+    if e <= -9:  # |v * mant| < 2^55: the shifted value is within FX_SAT
+        return round_shift(p, -e)
     if e >= 0:
         lim = FX_SAT >> e if e <= 46 else 0
         r = np.where(np.abs(p) > lim, np.sign(p) * FX_SAT, p << np.int64(min(e, 46)))
-    elif -e > 62:
-        r = np.zeros_like(p)
     else:
         r = round_shift(p, -e)
     return np.clip(r, -FX_SAT, FX_SAT)

@@ -57,6 +57,13 @@ class UnitParams:
         if self.vw is not None:
             self.vw[:], self.vb[:] = 0, 0
 
+    def real(self, layer):
+        """The layer's weights (C_out, taps) and biases in real units (float64), as its int8 head serves them."""
+        c0, co = layer.ch_offset, layer.channels
+        scale = self.scale[c0:c0 + co].astype(np.float64)
+        w = self.w[layer.w_offset:layer.w_offset + co * layer.taps].reshape(co, -1) * scale[:, None]
+        return w, self.bias[c0:c0 + co] * scale * float(np.float32(layer.in_scale))
+
     def step_arrays(self, layer):
         """The int8 step's arrays for this layer's personalised head."""
         w0, c0, co = layer.w_offset, layer.ch_offset, layer.channels
@@ -278,6 +285,35 @@ class Backward:
             p.scale[c] = s_new
             p.mult[c], p.shift[c] = fmath.qmult(F(F(s_in * s_new) / F(layer.out_scale)))
         return True
+
+
+class GradientRecorder(Backward):
+    """The backward pass, recording each kept channel's gradient (real units) instead of applying it."""
+
+    def __init__(self, unit, params, cfg, macs):
+        super().__init__(unit, params, cfg, macs)
+        self.grads = {}
+
+    def update_row(self, layer, o, g, gb, sigma):
+        self.grads[(layer.name, o)] = (np.asarray(g, np.float64) * float(F(sigma * F(layer.in_scale))),
+                                       gb * float(sigma))
+
+
+def unit_gradients(unit, params, acts, target, table, cfg, macs=None):
+    """Per trainable layer (by name): the gradient of the unit's cross-entropy w.r.t. its real weights
+    (C_out, taps) and biases, as the board computes it before its update (zeros for pruned channels); and the
+    loss. `acts`: the unit's input and its personalised head's int8 outputs (TrainerReference.unit_activations)."""
+    rec = GradientRecorder(unit, params, cfg, macs if macs is not None else dict(forward=0, backward=0,
+                                                                                  backward_dense=0))
+    loss = rec.run(acts, target, table)
+    out = {}
+    for layer in unit.trainable:
+        gw, gb = np.zeros((layer.channels, layer.taps)), np.zeros(layer.channels)
+        for o in range(layer.channels):
+            if (layer.name, o) in rec.grads:
+                gw[o], gb[o] = rec.grads[(layer.name, o)]
+        out[layer.name] = (gw, gb)
+    return out, loss
 
 
 # ------------------------------------------------------------------------------------------- the trainer

@@ -362,7 +362,7 @@ def describe(spec):
     """What model.json says about training (the host's Trainer and the reference read it)."""
     return dict(
         mode=spec.mode, trainable_parameters=spec.trainable_parameters, checkpoint_bytes=spec.checkpoint_bytes,
-        momentum=spec.momentum,
+        params_bytes=spec.params_bytes, momentum=spec.momentum,
         units=[dict(exit=u.exit, input=u.input, parameters=u.num_params, weights=u.num_weights,
                     channels=u.num_channels, params_bytes=u.params_bytes, forward_macs=u.forward_macs,
                     layers=[dict(kind=l.kind, name=l.name, step=l.step, dense=l.dense, in_dims=list(l.in_dims),

@@ -36,6 +36,10 @@ class ServeMode(IntEnum):
     GENERIC = 2
 
 
+# CHECKPOINT_PUT reply: the state after the chunk
+PUT_RECEIVING = 0  # more chunks of this pass expected
+PUT_COMMITTED = 1  # the second pass is complete: the image replaced the weights and state
+PUT_VERIFIED = 2  # the first pass is complete and the image checked out: send it again to commit it
 # TRAIN request flags
 FLAG_LABEL = 0x01
 FLAG_INVALID = 0x02
