@@ -579,8 +579,10 @@ class TrainerReference:
             target = int(label)
             c["labelled"] += 1
             step.flags |= STEP_LABEL
-        else:
-            self._complete(win, {final}, {final}, [], macs)
+        else:  # the rest of the network with every exit's served head (the teacher, and step 7's agreements)
+            served_units = [u for u, unit in enumerate(self.units) if win.serve[unit.exit]]
+            generic = {final} | {kk for kk in range(self.num_exits) if not win.serve[kk]}
+            self._complete(win, set(range(self.num_exits)), generic, served_units, macs)
             if self._conf(final, win.generic[final]) >= cfg.pseudo_threshold_q16:
                 target = fmath.argmax(win.generic[final])
                 c["pseudo_labelled"] += 1

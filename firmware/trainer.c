@@ -393,8 +393,15 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
         target = label;
         counters.labelled++;
         r->flags |= TR_STEP_LABEL;
-    } else {
-        CHECK(complete(1u << (K - 1), 1u << (K - 1), 0, &r->macs_forward));
+    } else { /* the rest of the network with every exit's served head (the teacher, and the agreements) */
+        uint32_t generic = 1u << (K - 1), served_units = 0;
+        for (int u = 0; u < tr_num_units; u++)
+            if (win.serve_personal[tr_units[u].exit])
+                served_units |= 1u << u;
+        for (int k = 0; k < K; k++)
+            if (!win.serve_personal[k])
+                generic |= 1u << k;
+        CHECK(complete((1u << K) - 1u, generic, served_units, &r->macs_forward));
         if (model_exit_confidence_q16(K - 1, win.generic[K - 1]) >= cfg.pseudo_threshold_q16) {
             target = argmax8(win.generic[K - 1], model_exit_classes[K - 1]);
             counters.pseudo_labelled++;
