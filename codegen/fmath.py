@@ -1,8 +1,9 @@
-"""float32 arithmetic of the on-device trainer, written so numpy and firmware/fmath.c give identical bits.
+"""Arithmetic of the on-device trainer, written so numpy and firmware/fmath.c give identical bits: the float32
+scalars, and the fixed-point helpers of the integer backward pass.
 
 Rules both sides follow (docs/training.md):
-- every value is float32 and every operation rounds once (the firmware is built with -ffp-contract=off, so
-  no fused multiply-add; numpy's elementwise float32 ufuncs round each operation);
+- integers are exact; every float value is float32 and every operation rounds once (the firmware is built with
+  -ffp-contract=off, so no fused multiply-add; numpy's elementwise float32 ufuncs round each operation);
 - sums run sequentially in a fixed order (never numpy's pairwise reduction);
 - exp and log are our own routines (Cephes' float polynomials with explicit evaluation order), since libm's
   differ between newlib, glibc and numpy.
@@ -83,26 +84,6 @@ def seq_sum(values, start=0.0):
     return acc
 
 
-def softmax_ce(z, target=None):
-    """Softmax of float32 logits z (1-D). Returns (p, loss or None, confidence in Q16).
-    m = max z; e_j = exp(z_j - m); s = sum e_j (in order); p_j = e_j / s; loss = log(s) - (z_t - m);
-    confidence = min(65536, trunc(65536 / s))."""
-    z = np.asarray(z, F)
-    m = z[0]
-    for v in z[1:]:
-        if v > m:
-            m = v
-    e = expf(z - m)
-    s = seq_sum(e)
-    p = (e / s).astype(F)
-    c = F(F(65536) / s)
-    conf = int(c) if c < F(65536) else 65536  # C: !(conf < 65536) -> 65536, which also catches NaN
-    loss = None
-    if target is not None:
-        loss = F(logf(s) - F(z[target] - m))
-    return p, loss, conf
-
-
 def argmax(z):
     """Index of the first largest value."""
     z = np.asarray(z)
@@ -115,21 +96,6 @@ def argmax(z):
 
 def is_finite(*arrays):
     return all(bool(np.all(np.isfinite(np.asarray(a, F)))) for a in arrays)
-
-
-def quantize_logits(z, scale, zero_point):
-    """float logits -> int8 as the C does: q = trunc(z / scale + copysign(0.5)) + zero point, saturated."""
-    z = np.asarray(z, F)
-    v = (z / F(scale)).astype(F)
-    v = np.where(v >= F(0), v + F(0.5), v - F(0.5)).astype(F)
-    v = np.clip(v, F(-1e6), F(1e6))
-    q = v.astype(np.int32) + int(zero_point)
-    return np.clip(q, -128, 127).astype(np.int8)
-
-
-def dequantize(q, scale, zero_point):
-    """int8 -> float32: (q - zero point) * scale, one rounding."""
-    return ((np.asarray(q, np.int32) - int(zero_point)).astype(F) * F(scale)).astype(F)
 
 
 class XorShift32:

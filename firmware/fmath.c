@@ -79,6 +79,20 @@ float fm_sigmoid(float s)
     return e / (1.0f + e);
 }
 
+uint32_t fm_table_softmax(const int8_t *z, int n, const uint32_t *table, uint32_t *t)
+{
+    int8_t top = z[0];
+    for (int j = 1; j < n; j++)
+        if (z[j] > top)
+            top = z[j];
+    uint32_t s = 0;
+    for (int j = 0; j < n; j++) {
+        t[j] = table[top - z[j]];
+        s += t[j];
+    }
+    return s;
+}
+
 void fx_parts(float f, int32_t *mant, int32_t *exp)
 {
     const uint32_t b = to_bits(f), e = (b >> 23) & 0xFFu, m = b & 0x7FFFFFu;

@@ -14,6 +14,9 @@ float fm_logf(float x);
 float fm_sigmoid(float s);
 /* 1 when x is neither infinite nor NaN. */
 int fm_isfinite(float x);
+/* Softmax of n int8 logits through an exit's confidence table (exp(-d * logit scale) in Q16, d = 0..255):
+ * t[j] = table[max z - z_j]; returns S = sum t[j], so p_j = t[j] / S. */
+uint32_t fm_table_softmax(const int8_t *z, int n, const uint32_t *table, uint32_t *t);
 
 /* |round(v * f)| saturates here: far beyond any weight a layer's bound allows. */
 #define FX_SAT ((int64_t)1 << 46)

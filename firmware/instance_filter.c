@@ -4,17 +4,12 @@
 
 void if_features(const int8_t *logits, int n, const uint32_t *table, float f[IF_FEATURES])
 {
-    int8_t top = logits[0];
-    for (int j = 1; j < n; j++)
-        if (logits[j] > top)
-            top = logits[j];
-    uint32_t s = 0;
-    for (int j = 0; j < n; j++)
-        s += table[top - logits[j]];
+    uint32_t t[32];
+    const uint32_t s = fm_table_softmax(logits, n, table, t);
     float p[32];
     int i1 = 0;
     for (int j = 0; j < n; j++) {
-        p[j] = (float)table[top - logits[j]] / (float)s;
+        p[j] = (float)t[j] / (float)s;
         if (p[j] > p[i1])
             i1 = j;
     }

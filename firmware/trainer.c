@@ -261,20 +261,13 @@ mt_status trainer_classify(const int8_t *input, const model_exit_policy *policy,
  * cross-entropy log S - log T_target (T at least 1). */
 static float logits_error(int k, const int8_t *z, int target, int32_t *e)
 {
-    const uint32_t *table = model_exit_table(k);
+    uint32_t t[MODEL_MAX_CLASSES];
     const int n = model_exit_classes[k];
-    int8_t top = z[0];
-    for (int j = 1; j < n; j++)
-        if (z[j] > top)
-            top = z[j];
-    uint32_t s = 0;
+    const uint32_t s = fm_table_softmax(z, n, model_exit_table(k), t);
     for (int j = 0; j < n; j++)
-        s += table[top - z[j]];
-    for (int j = 0; j < n; j++)
-        e[j] = (int32_t)(((uint64_t)table[top - z[j]] << 30) / s);
+        e[j] = (int32_t)(((uint64_t)t[j] << 30) / s);
     e[target] -= (int32_t)1 << 30;
-    const uint32_t t = table[top - z[target]];
-    return fm_logf((float)s) - fm_logf((float)(t ? t : 1u));
+    return fm_logf((float)s) - fm_logf((float)(t[target] ? t[target] : 1u));
 }
 
 /* Backward through unit u's layers from its head's activations, each channel's update applied as its
