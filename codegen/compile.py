@@ -86,7 +86,9 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
     return buffers, arena
 
 
-def build(onnx_path, board, calib=None, exits=None, train=None):
+def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False):
+    if momentum and train is None:
+        raise CompileError("--momentum needs --train (it adds the trainer's momentum buffers)")
     graph, onnx_model = import_onnx(onnx_path, exits)
     if train is not None and graph.values:
         raise CompileError(f"{onnx_path} has no classes (its output is values): --train personalises "
@@ -114,9 +116,8 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
     if train is not None:
         if any(s.view for s in steps):
             raise CompileError(f"{onnx_path}: --train cannot train a model whose Concat is written in place")
-        train_spec = trainer.plan(graph, steps, train)
-        tbufs, extend, pos = trainer.training_buffers(train_spec, steps)
-        step_pos = [pos[("step", i)] for i in range(len(steps))]
+        train_spec = trainer.plan(graph, steps, train, momentum)
+        tbufs, extend, step_pos = trainer.training_buffers(train_spec, steps)
         buffers, arena = _plan(steps, graph.input, input_size, tbufs, step_pos, extend)
         train_spec.offsets = {b.name: b.offset for b in tbufs}
     tables = [confidence_table(qparams[e][0]) for e in graph.exits]
@@ -141,7 +142,7 @@ def build(onnx_path, board, calib=None, exits=None, train=None):
         macs_per_exit=passes.macs_per_exit(graph),
         input_transpose=[int(a) for a in graph.input_transpose], output_kind="values" if graph.values else "logits")
     if train_spec is not None:
-        weights_bytes += 4 * train_spec.trainable_parameters  # the initial float weights, kept in flash
+        weights_bytes += train_spec.params_bytes  # the personalised heads' initial parameters, kept in flash
         meta["train"] = trainer.describe(train_spec)
     memory = dict(
         arena_bytes=inference_arena, training_arena_bytes=arena,
@@ -248,10 +249,10 @@ def write_outputs(out_dir, files):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False, train=None):
+def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False, train=None, momentum=False):
     from codegen.qdq_export import export_qdq
     t0 = time.monotonic()
-    compiled = build(onnx_path, board, calib, exits, train)
+    compiled = build(onnx_path, board, calib, exits, train, momentum)
     sources, model_hash = render(compiled, Path(onnx_path).name)
     compiled.meta["model_hash"] = model_hash
     compiled.memory["model_hash"] = model_hash
@@ -283,6 +284,7 @@ def print_summary(compiled, out_dir, seconds):
           f"{m['board_flash_bytes']:,} B flash")
     if compiled.train is not None:
         t = m["train"]
-        print(f"  training ({t['mode']}): {m['trainable_parameters']:,} fp32 parameters in "
-              f"{len(t['units'])} exit(s); arena {m['arena_bytes']:,} B for inference only, "
-              f"{m['training_arena_bytes']:,} B with training (checkpoint {t['checkpoint_bytes']:,} B)")
+        print(f"  training ({t['mode']}{', momentum' if compiled.train.momentum else ''}): "
+              f"{m['trainable_parameters']:,} parameters in {len(t['units'])} exit(s), served in int8; arena "
+              f"{m['arena_bytes']:,} B for inference only, {m['training_arena_bytes']:,} B with training "
+              f"(checkpoint {t['checkpoint_bytes']:,} B)")

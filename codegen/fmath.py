@@ -1,8 +1,9 @@
-"""float32 arithmetic of the on-device trainer, written so numpy and firmware/fmath.c give identical bits.
+"""Arithmetic of the on-device trainer, written so numpy and firmware/fmath.c give identical bits: the float32
+scalars, and the fixed-point helpers of the integer backward pass.
 
 Rules both sides follow (docs/training.md):
-- every value is float32 and every operation rounds once (the firmware is built with -ffp-contract=off, so
-  no fused multiply-add; numpy's elementwise float32 ufuncs round each operation);
+- integers are exact; every float value is float32 and every operation rounds once (the firmware is built with
+  -ffp-contract=off, so no fused multiply-add; numpy's elementwise float32 ufuncs round each operation);
 - sums run sequentially in a fixed order (never numpy's pairwise reduction);
 - exp and log are our own routines (Cephes' float polynomials with explicit evaluation order), since libm's
   differ between newlib, glibc and numpy.
@@ -83,26 +84,6 @@ def seq_sum(values, start=0.0):
     return acc
 
 
-def softmax_ce(z, target=None):
-    """Softmax of float32 logits z (1-D). Returns (p, loss or None, confidence in Q16).
-    m = max z; e_j = exp(z_j - m); s = sum e_j (in order); p_j = e_j / s; loss = log(s) - (z_t - m);
-    confidence = min(65536, trunc(65536 / s))."""
-    z = np.asarray(z, F)
-    m = z[0]
-    for v in z[1:]:
-        if v > m:
-            m = v
-    e = expf(z - m)
-    s = seq_sum(e)
-    p = (e / s).astype(F)
-    c = F(F(65536) / s)
-    conf = int(c) if c < F(65536) else 65536  # C: !(conf < 65536) -> 65536, which also catches NaN
-    loss = None
-    if target is not None:
-        loss = F(logf(s) - F(z[target] - m))
-    return p, loss, conf
-
-
 def argmax(z):
     """Index of the first largest value."""
     z = np.asarray(z)
@@ -115,21 +96,6 @@ def argmax(z):
 
 def is_finite(*arrays):
     return all(bool(np.all(np.isfinite(np.asarray(a, F)))) for a in arrays)
-
-
-def quantize_logits(z, scale, zero_point):
-    """float logits -> int8 as the C does: q = trunc(z / scale + copysign(0.5)) + zero point, saturated."""
-    z = np.asarray(z, F)
-    v = (z / F(scale)).astype(F)
-    v = np.where(v >= F(0), v + F(0.5), v - F(0.5)).astype(F)
-    v = np.clip(v, F(-1e6), F(1e6))
-    q = v.astype(np.int32) + int(zero_point)
-    return np.clip(q, -128, 127).astype(np.int8)
-
-
-def dequantize(q, scale, zero_point):
-    """int8 -> float32: (q - zero point) * scale, one rounding."""
-    return ((np.asarray(q, np.int32) - int(zero_point)).astype(F) * F(scale)).astype(F)
 
 
 class XorShift32:
@@ -150,3 +116,69 @@ class XorShift32:
 def q24(p):
     """A probability as a 24-bit threshold for PRNG draws: trunc(p * 2^24)."""
     return int(F(F(p) * F(16777216.0)))
+
+
+# ------------------------------------------------------------------------ fixed point (the trainer's bulk work)
+
+FX_SAT = 1 << 46  # |round(v * f)| saturates here: far beyond any weight a layer's bound allows
+
+
+def f32_parts(f):
+    """(mant, exp) with f = mant * 2^exp exactly, mant < 2^24, for a finite float32 f >= 0 (from its bits)."""
+    b = int(np.array(F(f)).view(np.uint32))
+    e, m = (b >> 23) & 0xFF, b & 0x7FFFFF
+    return (m, -149) if e == 0 else (m | 0x800000, e - 150)
+
+
+def pow2(n):
+    """2^n as a float32 (exact)."""
+    return F(2.0 ** int(n))
+
+
+def round_shift(v, n):
+    """v / 2^n rounded to nearest, ties up: (v + 2^(n-1)) >> n (v: int64 values, n >= 0); 0 when n > 62."""
+    v = np.asarray(v, np.int64)
+    if n > 62:
+        return np.zeros_like(v)
+    return v if n == 0 else (v + (np.int64(1) << np.int64(n - 1))) >> np.int64(n)
+
+
+def scaled(v, f):
+    """round(v * f) for int64 values v (|v| < 2^31) and a finite float32 f >= 0: v times f's mantissa, then
+    shifted by its exponent (right shifts round ties up); saturated to +-FX_SAT. A Python int gives an int."""
+    mant, e = f32_parts(f)
+    if isinstance(v, (int, np.integer)):  # scalars: plain integers (the same rule, faster)
+        p = int(v) * mant
+        if e >= 0:
+            return max(-FX_SAT, min(FX_SAT, p << e)) if e <= 46 else (0 if p == 0 else FX_SAT * (1 if p > 0 else -1))
+        return 0 if -e > 62 else max(-FX_SAT, min(FX_SAT, (p + (1 << (-e - 1))) >> -e))
+    p = np.asarray(v, np.int64) * np.int64(mant)
+    if e <= -9:  # |v * mant| < 2^55: the shifted value is within FX_SAT
+        return round_shift(p, -e)
+    if e >= 0:
+        lim = FX_SAT >> e if e <= 46 else 0
+        r = np.where(np.abs(p) > lim, np.sign(p) * FX_SAT, p << np.int64(min(e, 46)))
+    else:
+        r = round_shift(p, -e)
+    return np.clip(r, -FX_SAT, FX_SAT)
+
+
+def qmult(r):
+    """A float32 rescale factor r >= 0 as the kernels' (multiplier, shift): r = multiplier * 2^(shift - 31),
+    exact for a float32 (codegen.quant.quantize_multiplier's rule, without its rounding)."""
+    mant, e = f32_parts(r)
+    if mant == 0:
+        return 0, 0
+    while mant < 1 << 23:
+        mant, e = mant << 1, e - 1
+    shift = e + 24
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        return 2**31 - 1, 30
+    return mant << 7, shift
+
+
+def bit_length(m):
+    """Bits needed for the non-negative integer m (0 for 0)."""
+    return int(m).bit_length()

@@ -24,7 +24,7 @@ class Step:
     macs: int = 0
     view: tuple = None  # (buffer, byte offset, buffer size): the step writes into part of another buffer
     act: tuple = ("none",)  # the op's fused activation, in real units (the float trainer uses it)
-    float_arrays: dict = field(default_factory=dict)  # float weights in the layout of `arrays` (filter, bias)
+    float_arrays: dict = field(default_factory=dict)  # float weights in the layout of `arrays` (filter, bias), w_scale
 
 
 def nhwc(shape):
@@ -115,9 +115,10 @@ def lower(graph, dsp):
         for key in ("bias", "multiplier", "shift"):
             if key in q and not np.isscalar(q[key]):
                 arrays[key] = np.asarray(q.pop(key), np.int32)
-        q.pop("w_scale", None)
+        w_scale = q.pop("w_scale", None)
         if float_arrays:
             float_arrays["bias"] = np.asarray(op.params["b"], np.float32).reshape(-1)
+            float_arrays["w_scale"] = np.asarray(w_scale, np.float32).reshape(-1)
         if op.kind in ("conv", "dwconv", "maxpool"):
             q.update(kernel=op.attrs["kernel"], stride=op.attrs["stride"], padding=op.attrs["padding"])
         step = Step(kernel, op.name, [buf(t) for t in op.inputs], op.output, nhwc(in_shape), nhwc(out_shape), q,

@@ -36,9 +36,10 @@ def _store(step, buffers, y):
     shared[start:start + y.size] = y.reshape(-1)
 
 
-def _run_step(step, buffers):
+def _run_step(step, buffers, arrays=None):
+    """One step on the named buffers; `arrays` replaces the step's own constants (a personalised head's)."""
     x = buffers[step.inputs[0]].reshape(step.in_dims)
-    q, a = step.q, step.arrays
+    q, a = step.q, arrays or step.arrays
     common = dict(input_offset=q.get("input_offset", 0), output_offset=q.get("output_offset", 0),
                   act_min=q["act_min"], act_max=q["act_max"])
     if step.kernel in ("conv", "conv_dilated"):

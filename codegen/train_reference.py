@@ -1,11 +1,11 @@
-"""The golden model of the on-device trainer: the same algorithm as firmware/trainer.c, instance_filter.c and
-train_layers.c, in the same float32 operation order (codegen/fmath.py), so a board and this reference make
-the same decisions on every window and end with the same weights. docs/training.md is the specification.
+"""The golden model of the on-device trainer: the same algorithm as firmware/trainer.c, train_layers.c and
+instance_filter.c, in the same arithmetic, so a board and this reference make the same decisions on every
+window and end with the same weights. docs/training.md is the specification.
 
-Shapes are NHWC without the batch dimension: (H, W, C). Loop orders that decide rounding are spelled out and
-the C loops follow them: conv forward accumulates over (kh, kw, c_in) from 0 and adds the bias last; weight
-gradients accumulate over output positions (row-major); input gradients gather, per input element, over
-(kh, kw) then the kept output channels in ascending order.
+The personalised heads run as int8 steps (codegen.reference's kernels with the unit's own arrays). The backward
+pass and the updates are integer arithmetic (error maps of int16 values with one float32 scale per map, int32
+sums); only per-map, per-channel and per-window scalars are float32, each operation rounding once as in C.
+Shapes are NHWC without the batch dimension.
 """
 import struct
 from dataclasses import dataclass, field
@@ -13,79 +13,97 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codegen import fmath
-from codegen.fmath import F
-from codegen.reference import confidence_q16
-from codegen.trainer import (CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, EXIT_STATE_WORDS,
-                             FILTER_STATE_WORDS)
+from codegen.fmath import F, pow2, round_shift, scaled
+from codegen.reference import _run_step, confidence_q16
+from codegen.trainer import (CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, ERROR_BITS,
+                             EXIT_STATE_WORDS, FILTER_STATE_WORDS, param_layout)
 from codegen.trainer_abi import (NO_CLASS, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
                                  STEP_PSEUDO, ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats,
                                  TrainStep, checkpoint_crc)
 
-# ------------------------------------------------------------------------------------------- float layers
-
-def gate(act, y, v):
-    """v where the activation that produced y lets the gradient through, else 0."""
-    kind = act[0]
-    if kind == "none":
-        return v
-    if kind == "relu":
-        return np.where(y > F(0), v, F(0)).astype(F)
-    lo, hi = F(act[1]), F(act[2])
-    return np.where((y > lo) & (y < hi), v, F(0)).astype(F)
+WEIGHT_MAX = 127  # int8 weights are symmetric, [-127, 127]
+WEIGHT_REFIT = 120  # a channel's largest |weight| right after its scale is refitted (1/16 headroom)
+WEIGHT_LOW = 96  # below this the channel's scale is refitted (when its values fit)
+UPDATE_RANGE = 1 << 30  # an update that takes a weight beyond this many steps is never applied
+INT32_MAX = 2**31 - 1
 
 
-def activate(act, y):
-    kind = act[0]
-    if kind == "none":
-        return y
-    if kind == "relu":
-        return np.where(y > F(0), y, F(0)).astype(F)
-    lo, hi = F(act[1]), F(act[2])
-    return np.where(y < lo, lo, np.where(y > hi, hi, y)).astype(F)
+# ------------------------------------------------------------------------------------- unit parameters
+
+class UnitParams:
+    """A unit's `u<i>.params` buffer as numpy arrays (codegen.trainer.param_layout), plus its momentum."""
+
+    def __init__(self, unit):
+        self.unit = unit
+        a = {k: np.concatenate([l.arrays[k] for l in unit.trainable]) for k in ("scale", "bias", "mult", "shift", "w")}
+        self.scale = a["scale"].astype(F)
+        self.bias, self.mult, self.shift = (a[k].astype(np.int64) for k in ("bias", "mult", "shift"))
+        self.w = a["w"].astype(np.int8)
+        self.vw = np.zeros(unit.num_weights, np.int64) if unit.momentum else None
+        self.vb = np.zeros(unit.num_channels, np.int64) if unit.momentum else None
+
+    def to_bytes(self):
+        raw = (self.scale.astype("<f4").tobytes() + b"".join(a.astype("<i4").tobytes() for a in (
+            self.bias, self.mult, self.shift)) + self.w.tobytes())
+        return raw + bytes(self.unit.params_bytes - len(raw))
+
+    def load(self, raw):
+        c, n = self.unit.num_channels, self.unit.num_weights
+        lay = param_layout(c, n)
+        self.scale = np.frombuffer(raw, "<f4", c, lay["scale"]).astype(F)
+        self.bias, self.mult, self.shift = (np.frombuffer(raw, "<i4", c, lay[k]).astype(np.int64)
+                                            for k in ("bias", "mult", "shift"))
+        self.w = np.frombuffer(raw, np.int8, n, lay["w"]).copy()
+        if self.vw is not None:
+            self.vw[:], self.vb[:] = 0, 0
+
+    def real(self, layer):
+        """The layer's weights (C_out, taps) and biases in real units (float64), as its int8 head serves them."""
+        c0, co = layer.ch_offset, layer.channels
+        scale = self.scale[c0:c0 + co].astype(np.float64)
+        w = self.w[layer.w_offset:layer.w_offset + co * layer.taps].reshape(co, -1) * scale[:, None]
+        return w, self.bias[c0:c0 + co] * scale * float(np.float32(layer.in_scale))
+
+    def step_arrays(self, layer):
+        """The int8 step's arrays for this layer's personalised head."""
+        w0, c0, co = layer.w_offset, layer.ch_offset, layer.channels
+        filt = self.w[w0:w0 + co * layer.taps]
+        shape = (co, layer.taps) if layer.dense else (co, layer.kernel[0], layer.kernel[1], layer.in_dims[3])
+        return dict(filter=filt.reshape(shape), bias=self.bias[c0:c0 + co].astype(np.int32),
+                    multiplier=self.mult[c0:c0 + co].astype(np.int32), shift=self.shift[c0:c0 + co].astype(np.int32))
 
 
-def _pad(x, padding):
-    t, l, b, r = padding
-    return np.pad(x, ((t, b), (l, r), (0, 0)))
+# ------------------------------------------------------------------------------------- the backward pass
+
+def gate(layer, y):
+    """Where the layer's activation lets the gradient through, read off its int8 output y."""
+    y = np.asarray(y, np.int32)
+    if layer.act == "relu":
+        return y > layer.act_min
+    if layer.act == "clip":
+        return (y > layer.act_min) & (y < layer.act_max)
+    return np.ones(y.shape, bool)
 
 
-def forward(layer, params, x):
-    """x: float32 (H, W, C) -> (OH, OW, C_out)."""
-    _, oh, ow, co = layer.out_dims
-    if layer.kind == "conv":
-        kh, kw = layer.kernel
-        sh, sw = layer.stride
-        ci = layer.in_dims[3]
-        w = params[layer.w_offset:layer.w_offset + co * kh * kw * ci].reshape(co, kh, kw, ci)
-        b = params[layer.b_offset:layer.b_offset + co]
-        xp = _pad(x.reshape(layer.in_dims[1:]), layer.padding)
-        acc = np.zeros((oh, ow, co), F)
-        for i in range(kh):
-            for j in range(kw):
-                patch = xp[i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
-                for c in range(ci):
-                    acc = acc + patch[:, :, c:c + 1] * w[:, i, j, c]
-        return activate(layer.act, acc + b)
-    if layer.kind == "avgpool":
-        h, w_, c = layer.in_dims[1:]
-        x = x.reshape(h, w_, c)
-        acc = np.zeros(c, F)
-        for i in range(h):
-            for j in range(w_):
-                acc = acc + x[i, j]
-        return (acc * (F(1) / F(h * w_))).reshape(1, 1, c).astype(F)
-    if layer.kind == "maxpool":
-        kh, kw = layer.kernel
-        x = x.reshape(layer.in_dims[1:])
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                v = x[i:i + kh * oh:kh, j:j + kw * ow:kw, :]
-                out = v if out is None else np.where(v > out, v, out)
-        return out.astype(F)
-    if layer.kind == "act":
-        return activate(layer.act, x.reshape(layer.out_dims[1:]))
-    raise ValueError(layer.kind)
+def normalise(v, sigma):
+    """Block floating point: (int values with |v| <= 2^14, their float32 scale) for int values v of scale sigma."""
+    v = np.asarray(v, np.int64)
+    m = int(np.max(np.abs(v))) if v.size else 0
+    sh = max(0, fmath.bit_length(m) - ERROR_BITS)
+    return round_shift(v, sh), F(F(sigma) * pow2(sh))
+
+
+def logits_error(z_q, table, target):
+    """The error p - onehot(target) at int8 logits z_q, through the exit's confidence table (p_j = T_j / S,
+    T_j = table[max z - z_j], S = sum T_j): integers 2^30 p_j - 2^30 [j == target]. Also the cross-entropy
+    log S - log T_target (T at least 1)."""
+    z = np.asarray(z_q, np.int32)
+    t = table[int(np.max(z)) - z].astype(np.int64)
+    s = int(np.sum(t))
+    e = np.array([(int(v) << 30) // s for v in t], np.int64)
+    e[target] -= 1 << 30
+    loss = F(fmath.logf(F(s)) - fmath.logf(F(max(int(t[target]), 1))))
+    return e, loss
 
 
 def kept_channels(scores, keep):
@@ -103,124 +121,199 @@ def kept_channels(scores, keep):
     return kept
 
 
-def backward(layer, params, x, e, grad, need_dx, prev_act, cfg, macs):
-    """e: error at the layer's output (already gated by its activation). Adds this layer's weight gradients
-    into `grad` and returns the error at its input, gated by the previous layer's activation (whose output is
-    x), or None when not needed. `macs` (dict) counts executed and dense-equivalent backward MACs."""
-    _, oh, ow, co = layer.out_dims
-    x = x.reshape(layer.in_dims[1:])
-    if layer.kind == "conv":
+class Backward:
+    """One unit's backward pass and updates for one window (firmware/train_layers.c)."""
+
+    def __init__(self, unit, params, cfg, macs):
+        self.unit, self.p, self.cfg, self.macs = unit, params, cfg, macs
+        self.skipped = 0
+
+    def run(self, acts, target, table):
+        """acts: int8 tensors by name (the unit's input and its steps' outputs). Returns the loss."""
+        layers = self.unit.layers
+        e, loss = logits_error(acts[layers[-1].output].reshape(-1), table, target)
+        err, sigma = normalise(e, F(2.0 ** -30))
+        broadcast = False
+        for j in range(len(layers) - 1, -1, -1):
+            layer = layers[j]
+            x = acts[layer.input].reshape(layer.in_dims[1:])
+            y = acts[layer.output].reshape(layer.out_dims[1:])
+            err, sigma, broadcast = getattr(self, layer.kind)(layer, x, y, err, broadcast, sigma, j > 0)
+        return loss
+
+    # Each layer: error at its output (a full map, or one value per channel broadcast over positions) ->
+    # (error at its input, its scale, broadcast?), or (None, ...) when the input's error is not needed.
+    def conv(self, layer, x, y, err, broadcast, sigma, need_dx):
+        oh, ow, co = layer.out_dims[1:]
         kh, kw = layer.kernel
         sh, sw = layer.stride
         ci = layer.in_dims[3]
-        w = params[layer.w_offset:layer.w_offset + co * kh * kw * ci].reshape(co, kh, kw, ci)
-        e = e.reshape(oh, ow, co)
-        prune = not layer.dense or cfg.prune_dense
-        if prune:
-            scores = np.zeros(co, F)
-            for p in range(oh):
-                for q in range(ow):
-                    scores = scores + np.abs(e[p, q])
+        y = y.reshape(oh * ow, co)
+        e = np.where(gate(layer, y), np.broadcast_to(err.reshape(1 if broadcast else oh * ow, co), y.shape), 0)
+        c0 = layer.ch_offset
+        mult, shift = self.p.mult[c0:c0 + co], self.p.shift[c0:c0 + co]
+        w = self.p.w[layer.w_offset:layer.w_offset + co * layer.taps].astype(np.int64).reshape(co, kh, kw, ci)
+        cfg = self.cfg
+        if not layer.dense or cfg.prune_dense:
+            scores = [F(sigma * F(int(v))) for v in np.abs(e).sum(axis=0)]
             if cfg.prune_weight_l1 != 0:
-                wl1 = np.zeros(co, F)
-                for i in range(kh):
-                    for j in range(kw):
-                        for c in range(ci):
-                            wl1 = wl1 + np.abs(w[:, i, j, c])
-                scores = scores + F(cfg.prune_weight_l1) * wl1
+                wl1 = np.abs(w).reshape(co, -1).sum(axis=1)
+                scores = [F(v + F(F(cfg.prune_weight_l1) * F(self.p.scale[c0 + o] * F(int(l)))))
+                          for o, (v, l) in enumerate(zip(scores, wl1))]
             kept = kept_channels(scores, cfg.prune_keep)
         else:
             kept = np.ones(co, bool)
-        n_kept = int(kept.sum())
-        per_channel = oh * ow * kh * kw * ci
-        macs["backward"] += n_kept * per_channel * (2 if need_dx else 1)
-        macs["backward_dense"] += co * per_channel * (2 if need_dx else 1)
-        xp = _pad(x, layer.padding)
-        dw = np.zeros((co, kh, kw, ci), F)
-        db = np.zeros(co, F)
-        for p in range(oh):
-            for q in range(ow):
-                patch = xp[p * sh:p * sh + kh, q * sw:q * sw + kw, :]
-                dw = dw + e[p, q][:, None, None, None] * patch[None]
-                db = db + e[p, q]
-        dw[~kept] = F(0)
-        db[~kept] = F(0)
-        grad[layer.w_offset:layer.w_offset + dw.size] = dw.reshape(-1)
-        grad[layer.b_offset:layer.b_offset + co] = db
-        if not need_dx:
-            return None
+        per_channel = oh * ow * layer.taps * (2 if need_dx else 1)
+        self.macs["backward"] += int(kept.sum()) * per_channel
+        self.macs["backward_dense"] += co * per_channel
         t, l, _, _ = layer.padding
         h, wd = layer.in_dims[1:3]
-        dx = np.zeros((h, wd, ci), F)
-        ih, iw = np.arange(h), np.arange(wd)
-        for i in range(kh):
-            ph = ih + t - i
-            okh = (ph >= 0) & (ph % sh == 0) & (ph // sh < oh)
-            for j in range(kw):
-                pw = iw + l - j
-                okw = (pw >= 0) & (pw % sw == 0) & (pw // sw < ow)
-                if not okh.any() or not okw.any():
-                    continue
-                rows, cols = ih[okh], iw[okw]
-                eh, ew = (ph[okh] // sh), (pw[okw] // sw)
-                for o in np.flatnonzero(kept):
-                    ev = e[np.ix_(eh, ew)][:, :, o]
-                    dx[np.ix_(rows, cols)] = dx[np.ix_(rows, cols)] + ev[:, :, None] * w[o, i, j]
-        return gate(prev_act, x, dx)
-    if layer.kind == "avgpool":
-        if not need_dx:
-            return None
-        h, wd, c = layer.in_dims[1:]
-        g = e.reshape(c) * (F(1) / F(h * wd))
-        return gate(prev_act, x, np.broadcast_to(g, (h, wd, c)).astype(F))
-    if layer.kind == "maxpool":
-        if not need_dx:
-            return None
+        xp = np.pad(x.astype(np.int64) - layer.in_zero_point, ((t, layer.padding[2]), (l, layer.padding[3]), (0, 0)))
+        patches = np.stack([xp[p * sh:p * sh + kh, q * sw:q * sw + kw, :].reshape(-1)
+                            for p in range(oh) for q in range(ow)])  # (positions, taps)
+        dx = None
+        if need_dx:
+            smax = int(np.max(shift))
+            folded = np.zeros_like(e)
+            for o in np.flatnonzero(kept):
+                folded[:, o] = round_shift(e[:, o] * int(mult[o]), 31 + smax - int(shift[o]))
+            acc = np.zeros((h + t + layer.padding[2], wd + l + layer.padding[3], ci), np.int64)
+            fold = folded.reshape(oh, ow, co)
+            for i in range(kh):
+                for j in range(kw):
+                    contrib = np.tensordot(fold, w[:, i, j, :], axes=([2], [0]))  # (oh, ow, ci)
+                    acc[i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += contrib
+            acc = acc[t:t + h, l:l + wd]
+            sig = F(F(sigma * F(F(layer.out_scale) / F(layer.in_scale))) * pow2(smax))
+            dx, dsig = normalise(acc, sig)
+        for o in np.flatnonzero(kept):
+            g = e[:, o] @ patches
+            self.update_row(layer, o, g, int(e[:, o].sum()), sigma)
+        return dx, (dsig if need_dx else sigma), False
+
+    def avgpool(self, layer, x, y, err, broadcast, sigma, need_dx):
+        h, w, c = layer.in_dims[1:]
+        e = np.where(gate(layer, y.reshape(-1)), err.reshape(-1), 0)
+        return e, F(sigma / F(h * w)), True
+
+    def maxpool(self, layer, x, y, err, broadcast, sigma, need_dx):
+        oh, ow, c = layer.out_dims[1:]
         kh, kw = layer.kernel
-        e = e.reshape(oh, ow, co)
-        dx = np.zeros_like(x)
-        best = x[0:kh * oh:kh, 0:kw * ow:kw, :]
-        bi = np.zeros(best.shape, np.int32)
-        bj = np.zeros(best.shape, np.int32)
-        for i in range(kh):
-            for j in range(kw):
-                v = x[i:i + kh * oh:kh, j:j + kw * ow:kw, :]
-                better = v > best
-                best = np.where(better, v, best)
-                bi = np.where(better, i, bi)
-                bj = np.where(better, j, bj)
-        p, q, c = np.meshgrid(np.arange(oh), np.arange(ow), np.arange(co), indexing="ij")
-        rows, cols = p * kh + bi, q * kw + bj
-        dx[rows, cols, c] = gate(prev_act, x[rows, cols, c], e)
-        return dx
-    if layer.kind == "act":
-        return gate(prev_act, x, e.reshape(x.shape)) if need_dx else None
-    raise ValueError(layer.kind)
+        e = np.where(gate(layer, y), np.broadcast_to(err.reshape((1, 1, c) if broadcast else (oh, ow, c)),
+                                                     (oh, ow, c)), 0)
+        dx = np.zeros(x.shape, np.int64)
+        x = x.astype(np.int32)
+        for p in range(oh):
+            for q in range(ow):
+                win = x[p * kh:(p + 1) * kh, q * kw:(q + 1) * kw].reshape(-1, c)
+                first = np.argmax(win, axis=0)  # the first largest, in scan order
+                for ch in range(c):
+                    i, j = divmod(int(first[ch]), kw)
+                    dx[p * kh + i, q * kw + j, ch] = e[p, q, ch]
+        return dx, sigma, False
+
+    def act(self, layer, x, y, err, broadcast, sigma, need_dx):
+        g = gate(layer, y)
+        e = np.where(g, np.broadcast_to(err.reshape((1, 1, -1) if broadcast else y.shape), y.shape), 0)
+        return e, sigma, False
+
+    def update_row(self, layer, o, g, gb, sigma):
+        """SGD on output channel o of a trainable layer from its weight gradient g (int, scale sigma * s_in)
+        and bias gradient gb (scale sigma). Skipped (and counted) if a weight or bias would leave its bound."""
+        if not self._update_row(layer, o, g, gb, sigma):
+            self.skipped += 1
+
+    def _update_row(self, layer, o, g, gb, sigma):
+        p, cfg = self.p, self.cfg
+        c = layer.ch_offset + o
+        k = layer.taps
+        w0 = layer.w_offset + o * k
+        s, s_in = F(p.scale[c]), F(layer.in_scale)
+        sigma_g = F(sigma * s_in)
+        lr = F(cfg.lr)
+        clip = F(cfg.clip_norm)
+        g = np.asarray(g, np.int64)
+        if clip > F(0):
+            sh = max(0, fmath.bit_length(int(np.max(np.abs(g)))) - 15)
+            sum2 = int(np.sum((g >> sh) ** 2))
+            a, b = F(sigma_g * pow2(sh)), F(sigma * F(gb))
+            norm2 = F(F(F(a * a) * F(sum2)) + F(b * b))
+            if norm2 > F(clip * clip):
+                lr = F(lr * F(clip / np.sqrt(norm2)))
+        # Steps of the channel's scale (weights) and of in_scale * scale (bias) per unit of gradient.
+        f_w = F(F(lr * sigma_g) / s)
+        f_b = F(F(lr * sigma) / F(s_in * s))
+        f_d = F(F(cfg.lr) * F(cfg.weight_decay))
+        if not fmath.is_finite(f_w, f_b, f_d):
+            return False
+        w = p.w[w0:w0 + k].astype(np.int64)
+        d = scaled(g, f_w) + scaled(w, f_d)
+        bias = int(p.bias[c])
+        db = int(scaled(gb, f_b)) + int(scaled(bias, f_d))
+        vmax = 0
+        if p.vw is not None:
+            mu = F(cfg.momentum)
+            d = scaled(p.vw[w0:w0 + k], mu) + d
+            vmax = int(np.max(np.abs(d)))
+            db = int(scaled(int(p.vb[c]), mu)) + db
+        new, new_b = w - d, bias - db
+        m = int(np.max(np.abs(new)))
+        if vmax > 32767 or abs(db) > INT32_MAX or m > UPDATE_RANGE or abs(new_b) > INT32_MAX:
+            return False
+        # Refit the channel's scale (the compiler's per-channel scheme, with headroom: largest weight at 120)
+        # when its weights outgrew the int8 range (required) or shrank below 96 (when the new values fit).
+        s_new, new_vb, ratio = s, db, None
+        if m > WEIGHT_MAX or 0 < m < WEIGHT_LOW:
+            refit = F(F(s * F(m)) / F(WEIGHT_REFIT))
+            r = F(F(WEIGHT_REFIT) / F(m))
+            rb, rvb = int(scaled(new_b, r)), int(scaled(db, r))
+            fits = (fmath.is_finite(refit) and F(F(127) * refit) <= F(layer.bound) and abs(rb) <= INT32_MAX
+                    and int(scaled(vmax, r)) <= 32767 and abs(rvb) <= INT32_MAX)
+            if fits:
+                s_new, new_b, new_vb, ratio = refit, rb, rvb, r
+            elif m > WEIGHT_MAX:
+                return False
+        if F(F(abs(new_b)) * F(s_in * s_new)) > F(layer.bound):
+            return False
+        if ratio is not None:
+            new, d = scaled(new, ratio), scaled(d, ratio)
+        p.w[w0:w0 + k] = new.astype(np.int8)
+        p.bias[c] = new_b
+        if p.vw is not None:
+            p.vw[w0:w0 + k], p.vb[c] = d, new_vb
+        if ratio is not None:
+            p.scale[c] = s_new
+            p.mult[c], p.shift[c] = fmath.qmult(F(F(s_in * s_new) / F(layer.out_scale)))
+        return True
 
 
-def unit_forward(unit, params, x_q):
-    """Every layer's output for the unit's int8 input; the last is the logits."""
-    x = fmath.dequantize(x_q, unit.in_scale, unit.in_zero_point).reshape(unit.in_dims[1:])
-    outs = []
-    for layer in unit.layers:
-        x = forward(layer, params, x)
-        outs.append(x)
-    return outs
+class GradientRecorder(Backward):
+    """The backward pass, recording each kept channel's gradient (real units) instead of applying it."""
+
+    def __init__(self, unit, params, cfg, macs):
+        super().__init__(unit, params, cfg, macs)
+        self.grads = {}
+
+    def update_row(self, layer, o, g, gb, sigma):
+        self.grads[(layer.name, o)] = (np.asarray(g, np.float64) * float(F(sigma * F(layer.in_scale))),
+                                       gb * float(sigma))
 
 
-def sgd(w, v, grad, cfg):
-    """The update of one exit: (new weights, new momentum), or None if any value would not be finite."""
-    g = grad
-    norm2 = fmath.seq_sum(g * g) if g.size else F(0)
-    clip = F(cfg.clip_norm)
-    if clip > F(0) and norm2 > F(clip * clip):
-        g = (g * F(clip / np.sqrt(norm2))).astype(F)
-    g = (g + F(cfg.weight_decay) * w).astype(F)
-    v_new = (F(cfg.momentum) * v + g).astype(F)
-    w_new = (w - F(cfg.lr) * v_new).astype(F)
-    if not fmath.is_finite(v_new, w_new):
-        return None
-    return w_new, v_new
+def unit_gradients(unit, params, acts, target, table, cfg, macs=None):
+    """Per trainable layer (by name): the gradient of the unit's cross-entropy w.r.t. its real weights
+    (C_out, taps) and biases, as the board computes it before its update (zeros for pruned channels); and the
+    loss. `acts`: the unit's input and its personalised head's int8 outputs (TrainerReference.unit_activations)."""
+    rec = GradientRecorder(unit, params, cfg, macs if macs is not None else dict(forward=0, backward=0,
+                                                                                  backward_dense=0))
+    loss = rec.run(acts, target, table)
+    out = {}
+    for layer in unit.trainable:
+        gw, gb = np.zeros((layer.channels, layer.taps)), np.zeros(layer.channels)
+        for o in range(layer.channels):
+            if (layer.name, o) in rec.grads:
+                gw[o], gb[o] = rec.grads[(layer.name, o)]
+        out[layer.name] = (gw, gb)
+    return out, loss
 
 
 # ------------------------------------------------------------------------------------------- the trainer
@@ -242,6 +335,21 @@ class FilterState:
     cut: float = 0.0  # predicted hard when the score reaches it
 
 
+class Window:
+    """What one window has computed so far (firmware/trainer.c: `win`)."""
+
+    def __init__(self, x_q, input_name, num_exits, serve, labelled):
+        self.acts = {input_name: np.asarray(x_q, np.int8)}
+        self.generic = [None] * num_exits  # int8 logits of each exit's heads, when computed
+        self.personal = [None] * num_exits
+        self.personal_valid = {}  # unit -> its personalised activations are in the buffers
+        self.serve, self.labelled = serve, labelled
+        self.ran = set()  # backbone steps run
+
+    def served(self, k):
+        return self.personal[k] if self.serve[k] else self.generic[k]
+
+
 class TrainerReference:
     """The trainer of a compiled model (`codegen.compile.build(..., train=MODE)`), in numpy."""
 
@@ -250,13 +358,13 @@ class TrainerReference:
         self.ref = compiled.reference
         self.spec = compiled.train
         self.meta = compiled.meta
+        self.input_name = compiled.graph.input
+        self.tables = compiled.tables
         self.num_exits = len(compiled.meta["exits"])
         self.model_hash = bytes.fromhex(model_hash or compiled.meta.get("model_hash", "0" * 32))
         self.units = self.spec.units
         self.unit_of_exit = dict(self.spec.unit_of_exit)
-        self.exit_tensor = {s.exit_index: s.output for s in self.steps if s.exit_index >= 0}
-        self.params = [u.init.astype(F).copy() for u in self.units]
-        self.momentum = [np.zeros_like(p) for p in self.params]
+        self.params = [UnitParams(u) for u in self.units]
         self.counters = dict.fromkeys(("windows", "trained", "filtered", "no_target", "saturated", "invalid",
                                        "nonfinite", "labelled", "pseudo_labelled", "explored", "macs_forward",
                                        "macs_backward", "macs_backward_dense"), 0)
@@ -298,25 +406,22 @@ class TrainerReference:
         return out
 
     def checkpoint(self):
-        n_params = sum(p.size for p in self.params)
         state = self._state_bytes()
         head = struct.pack("<IHBB16sII", CHECKPOINT_MAGIC, CHECKPOINT_VERSION, self.num_exits, len(self.units),
-                           self.model_hash, n_params, len(state))
+                           self.model_hash, self.spec.params_bytes, len(state))
         assert len(head) == CHECKPOINT_HEADER_BYTES
-        body = head + b"".join(p.astype("<f4").tobytes() for p in self.params) + state
+        body = head + b"".join(p.to_bytes() for p in self.params) + state
         return body + struct.pack("<I", checkpoint_crc(body))
 
     def load_checkpoint(self, image):
         """Validate and apply an image; returns None on success or the reason code (as the board's detail)."""
-        reason = check_checkpoint(image, self.model_hash, self.num_exits, len(self.units),
-                                  [p.size for p in self.params])
+        reason = check_checkpoint(image, self.model_hash, self.num_exits, self.units)
         if reason:
             return reason
         pos = CHECKPOINT_HEADER_BYTES
-        for i, p in enumerate(self.params):
-            self.params[i] = np.frombuffer(image, "<f4", p.size, pos).astype(F).copy()
-            self.momentum[i] = np.zeros_like(p)
-            pos += 4 * p.size
+        for p in self.params:
+            p.load(image[pos:pos + p.unit.params_bytes])
+            pos += p.unit.params_bytes
         w = struct.unpack_from("<6fIf", image, pos)
         self.filter = FilterState(np.array(w[:4], F), w[4], w[5], w[7])
         self.prng.state = w[6]
@@ -339,65 +444,101 @@ class TrainerReference:
         e = self.exits[k]
         return e.labelled >= self.cfg.dnh_min_labels and F(e.acc_personalised) >= F(e.acc_generic)
 
-    def evaluate(self, x_q):
-        """Everything the board may compute for one input: per exit the generic int8 logits and confidence,
-        the personalised float logits and confidence, and which one serves."""
-        buffers = self.ref.run_all(np.asarray(x_q, np.int8).reshape(self.meta["input_dims_nhwc"]))
-        out = []
-        for k in range(self.num_exits):
-            e = self.meta["exits"][k]
-            g_q = buffers[self.exit_tensor[k]].reshape(-1)
-            rec = dict(generic_q=g_q, generic_conf=confidence_q16(g_q, self.ref.exit_tables[k]),
-                       generic_float=fmath.dequantize(g_q, e["scale"], e["zero_point"]),
-                       generic_pred=fmath.argmax(g_q), personalised=None)
-            if k in self.unit_of_exit:
-                u = self.unit_of_exit[k]
-                z = unit_forward(self.units[u], self.params[u], buffers[self.units[u].input])[-1].reshape(-1)
-                _, _, conf = fmath.softmax_ce(z)
-                rec.update(personalised=z, personal_conf=conf, personal_pred=fmath.argmax(z))
-            serve = self._serve_personalised(k)
-            rec["serve_personalised"] = serve
-            rec["served"] = rec["personalised"] if serve else rec["generic_float"]
-            rec["served_conf"] = rec["personal_conf"] if serve else rec["generic_conf"]
-            rec["served_pred"] = rec["personal_pred"] if serve else rec["generic_pred"]
-            rec["served_q"] = fmath.quantize_logits(rec["personalised"], e["scale"], e["zero_point"]) \
-                if serve else g_q
-            out.append(rec)
-        return out, buffers
+    def _run_head(self, win, u, personal):
+        """Unit u's steps with its generic (flash) or personalised (params) arrays; records the logits."""
+        unit = self.units[u]
+        for layer, i in zip(unit.layers, unit.steps):
+            arrays = self.params[u].step_arrays(layer) if personal and layer.trainable else None
+            step = self.steps[i]
+            if arrays is not None:
+                arrays = dict(step.arrays, **arrays)
+            win.acts[step.output] = _run_step(step, win.acts, arrays)
+        logits = win.acts[self.steps[unit.steps[-1]].output].reshape(-1)
+        (win.personal if personal else win.generic)[unit.exit] = logits
+        win.personal_valid[u] = personal
+
+    def _run_step(self, win, i):
+        step = self.steps[i]
+        win.acts[step.output] = _run_step(step, win.acts)
+        win.ran.add(i)
+        if step.exit_index >= 0:
+            win.generic[step.exit_index] = win.acts[step.output].reshape(-1)
+
+    def _conf(self, k, logits):
+        return confidence_q16(logits, self.tables[k])
+
+    def _predict(self, win, force_exit=None, thresholds_q16=None):
+        """The early-exit prediction with the served heads (phase 1). Returns (exit taken, index of the next
+        event)."""
+        th = thresholds_q16 or self._thresholds_q16()
+        for n, (kind, arg) in enumerate(self.spec.events):
+            if kind == "step":
+                if force_exit is None or self.steps[arg].exits_needing >> force_exit & 1:
+                    self._run_step(win, arg)
+            elif kind == "head":
+                k = self.units[arg].exit
+                if force_exit is not None and k != force_exit:
+                    continue
+                if win.serve[k] and win.labelled:
+                    self._run_head(win, arg, False)  # only for the do-no-harm comparison (training cost)
+                self._run_head(win, arg, win.serve[k])
+            elif kind == "exit":
+                k = arg
+                if force_exit is not None:
+                    if k == force_exit:
+                        return k, n + 1
+                elif k == self.num_exits - 1 or self._conf(k, win.served(k)) >= th[k]:
+                    return k, n + 1
+            else:
+                break
+        raise AssertionError("the schedule ended without reaching an exit")
 
     def _thresholds_q16(self):
         return [int(F(F(e.threshold) * F(65536))) for e in self.exits]
 
     def classify(self, x_q, force_exit=None, thresholds_q16=None):
         """CLASSIFY on a trainer build: (exit, int8 logits, confidence Q16). Default thresholds: the board's."""
-        with np.errstate(all="ignore"):
-            recs, _ = self.evaluate(x_q)
-        k = self._exit_taken(recs, force_exit, thresholds_q16)
-        return k, recs[k]["served_q"], recs[k]["served_conf"]
+        serve = [self._serve_personalised(k) for k in range(self.num_exits)]
+        win = Window(x_q, self.input_name, self.num_exits, serve, False)
+        k, _ = self._predict(win, None if force_exit is None else force_exit % self.num_exits, thresholds_q16)
+        logits = win.served(k)
+        return k, logits, self._conf(k, logits)
 
-    def _exit_taken(self, recs, force_exit=None, thresholds_q16=None):
-        if force_exit is not None:
-            return force_exit % self.num_exits
-        th = thresholds_q16 or self._thresholds_q16()
-        for k, r in enumerate(recs):
-            if k == self.num_exits - 1 or r["served_conf"] >= th[k]:
-                return k
-        raise AssertionError
+    def _complete(self, win, exits, generic, train_units, macs):
+        """What a stage of training needs beyond what the window has computed, in schedule order: the backbone
+        steps the `exits` need, the generic heads of the exits in `generic`, and the personalised head of every
+        unit in `train_units` whose buffers do not hold it (its MACs count as macs_forward)."""
+        mask = 0
+        for k in exits | generic:
+            mask |= 1 << k
+        for kind, arg in self.spec.events:
+            if kind == "step":
+                if arg not in win.ran and self.steps[arg].exits_needing & mask:
+                    self._run_step(win, arg)
+            elif kind == "head":
+                k = self.units[arg].exit
+                if k in generic and win.generic[k] is None:
+                    self._run_head(win, arg, False)
+                if arg in train_units and not win.personal_valid.get(arg):
+                    self._run_head(win, arg, True)
+                    macs["forward"] += self.units[arg].forward_macs
 
     # --- TRAIN ---
     def train(self, x_q, label=None, invalid=False):
-        with np.errstate(all="ignore"):  # IEEE overflow to inf / NaN is part of the arithmetic (and guarded)
+        with np.errstate(all="ignore"):  # IEEE overflow to inf is part of the arithmetic (and guarded)
             return self._train(x_q, label, invalid)
 
     def _train(self, x_q, label, invalid):
         cfg, c, flt = self.cfg, self.counters, self.filter
         c["windows"] += 1
         x_q = np.asarray(x_q, np.int8).reshape(-1)
-        recs, buffers = self.evaluate(x_q)
-        k = self._exit_taken(recs)
-        flags = STEP_PERSONALISED if recs[k]["serve_personalised"] else 0
-        step = TrainStep(Outcome.TRAINED, k, recs[k]["served_pred"], NO_CLASS, flags, recs[k]["served_conf"],
-                         0.0, 0.0, 0, 0, 0, 0, 0)
+        labelled = label is not None
+        serve = [self._serve_personalised(k) for k in range(self.num_exits)]
+        win = Window(x_q.reshape(self.meta["input_dims_nhwc"]), self.input_name, self.num_exits, serve, labelled)
+        k, _ = self._predict(win)
+        served = win.served(k)
+        step = TrainStep(Outcome.TRAINED, k, fmath.argmax(served), NO_CLASS, STEP_PERSONALISED if serve[k] else 0,
+                         self._conf(k, served), 0.0, 0.0, 0, 0, 0, 0, 0)
         if invalid:
             c["invalid"] += 1
             step.outcome = Outcome.INVALID
@@ -406,11 +547,10 @@ class TrainerReference:
             c["saturated"] += 1
             step.outcome = Outcome.SATURATED
             return step
-        labelled = label is not None
         # Instance filter on exit 0's served logits.
         features, score = None, F(0)
         if cfg.filter_mode == FilterMode.LEARNED:
-            features = filter_features(recs[0]["served"])
+            features = filter_features(win.served(0), self.tables[0])
             score = filter_score(flt.w, features)
             step.filter_score = float(score)
             if score >= F(flt.cut):
@@ -424,69 +564,90 @@ class TrainerReference:
                     c["explored"] += 1
             else:
                 keep = (self.prng.next() >> 8) < fmath.q24(cfg.filter_keep)
-            k = F(1 if keep else 0)
-            flt.kept = F(F(flt.kept) + F(cfg.filter_rate) * F(k - F(flt.kept)))
+            kept = F(1 if keep else 0)
+            flt.kept = F(F(flt.kept) + F(cfg.filter_rate) * F(kept - F(flt.kept)))
             if cfg.filter_mode == FilterMode.LEARNED:
-                flt.cut = F(F(flt.cut) + F(cfg.filter_step) * F(k - F(cfg.filter_keep)))
+                flt.cut = F(F(flt.cut) + F(cfg.filter_step) * F(kept - F(cfg.filter_keep)))
             if not keep:
                 c["filtered"] += 1
                 step.outcome = Outcome.FILTERED
                 return step
-        # The whole forward has run (phase C): target, do-no-harm, agreement.
-        final = recs[-1]
+        # The target: the label, or the generic final exit's confident prediction (the teacher).
+        macs = dict(forward=0, backward=0, backward_dense=0)
+        final = self.num_exits - 1
         if labelled:
             target = int(label)
             c["labelled"] += 1
             step.flags |= STEP_LABEL
-        elif final["generic_conf"] >= cfg.pseudo_threshold_q16:
-            target = final["generic_pred"]
-            c["pseudo_labelled"] += 1
-            step.flags |= STEP_PSEUDO
-        else:
-            target = None
+        else:  # the rest of the network with every exit's served head (the teacher, and step 7's agreements)
+            served_units = [u for u, unit in enumerate(self.units) if win.serve[unit.exit]]
+            generic = {final} | {kk for kk in range(self.num_exits) if not win.serve[kk]}
+            self._complete(win, set(range(self.num_exits)), generic, served_units, macs)
+            if self._conf(final, win.generic[final]) >= cfg.pseudo_threshold_q16:
+                target = fmath.argmax(win.generic[final])
+                c["pseudo_labelled"] += 1
+                step.flags |= STEP_PSEUDO
+            else:
+                target = None
+        # The units to train: those whose input the window computed (a labelled window: the exits its
+        # prediction reached; a pseudo-label needed the whole backbone: all), with their personalised heads and,
+        # on a labelled window, the generic heads the do-no-harm comparison needs.
+        train_units = [u for u, unit in enumerate(self.units) if not labelled or unit.exit <= k]
+        if target is not None:
+            exits = {self.units[u].exit for u in train_units}
+            self._complete(win, exits, exits if labelled else set(), train_units, macs)
         if labelled:
             rate = F(cfg.dnh_rate)
-            for kk in sorted(self.unit_of_exit):
-                e, r = self.exits[kk], recs[kk]
-                cp, cg = F(1 if r["personal_pred"] == target else 0), F(1 if r["generic_pred"] == target else 0)
+            for u in train_units:
+                kk = self.units[u].exit
+                e = self.exits[kk]
+                cp = F(1 if fmath.argmax(win.personal[kk]) == target else 0)
+                cg = F(1 if fmath.argmax(win.generic[kk]) == target else 0)
                 e.acc_personalised = float(F(F(e.acc_personalised) + rate * F(cp - F(e.acc_personalised))))
                 e.acc_generic = float(F(F(e.acc_generic) + rate * F(cg - F(e.acc_generic))))
                 e.labelled += 1
-        self._adapt_thresholds(recs)
+        self._adapt_thresholds(win)
         if target is None:
             c["no_target"] += 1
             step.outcome = Outcome.NO_TARGET
+            step.macs_forward = macs["forward"]
+            c["macs_forward"] += macs["forward"]
             return step
         step.target = target
-        # Training: each exit's layers, forward with saved activations, backward with pruning, update.
-        macs = dict(forward=0, backward=0, backward_dense=0)
-        loss_sum, n_loss, skipped = F(0), 0, False
-        for u, unit in enumerate(self.units):
-            loss = self._train_unit(u, buffers[unit.input], target, macs)
-            if loss is None:
-                skipped = True
-                c["nonfinite"] += 1
-            else:
-                loss_sum = F(loss_sum + loss)
-                n_loss += 1
-        loss = F(loss_sum / F(n_loss)) if n_loss else F(0)
+        loss_sum, skipped = F(0), 0
+        for u in train_units:
+            unit = self.units[u]
+            back = Backward(unit, self.params[u], cfg, macs)
+            loss_sum = F(loss_sum + back.run(win.acts, target, self.tables[unit.exit]))
+            skipped += back.skipped
+        loss = F(loss_sum / F(len(train_units))) if train_units else F(0)
         step.loss = float(loss)
         step.macs_forward, step.macs_backward = macs["forward"], macs["backward"]
         step.macs_backward_dense = macs["backward_dense"]
         for key in ("forward", "backward", "backward_dense"):
             c[f"macs_{key}"] += macs[key]
-        c["trained"] += 1
-        step.outcome = Outcome.NONFINITE if skipped else Outcome.TRAINED
-        if cfg.filter_mode == FilterMode.LEARNED and not skipped:
-            self._filter_feedback(features, score, loss)
+        c["nonfinite"] += skipped
+        if skipped:
+            step.outcome = Outcome.SKIPPED
+        else:
+            c["trained"] += 1
+            if cfg.filter_mode == FilterMode.LEARNED:
+                self._filter_feedback(features, score, loss)
         return step
 
-    def _adapt_thresholds(self, recs):
+    def _adapt_thresholds(self, win):
+        """Per early exit: agreement of its served head with the final exit's, when both were computed."""
         cfg = self.cfg
-        final_pred = recs[-1]["served_pred"]
+        final = win.served(self.num_exits - 1)
+        if final is None:
+            return
+        final_pred = fmath.argmax(final)
         for k in range(self.num_exits - 1):
+            mine = win.served(k)
+            if mine is None:
+                continue
             e = self.exits[k]
-            agree = F(1 if recs[k]["served_pred"] == final_pred else 0)
+            agree = F(1 if fmath.argmax(mine) == final_pred else 0)
             e.agreement = float(F(F(e.agreement) + F(cfg.agree_rate) * F(agree - F(e.agreement))))
             if cfg.adapt_thresholds:
                 t = F(e.threshold)
@@ -507,51 +668,29 @@ class TrainerReference:
         factor = F(F(1) + F(step * F(F(1) - target))) if y != F(0) else F(F(1) - F(step * target))
         flt.tau = float(F(F(flt.tau) * factor))
 
-    def _train_unit(self, u, x_q, target, macs):
-        out = unit_gradients(self.units[u], self.params[u], x_q, target, self.cfg, macs)
-        if out is None:
-            return None
-        grad, loss = out
-        new = sgd(self.params[u], self.momentum[u], grad, self.cfg)
-        if new is None:
-            return None
-        self.params[u], self.momentum[u] = new
-        return loss
-
     def config(self):
         """What CONFIG answers: the configuration with the current (adapted) thresholds."""
         cfg = TrainConfig(**{**self.cfg.__dict__, "thresholds": [e.threshold for e in self.exits]})
         return cfg.rounded()
 
-
-def unit_gradients(unit, params, x_q, target, cfg, macs=None):
-    """(gradient of the unit's cross-entropy w.r.t. its parameters after error-map pruning, loss), or None
-    when the logits or the loss are not finite."""
-    macs = macs if macs is not None else dict(forward=0, backward=0, backward_dense=0)
-    outs = unit_forward(unit, params, x_q)
-    macs["forward"] += unit.forward_macs
-    z = outs[-1].reshape(-1)
-    if not fmath.is_finite(z):
-        return None
-    p, loss, _ = fmath.softmax_ce(z, target)
-    if not fmath.is_finite(loss):
-        return None
-    e = p.copy()
-    e[target] = F(e[target] - F(1))
-    e = gate(unit.layers[-1].act, z, e)
-    grad = np.zeros_like(params)
-    x_in = fmath.dequantize(x_q, unit.in_scale, unit.in_zero_point)
-    for j in range(len(unit.layers) - 1, -1, -1):
-        layer = unit.layers[j]
-        x = outs[j - 1] if j > 0 else x_in
-        prev_act = unit.layers[j - 1].act if j > 0 else ("none",)
-        e = backward(layer, params, x, e, grad, j > 0, prev_act, cfg, macs)
-    return grad, loss
+    def unit_activations(self, x_q, u):
+        """The int8 tensors unit u's backward reads for input x_q (its input and personalised head)."""
+        win = Window(np.asarray(x_q, np.int8).reshape(self.meta["input_dims_nhwc"]), self.input_name,
+                     self.num_exits, [False] * self.num_exits, False)
+        for i in range(self.units[u].steps[0]):
+            if self.steps[i].exits_needing >> self.units[u].exit & 1:
+                self._run_step(win, i)
+        self._run_head(win, u, True)
+        return win.acts
 
 
-def filter_features(z):
-    """(1, top probability, margin to the second, sum of squared probabilities) of exit 0's logits."""
-    p, _, _ = fmath.softmax_ce(z)
+def filter_features(z_q, table):
+    """(1, top probability, margin to the second, sum of squared probabilities) of exit 0's int8 logits, with
+    the probabilities from the exit's confidence table (p_j = T_j / S)."""
+    z = np.asarray(z_q, np.int32)
+    t = table[int(np.max(z)) - z].astype(np.int64)
+    s = F(int(np.sum(t)))
+    p = np.array([F(F(int(v)) / s) for v in t], F)
     i1 = fmath.argmax(p)
     p2 = F(-1)
     for j in range(len(p)):
@@ -567,28 +706,37 @@ def filter_score(w, f):
     return s
 
 
-CHECKPOINT_REASONS = {1: "size", 2: "format", 3: "model hash", 4: "CRC", 5: "non-finite value", 6: "chunk order"}
+CHECKPOINT_REASONS = {1: "size", 2: "format", 3: "model hash", 4: "CRC", 5: "value out of range", 6: "chunk order",
+                      7: "commit pass differs from the verified image"}
 
 
-def check_checkpoint(image, model_hash, num_exits, num_units, unit_params):
+def check_checkpoint(image, model_hash, num_exits, units):
     """0 when the image is valid for this model, else the BAD_CHECKPOINT detail code (CHECKPOINT_REASONS)."""
-    n_params = sum(unit_params)
+    params = sum(u.params_bytes for u in units)
     state = 4 * (FILTER_STATE_WORDS + EXIT_STATE_WORDS * num_exits)
-    if len(image) != CHECKPOINT_HEADER_BYTES + 4 * n_params + state + 4:
+    if len(image) != CHECKPOINT_HEADER_BYTES + params + state + 4:
         return 1
     magic, version, ne, nu, h, npar, nstate = struct.unpack_from("<IHBB16sII", image)
-    if (magic, version, ne, nu, npar, nstate) != (CHECKPOINT_MAGIC, CHECKPOINT_VERSION, num_exits, num_units,
-                                                 n_params, state):
+    if (magic, version, ne, nu, npar, nstate) != (CHECKPOINT_MAGIC, CHECKPOINT_VERSION, num_exits, len(units),
+                                                 params, state):
         return 2
     if h != model_hash:
         return 3
     if checkpoint_crc(image[:-4]) != struct.unpack_from("<I", image, len(image) - 4)[0]:
         return 4
-    floats = np.frombuffer(image, "<f4", n_params, CHECKPOINT_HEADER_BYTES)
-    fstate = np.frombuffer(image, "<f4", 8, CHECKPOINT_HEADER_BYTES + 4 * n_params)[[0, 1, 2, 3, 4, 5, 7]]
-    ex = np.frombuffer(image, "<u4", EXIT_STATE_WORDS * num_exits,
-                       CHECKPOINT_HEADER_BYTES + 4 * n_params + 4 * FILTER_STATE_WORDS).reshape(num_exits, -1)
+    pos = CHECKPOINT_HEADER_BYTES
+    for unit in units:
+        p = UnitParams(unit)
+        p.load(image[pos:pos + unit.params_bytes])
+        pos += unit.params_bytes
+        bounds = np.concatenate([[l.bound] * l.channels for l in unit.trainable]).astype(F)
+        ok_mult = (p.mult == 0) | ((p.mult >= 2**30) & (p.mult <= INT32_MAX))
+        if not (np.all(np.isfinite(p.scale)) and np.all(p.scale > 0) and np.all(F(127) * p.scale <= bounds)
+                and np.all(ok_mult) and np.all((p.shift >= -31) & (p.shift <= 30)) and np.all(p.w != -128)):
+            return 5
+    fstate = np.frombuffer(image, "<f4", 8, pos)[[0, 1, 2, 3, 4, 5, 7]]
+    ex = np.frombuffer(image, "<u4", EXIT_STATE_WORDS * num_exits, pos + 4 * FILTER_STATE_WORDS).reshape(num_exits, -1)
     exf = ex[:, :4].copy().view("<f4")
-    if not (np.all(np.isfinite(floats)) and np.all(np.isfinite(fstate)) and np.all(np.isfinite(exf))):
+    if not (np.all(np.isfinite(fstate)) and np.all(np.isfinite(exf))):
         return 5
     return 0

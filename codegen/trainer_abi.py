@@ -20,7 +20,8 @@ class Outcome(IntEnum):
     NO_TARGET = 2  # no label and the final exit was not confident enough for a pseudo-label
     SATURATED = 3  # too many input samples at the int8 limits: not trained on
     INVALID = 4  # the host flagged non-finite readings: not trained on
-    NONFINITE = 5  # at least one exit's update would have produced NaN/Inf: that exit's step was skipped
+    SKIPPED = 5  # some output channels' updates were skipped: a weight or bias would have left its layer's bound
+    NONFINITE = 5  # the name SKIPPED had before the bound (an alias)
 
 
 class FilterMode(IntEnum):
@@ -35,6 +36,10 @@ class ServeMode(IntEnum):
     GENERIC = 2
 
 
+# CHECKPOINT_PUT reply: the state after the chunk
+PUT_RECEIVING = 0  # more chunks of this pass expected
+PUT_COMMITTED = 1  # the second pass is complete: the image replaced the weights and state
+PUT_VERIFIED = 2  # the first pass is complete and the image checked out: send it again to commit it
 # TRAIN request flags
 FLAG_LABEL = 0x01
 FLAG_INVALID = 0x02
@@ -50,9 +55,9 @@ STEP_PERSONALISED = 0x10  # the exit taken served its personalised head
 class TrainConfig:
     """Every runtime parameter of the trainer (CONFIG). Defaults are the firmware's boot values."""
     lr: float = 0.1
-    momentum: float = 0.0
+    momentum: float = 0.0  # > 0 only on a build compiled with --momentum
     weight_decay: float = 0.0
-    clip_norm: float = 2.0  # per exit: gradient L2 norm clipped to this (0: no clipping)
+    clip_norm: float = 0.5  # per output channel: its gradient's L2 norm clipped to this (0: no clipping)
     prune_keep: float = 0.5  # error-map pruning: fraction of output channels kept per conv layer, (0, 1]
     prune_weight_l1: float = 0.0  # channel score = L1(error map) + this * L1(channel's weights)
     prune_dense: int = 0  # 1: prune dense layers' output rows too
@@ -120,11 +125,11 @@ class TrainStep:
     target: int  # class trained on, NO_CLASS when not trained
     flags: int
     confidence_q16: int
-    loss: float  # mean cross-entropy over the exits trained (before the update); 0 when not trained
+    loss: float  # mean cross-entropy of the trained exits' int8 logits (before the update); 0 when not trained
     filter_score: float  # the filter's logistic score (>= 0: predicted high loss); 0 when the filter is off
     cost_inference: int  # cost counter units: the prediction (early-exit forward)
     cost_training: int  # everything after it: rest of the forward, heads, backward, updates, filter
-    macs_forward: int  # float MACs of the training forward of the trainable layers
+    macs_forward: int  # MACs of personalised heads run only for training (not reused from the prediction)
     macs_backward: int  # MACs executed in the backward pass (after error-map pruning)
     macs_backward_dense: int  # MACs the same backward pass would take without pruning
 
@@ -168,7 +173,7 @@ class TrainStats:
     no_target: int
     saturated: int
     invalid: int
-    nonfinite: int  # exit updates skipped because a value would not be finite
+    nonfinite: int  # output-channel updates skipped because a weight or bias would have left its bound
     labelled: int
     pseudo_labelled: int
     explored: int

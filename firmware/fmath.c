@@ -79,43 +79,56 @@ float fm_sigmoid(float s)
     return e / (1.0f + e);
 }
 
-int fm_argmax(const float *z, int n)
+uint32_t fm_table_softmax(const int8_t *z, int n, const uint32_t *table, uint32_t *t)
 {
-    int best = 0;
+    int8_t top = z[0];
     for (int j = 1; j < n; j++)
-        if (z[j] > z[best])
-            best = j;
-    return best;
+        if (z[j] > top)
+            top = z[j];
+    uint32_t s = 0;
+    for (int j = 0; j < n; j++) {
+        t[j] = table[top - z[j]];
+        s += t[j];
+    }
+    return s;
 }
 
-uint32_t fm_softmax(const float *z, int n, float *p, int target, float *loss)
+void fx_parts(float f, int32_t *mant, int32_t *exp)
 {
-    float m = z[0];
-    for (int j = 1; j < n; j++)
-        if (z[j] > m)
-            m = z[j];
-    float s = 0.0f;
-    for (int j = 0; j < n; j++)
-        s = s + fm_expf(z[j] - m);
-    if (p)
-        for (int j = 0; j < n; j++)
-            p[j] = fm_expf(z[j] - m) / s;
-    if (target >= 0 && loss)
-        *loss = fm_logf(s) - (z[target] - m);
-    float conf = 65536.0f / s;
-    if (!(conf < 65536.0f))
-        return 65536u;
-    return (uint32_t)conf;
+    const uint32_t b = to_bits(f), e = (b >> 23) & 0xFFu, m = b & 0x7FFFFFu;
+    *mant = (int32_t)(e ? m | 0x800000u : m);
+    *exp = e ? (int32_t)e - 150 : -149;
 }
 
-int8_t fm_quantize(float z, float scale, int32_t zero_point)
+float fx_pow2(int n) { return from_bits((uint32_t)(n + 127) << 23); }
+
+int64_t fx_scaled(int64_t v, float f)
 {
-    float v = z / scale;
-    v = v >= 0.0f ? v + 0.5f : v - 0.5f;
-    if (v > 1e6f)
-        v = 1e6f;
-    if (v < -1e6f)
-        v = -1e6f;
-    int32_t q = (int32_t)v + zero_point;
-    return (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
+    int32_t mant, e;
+    fx_parts(f, &mant, &e);
+    return fx_scaled_parts(v, mant, e);
 }
+
+void fx_qmult(float r, int32_t *mult, int32_t *shift)
+{
+    int32_t mant, e;
+    fx_parts(r, &mant, &e);
+    *mult = 0;
+    *shift = 0;
+    if (mant == 0)
+        return;
+    while (mant < (1 << 23)) {
+        mant <<= 1;
+        e--;
+    }
+    const int32_t s = e + 24;
+    if (s > 30) {
+        *mult = INT32_MAX;
+        *shift = 30;
+    } else if (s >= -31) {
+        *mult = mant << 7;
+        *shift = s;
+    }
+}
+
+int fx_bitlen(uint64_t m) { return m ? 64 - __builtin_clzll(m) : 0; }

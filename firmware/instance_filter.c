@@ -2,11 +2,17 @@
 
 #include "fmath.h"
 
-void if_features(const float *logits, int n, float f[IF_FEATURES])
+void if_features(const int8_t *logits, int n, const uint32_t *table, float f[IF_FEATURES])
 {
+    uint32_t t[32];
+    const uint32_t s = fm_table_softmax(logits, n, table, t);
     float p[32];
-    fm_softmax(logits, n, p, -1, 0);
-    int i1 = fm_argmax(p, n);
+    int i1 = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = (float)t[j] / (float)s;
+        if (p[j] > p[i1])
+            i1 = j;
+    }
     float p2 = -1.0f;
     for (int j = 0; j < n; j++)
         if (j != i1 && p[j] > p2)

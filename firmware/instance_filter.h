@@ -1,5 +1,5 @@
 /* Self-supervised instance filter (Wu et al., arXiv 2007.03213), in its smallest form: logistic regression
- * on three features of exit 0's logits predicts whether training on a window would give a loss above an
+ * on three features of exit 0's served logits predicts whether training on a window would give a loss above an
  * adaptive threshold tau. tau tracks the quantile of the observed losses that makes a target fraction of them
  * "high"; the predictor learns online from the losses of the windows actually trained on; a window is kept
  * when its score reaches a cut that tracks the same target fraction of kept windows; a fraction epsilon of
@@ -20,8 +20,9 @@ typedef struct {
     float cut; /* a window is predicted hard when its score >= cut */
 } if_state;
 
-/* Features of n logits (n <= 32). */
-void if_features(const float *logits, int n, float f[IF_FEATURES]);
+/* Features of n int8 logits (n <= 32), probabilities p_j = T_j / S from the exit's confidence table
+ * (T_j = table[max - logit_j], S = sum T_j). */
+void if_features(const int8_t *logits, int n, const uint32_t *table, float f[IF_FEATURES]);
 /* The logistic score: >= 0 predicts a loss above the threshold. */
 float if_score(const if_state *s, const float f[IF_FEATURES]);
 /* xorshift32; the state is never 0. */

@@ -8,6 +8,7 @@
 #include "board.h"
 #include "model.h"
 #ifdef MT_HAVE_TRAINER
+#include "checkpoint.h"
 #include "persist.h"
 #include "train_service.h"
 #include "trainer.h"
@@ -85,7 +86,7 @@ static int handle_classify(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
     const uint32_t staged = model_service_unstage_input(); /* running the model reuses the arena */
 #ifdef MT_HAVE_TRAINER
-    trainer_set_staging_valid(0);
+    checkpoint_interrupt();
 #endif
     if (init_status != MT_SUCCESS)
         return -ERR_MODEL_FAILED;
@@ -123,7 +124,7 @@ static int handle_classify(const uint8_t *payload, uint16_t len, uint8_t *reply)
 static int handle_input_put(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
 #ifdef MT_HAVE_TRAINER
-    trainer_set_staging_valid(0); /* the input buffer may share arena bytes with a staged checkpoint */
+    checkpoint_interrupt(); /* staging an input ends a checkpoint pass, as CLASSIFY and TRAIN do */
 #endif
     if (len < 4) {
         input_staged = 0;

@@ -111,13 +111,14 @@ static int apply(int slot, const slot_header *h)
         return -1;
     uint32_t staged = 0;
     int committed = 0;
-    for (uint32_t at = 0; at < h->image_bytes; at += PAGE) {
-        uint32_t n = h->image_bytes - at < PAGE ? h->image_bytes - at : PAGE;
-        board_slot_read(slot, PAGE + h->config_bytes + at, page, n);
-        if (checkpoint_put(h->image_bytes, at, page, n, &staged, &committed) != CKPT_OK)
-            return -1;
-    }
-    return committed ? 0 : -1;
+    for (int pass = 0; pass < 2; pass++) /* checkpoint_put checks an image, then takes it again to commit it */
+        for (uint32_t at = 0; at < h->image_bytes; at += PAGE) {
+            uint32_t n = h->image_bytes - at < PAGE ? h->image_bytes - at : PAGE;
+            board_slot_read(slot, PAGE + h->config_bytes + at, page, n);
+            if (checkpoint_put(h->image_bytes, at, page, n, &staged, &committed) != CKPT_OK)
+                return -1;
+        }
+    return committed == CKPT_COMMITTED ? 0 : -1;
 }
 
 uint32_t persist_restore(void)

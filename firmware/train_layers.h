@@ -1,7 +1,8 @@
-/* Float32 layers of the on-device trainer: forward, and backward with error-map pruning.
- * Layout is channels-last (NHWC, N = 1); conv filters are OHWI, a dense layer is a 1x1 conv over one
- * position. The loop orders are part of the specification (docs/training.md): codegen/train_reference.py
- * follows them so both give the same bits. */
+/* The backward pass of the on-device trainer, in integers (docs/training.md): per layer of a unit, from the
+ * error at its output to the error at its input, and for conv / dense layers the gradient of each kept output
+ * channel, applied to its int8 weights at once. Activations are the int8 tensors the
+ * personalised head's forward left in the arena; error maps are int16 values (|e| <= 2^14) with one float
+ * scale per map. codegen/train_reference.py follows the same arithmetic, so both give the same bits. */
 #ifndef MT_TRAIN_LAYERS_H
 #define MT_TRAIN_LAYERS_H
 
@@ -12,47 +13,66 @@
 enum { TL_CONV = 0, TL_MAXPOOL = 1, TL_AVGPOOL = 2, TL_ACT = 3 };
 enum { TL_ACT_NONE = 0, TL_ACT_RELU = 1, TL_ACT_CLIP = 2 };
 
+/* One layer of a unit: the int8 step that computes it, and what its backward needs (generated tables). */
 typedef struct {
     uint8_t kind;
-    uint8_t act;   /* activation on the output */
-    uint8_t dense; /* a dense layer: pruned only when tl_prune.dense is set */
+    uint8_t act;   /* the gate of its backward: relu passes y > act_min, clip act_min < y < act_max */
+    uint8_t dense; /* a dense layer: pruned only when tl_hyper.prune_dense is set */
+    int8_t act_min, act_max;
+    uint8_t step;
     uint16_t kh, kw, sh, sw, pad_t, pad_l;
-    float act_lo, act_hi; /* TL_ACT_CLIP bounds */
     mt_dims in, out;
-    uint32_t w, b; /* offsets (in floats) of the filter and bias in the unit's parameter vector */
+    uint32_t in_offset, out_offset; /* arena offsets of its int8 input and output */
+    int32_t in_zp;
+    float in_scale, out_scale;
+    float bound; /* largest magnitude a weight or bias of this layer may take */
+    uint32_t w, ch; /* first weight and first channel in the unit's arrays */
 } tl_layer;
 
-/* A layer input: float, or int8 dequantised on the fly as (q - zero_point) * scale. */
+/* A unit's personalised head in RAM (its params buffer: firmware/trainer.c unit_params): per weight the int8
+ * weight the kernels read and training updates; per channel its weight scale, int32 bias (scale in_scale *
+ * weight scale), and the kernels' multiplier and shift. */
 typedef struct {
-    const float *f;
-    const int8_t *q;
-    float scale;
-    int32_t zero_point;
-} tl_input;
+    float *scale;
+    int32_t *bias, *mult, *shift;
+    int8_t *w;
+    int16_t *vw; /* momentum, in the weights' units; NULL unless compiled with --momentum */
+    int32_t *vb;
+} tl_params;
+
+/* An error map: int16 values with real value sigma * e; broadcast: one value per channel for every position. */
+typedef struct {
+    int16_t *e;
+    uint8_t broadcast;
+    float sigma;
+} tl_error;
 
 typedef struct {
-    float keep;      /* fraction of output channels kept, (0, 1] */
-    float weight_l1; /* channel score = L1(error map) + weight_l1 * L1(filter) */
-    uint8_t dense;   /* prune dense layers too */
-} tl_prune;
+    float lr, momentum, weight_decay, clip_norm, prune_keep, prune_weight_l1;
+    uint8_t prune_dense;
+} tl_hyper;
+
+/* Scratch of one unit's training event (planned in the arena). */
+typedef struct {
+    int32_t *input_error; /* conv / dense input errors before scaling */
+    int16_t *fold;        /* the output error weighted by each channel's scale */
+    int32_t *row;         /* one output channel's gradient, then its new master values */
+    float *scores;        /* error-map pruning */
+    uint8_t *kept;
+} tl_work;
 
 typedef struct {
-    uint32_t backward;       /* MACs executed */
-    uint32_t backward_dense; /* MACs without pruning */
-} tl_macs;
+    uint32_t backward, backward_dense; /* MACs executed, and without pruning */
+    uint32_t skipped;                  /* channel updates skipped: a value would have left its bound */
+} tl_stats;
 
-/* y = act(layer(x)). */
-void tl_forward(const tl_layer *l, const float *params, tl_input x, float *y);
+/* Error map of n int32 values of scale sigma, as int16 with |e| <= 2^14 (block floating point). */
+void tl_normalise(const int32_t *v, int32_t n, float sigma, tl_error *out);
 
-/* e: error at the layer's output, already gated by its activation. Writes the layer's weight and bias
- * gradients into grad (zeros for pruned channels). If dx is not NULL, writes the error at the input gated by
- * the previous layer's activation (prev_act, whose output is x.f); dx may be the same memory as x.f.
- * scratch: 2 * out.c floats. */
-void tl_backward(const tl_layer *l, const float *params, tl_input x, const float *e, float *grad, float *dx,
-                 uint8_t prev_act, float prev_lo, float prev_hi, const tl_prune *prune, float *scratch,
-                 tl_macs *macs);
-
-/* v if the activation that produced y passes the gradient, else 0. */
-float tl_gate(uint8_t act, float lo, float hi, float y, float v);
+/* Backward of layer l: out is the error at its output (not yet gated by its activation); writes the error at
+ * its input into in (unless NULL: the unit's first layer), and updates the kept channels of a conv / dense
+ * layer. Reads the layer's int8 input and output from arena. */
+void tl_backward(const tl_layer *l, const uint8_t *arena, const tl_params *p, const tl_error *out, tl_error *in,
+                 const tl_hyper *h, const tl_work *w, tl_stats *st);
 
 #endif

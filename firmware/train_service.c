@@ -55,7 +55,7 @@ static float r_f32(rd *r)
 int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
     const uint32_t staged = model_service_unstage_input(); /* training reuses the arena */
-    trainer_set_staging_valid(0);
+    checkpoint_interrupt();
     if (len < 2 || (payload[0] & ~(TRAIN_FLAG_LABEL | TRAIN_FLAG_INVALID)))
         return -ERR_BAD_PAYLOAD;
     const int has_label = payload[0] & TRAIN_FLAG_LABEL;
@@ -170,7 +170,7 @@ int handle_stats(const uint8_t *payload, uint16_t len, uint8_t *reply)
     const tr_state *s = trainer_state();
     wr w = {reply};
     const uint32_t counts[10] = {c->windows, c->trained, c->filtered, c->no_target, c->saturated, c->invalid,
-                                 c->nonfinite, c->labelled, c->pseudo_labelled, c->explored};
+                                 c->skipped_updates, c->labelled, c->pseudo_labelled, c->explored};
     for (int i = 0; i < 10; i++)
         w_u32(&w, counts[i]);
     w_u64(&w, c->macs_forward);
@@ -218,7 +218,7 @@ int handle_checkpoint_get(const uint8_t *payload, uint16_t len, uint8_t *reply)
 /* Request: u32 total image size, u32 offset, the bytes. Reply: u32 bytes staged, u8 committed. */
 int handle_checkpoint_put(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
-    model_service_unstage_input(); /* the staged image may overlap the input buffer */
+    model_service_unstage_input(); /* a checkpoint pass and a staged input never mix (docs/protocol.md) */
     if (len < 8)
         return -ERR_BAD_PAYLOAD;
     rd r = {payload};

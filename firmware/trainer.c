@@ -1,13 +1,12 @@
 #include "trainer.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "board.h"
+#include "checkpoint.h"
 #include "fmath.h"
 
 #define K MODEL_NUM_EXITS
-#define ARENA_F(offset) ((float *)(model_arena + (offset)))
 #define CHECK(call)                        \
     do {                                   \
         mt_status status_ = (call);        \
@@ -15,21 +14,18 @@
             return status_;                \
     } while (0)
 
-extern const float tr_exit_scale[K];
-extern const int32_t tr_exit_zero_point[K];
-
 static tr_config cfg;
 static tr_counters counters;
-static int staging_valid;
 
-/* What the current window has computed so far, per exit. */
+/* What the current window has computed so far. Both heads of a unit write the same buffers: the generic one
+ * always runs first, so the buffers hold the personalised activations the backward needs. */
 static struct {
-    uint8_t labelled, teacher;
+    uint8_t labelled;
     uint8_t serve_personal[K];
-    int8_t generic_logits[K][MODEL_MAX_CLASSES];
-    float personal_logits[K][MODEL_MAX_CLASSES];
-    uint8_t generic_pred[K], personal_pred[K];
-    uint32_t generic_conf[K], personal_conf[K];
+    uint8_t has_generic[K], has_personal[K];
+    int8_t generic[K][MODEL_MAX_CLASSES], personal[K][MODEL_MAX_CLASSES];
+    uint8_t personal_valid[K]; /* per unit: its buffers hold the personalised head's activations */
+    uint8_t ran[MODEL_NUM_STEPS];
 } win;
 static uint64_t extra_cost; /* heads computed before the prediction only to compare them (do no harm) */
 static uint64_t window_start, prediction_end;
@@ -37,15 +33,32 @@ static uint64_t window_start, prediction_end;
 tr_state *trainer_state(void) { return (tr_state *)(model_arena + tr_state_offset); }
 const tr_config *trainer_config(void) { return &cfg; }
 const tr_counters *trainer_counters(void) { return &counters; }
-float *trainer_params(int u) { return ARENA_F(tr_units[u].params_offset); }
-uint8_t *trainer_staging(void) { return model_arena + tr_staging_offset; }
-int trainer_staging_valid(void) { return staging_valid; }
-void trainer_set_staging_valid(int valid) { staging_valid = valid; }
+uint8_t *trainer_unit_params(int u) { return model_arena + tr_units[u].params_offset; }
+
+/* The parts of unit u's params buffer (codegen/trainer.py param_layout) and its momentum. */
+static tl_params unit_params(int u)
+{
+    const tr_unit *un = &tr_units[u];
+    uint8_t *b = trainer_unit_params(u);
+    const uint32_t c = un->n_channels;
+    tl_params p = {(float *)b, (int32_t *)(b + 4 * c), (int32_t *)(b + 8 * c), (int32_t *)(b + 12 * c),
+                   (int8_t *)(b + 16 * c), 0, 0};
+    if (tr_momentum_compiled) {
+        uint8_t *m = model_arena + un->momentum_offset;
+        p.vw = (int16_t *)m;
+        p.vb = (int32_t *)(m + ((2 * un->n_weights + 3) & ~3u));
+    }
+    return p;
+}
 
 void trainer_reset_momentum(void)
 {
-    for (int u = 0; u < tr_num_units; u++)
-        memset(ARENA_F(tr_units[u].momentum_offset), 0, sizeof(float) * tr_units[u].n_params);
+    if (tr_momentum_compiled)
+        for (int u = 0; u < tr_num_units; u++) {
+            const tl_params p = unit_params(u);
+            memset(p.vw, 0, 2 * tr_units[u].n_weights);
+            memset(p.vb, 0, 4 * tr_units[u].n_channels);
+        }
 }
 
 static int finite_in(float v, float lo, float hi) { return fm_isfinite(v) && v >= lo && v <= hi; }
@@ -53,7 +66,7 @@ static int finite_in(float v, float lo, float hi) { return fm_isfinite(v) && v >
 int trainer_set_config(const tr_config *c)
 {
     const float big = 3.0e38f;
-    int ok = finite_in(c->lr, 0, big) && finite_in(c->momentum, 0, 0.999999f) &&
+    int ok = finite_in(c->lr, 0, big) && finite_in(c->momentum, 0, tr_momentum_compiled ? 0.999999f : 0.0f) &&
              finite_in(c->weight_decay, 0, big) && finite_in(c->clip_norm, 0, big) &&
              finite_in(c->prune_keep, 1e-6f, 1) && finite_in(c->prune_weight_l1, 0, big) && c->prune_dense <= 1 &&
              c->filter_mode <= TR_FILTER_RANDOM && c->serve_mode <= TR_SERVE_GENERIC && c->adapt_thresholds <= 1 &&
@@ -77,18 +90,23 @@ int trainer_set_config(const tr_config *c)
     return 0;
 }
 
-void trainer_init(void)
+void trainer_reset_weights(void)
 {
-    memset(&counters, 0, sizeof counters);
     for (int u = 0; u < tr_num_units; u++)
-        memcpy(trainer_params(u), tr_units[u].init, sizeof(float) * tr_units[u].n_params);
+        memcpy(trainer_unit_params(u), tr_units[u].init, tr_units[u].params_bytes);
     trainer_reset_momentum();
     tr_state *s = trainer_state();
     memset(s, 0, sizeof *s);
     for (int k = 0; k < K; k++)
         s->exits[k].agreement = 1.0f;
-    trainer_set_config(&tr_default_config);
-    staging_valid = 0;
+    trainer_set_config(&cfg);
+}
+
+void trainer_init(void)
+{
+    memset(&counters, 0, sizeof counters);
+    cfg = tr_default_config;
+    trainer_reset_weights();
 }
 
 uint8_t trainer_serving(int k)
@@ -103,108 +121,117 @@ uint8_t trainer_serving(int k)
 
 uint32_t trainer_threshold_q16(int k) { return (uint32_t)(trainer_state()->exits[k].threshold * 65536.0f); }
 
-/* --- the forward pass, event by event ------------------------------------------------------------------ */
+/* --- the forward pass ----------------------------------------------------------------------------------- */
 
-static void begin_window(const int8_t *input, int labelled, int teacher)
+static void begin_window(const int8_t *input, int labelled)
 {
-    staging_valid = 0; /* the arena is about to be reused */
+    checkpoint_interrupt(); /* the arena and the weights are about to be used */
     memset(model_step_cost, 0, sizeof(uint32_t) * MODEL_NUM_STEPS);
+    memset(&win, 0, sizeof win);
     if (input != model_input())
         memcpy(model_input(), input, MODEL_INPUT_SIZE);
     win.labelled = (uint8_t)labelled;
-    win.teacher = (uint8_t)teacher;
     for (int k = 0; k < K; k++)
         win.serve_personal[k] = trainer_serving(k) == 1;
     extra_cost = 0;
 }
 
-static uint8_t served_pred(int k) { return win.serve_personal[k] ? win.personal_pred[k] : win.generic_pred[k]; }
-static uint32_t served_conf(int k) { return win.serve_personal[k] ? win.personal_conf[k] : win.generic_conf[k]; }
-
-static int need_generic(int k)
+static int argmax8(const int8_t *z, int n)
 {
-    return tr_exit_unit[k] < 0 || !win.serve_personal[k] || win.labelled || (win.teacher && k == K - 1);
-}
-
-static int need_personal(int k) { return tr_exit_unit[k] >= 0 && (win.serve_personal[k] || win.labelled); }
-
-static void record_generic(int k)
-{
-    const int n = model_exit_classes[k];
-    const int8_t *logits = model_exit_logits(k);
-    memcpy(win.generic_logits[k], logits, (size_t)n);
     int best = 0;
     for (int j = 1; j < n; j++)
-        if (logits[j] > logits[best])
+        if (z[j] > z[best])
             best = j;
-    win.generic_pred[k] = (uint8_t)best;
-    win.generic_conf[k] = model_exit_confidence_q16(k, logits);
+    return best;
 }
 
-static tl_input unit_input(const tr_unit *u)
+/* Exit k's served logits, or NULL when this window has not computed them. */
+static const int8_t *served(int k)
 {
-    tl_input in = {0, (const int8_t *)(model_arena + u->input_offset), u->in_scale, u->in_zero_point};
-    return in;
+    if (win.serve_personal[k])
+        return win.has_personal[k] ? win.personal[k] : 0;
+    return win.has_generic[k] ? win.generic[k] : 0;
 }
 
-/* Forward through unit u's layers into the given buffers; returns the logits. */
-static const float *unit_forward(const tr_unit *u, const uint32_t *outputs)
+static mt_status run_step(int i)
 {
-    const float *params = ARENA_F(u->params_offset);
-    tl_input x = unit_input(u);
-    for (int j = 0; j < u->n_layers; j++) {
-        float *y = ARENA_F(outputs[j]);
-        tl_forward(&u->layers[j], params, x, y);
-        x.f = y;
-        x.q = 0;
+    CHECK(model_run_step(i));
+    win.ran[i] = 1;
+    const int k = model_step_exit[i];
+    if (k != MODEL_NO_EXIT) {
+        memcpy(win.generic[k], model_exit_logits(k), model_exit_classes[k]);
+        win.has_generic[k] = 1;
     }
-    return x.f;
+    return MT_SUCCESS;
 }
 
-static void run_head(int unit)
+/* Unit u's steps with its generic (flash) or personalised (arena) weights; records its logits. */
+static mt_status run_head(int u, int personal)
 {
-    const tr_unit *u = &tr_units[unit];
-    const int k = u->exit, n = model_exit_classes[k];
-    const float *z = unit_forward(u, u->infer_offsets);
-    memcpy(win.personal_logits[k], z, sizeof(float) * (size_t)n);
-    win.personal_pred[k] = (uint8_t)fm_argmax(z, n);
-    win.personal_conf[k] = fm_softmax(z, n, 0, -1, 0);
+    const tr_unit *un = &tr_units[u];
+    const tl_params p = unit_params(u);
+    for (int j = 0; j < un->n_layers; j++) {
+        const tl_layer *l = &un->layers[j];
+        const model_weights w = {p.w + l->w, p.bias + l->ch, p.mult + l->ch, p.shift + l->ch};
+        CHECK(model_run_step_with(un->first_step + j, personal && l->kind == TL_CONV ? &w : 0));
+    }
+    const int k = un->exit;
+    memcpy(personal ? win.personal[k] : win.generic[k], model_exit_logits(k), model_exit_classes[k]);
+    *(personal ? &win.has_personal[k] : &win.has_generic[k]) = 1;
+    win.personal_valid[u] = (uint8_t)personal;
+    return MT_SUCCESS;
 }
 
-/* Runs events from *e. deciding: stop after the exit event that takes the window (its index in *taken);
- * force_exit >= 0 runs only what that exit needs. Always stops at the first training event. */
-static mt_status run_events(int *e, int deciding, int force_exit, const uint32_t *thr, int *taken)
+/* The early-exit prediction with the served heads: runs events from 0 up to the exit event that takes the
+ * window (force_exit >= 0: only what that exit needs, up to it). On a labelled window whose exit serves its
+ * personalised head the generic head runs first, for the do-no-harm comparison (counted as training). */
+static mt_status predict(int force_exit, const uint32_t *thr, int *taken)
 {
-    for (; *e < tr_num_events; (*e)++) {
-        const tr_event *ev = &tr_events[*e];
-        if (ev->kind == TR_EV_TRAIN || ev->kind == TR_EV_CHECKPOINT)
-            return MT_SUCCESS;
+    for (int e = 0; e < tr_num_events; e++) {
+        const tr_event *ev = &tr_events[e];
         if (ev->kind == TR_EV_STEP) {
-            const int i = ev->arg, u = tr_step_unit[i], k = u >= 0 ? tr_units[u].exit : -1;
-            if (force_exit >= 0 && !((model_step_exits_needing[i] >> force_exit) & 1u))
-                continue;
-            if (u >= 0 && !need_generic(k))
-                continue;
-            const uint64_t t0 = board_counter();
-            CHECK(model_run_step(i));
-            if (model_step_exit[i] != MODEL_NO_EXIT)
-                record_generic(model_step_exit[i]);
-            if (deciding && u >= 0 && win.serve_personal[k])
-                extra_cost += board_counter() - t0;
+            if (force_exit < 0 || ((model_step_exits_needing[ev->arg] >> force_exit) & 1u))
+                CHECK(run_step(ev->arg));
         } else if (ev->kind == TR_EV_HEAD) {
             const int k = tr_units[ev->arg].exit;
-            if ((force_exit >= 0 && force_exit != k) || !need_personal(k))
+            if (force_exit >= 0 && force_exit != k)
                 continue;
-            const uint64_t t0 = board_counter();
-            run_head(ev->arg);
-            if (deciding && !win.serve_personal[k])
+            if (win.serve_personal[k] && win.labelled) {
+                const uint64_t t0 = board_counter();
+                CHECK(run_head(ev->arg, 0));
                 extra_cost += board_counter() - t0;
-        } else if (deciding) {
+            }
+            CHECK(run_head(ev->arg, win.serve_personal[k]));
+        } else if (ev->kind == TR_EV_EXIT) {
             const int k = ev->arg;
-            if (force_exit >= 0 ? k == force_exit : (k == K - 1 || served_conf(k) >= thr[k])) {
+            if (force_exit >= 0 ? k == force_exit
+                                : k == K - 1 || model_exit_confidence_q16(k, served(k)) >= thr[k]) {
                 *taken = k;
-                (*e)++;
                 return MT_SUCCESS;
+            }
+        }
+    }
+    return MT_ARG_ERROR;
+}
+
+/* What a stage of training needs beyond what the window has computed, in schedule order: the backbone steps
+ * the exits in `exits` (bit k) need, the generic heads of the exits in `generic`, and the personalised head of
+ * every unit in `units` whose buffers do not hold it (its MACs count as macs_forward). */
+static mt_status complete(uint32_t exits, uint32_t generic, uint32_t units, uint32_t *macs_forward)
+{
+    const uint32_t mask = exits | generic;
+    for (int e = 0; e < tr_num_events; e++) {
+        const tr_event *ev = &tr_events[e];
+        if (ev->kind == TR_EV_STEP) {
+            if (!win.ran[ev->arg] && (model_step_exits_needing[ev->arg] & mask))
+                CHECK(run_step(ev->arg));
+        } else if (ev->kind == TR_EV_HEAD) {
+            const int u = ev->arg, k = tr_units[u].exit;
+            if (((generic >> k) & 1u) && !win.has_generic[k])
+                CHECK(run_head(u, 0));
+            if (((units >> u) & 1u) && !win.personal_valid[u]) {
+                CHECK(run_head(u, 1));
+                *macs_forward += tr_units[u].forward_macs;
             }
         }
     }
@@ -215,108 +242,74 @@ mt_status trainer_classify(const int8_t *input, const model_exit_policy *policy,
 {
     if (policy->force_exit >= K)
         return MT_ARG_ERROR;
-    begin_window(input, 0, 0);
-    int e = 0, k = -1;
-    CHECK(run_events(&e, 1, policy->force_exit, policy->threshold_q16, &k));
-    if (k < 0)
-        return MT_ARG_ERROR;
+    begin_window(input, 0);
+    int k = -1;
+    CHECK(predict(policy->force_exit, policy->threshold_q16, &k));
+    const int8_t *logits = served(k);
     const int n = model_exit_classes[k];
     result->exit = (uint8_t)k;
     result->num_classes = (uint8_t)n;
-    result->confidence_q16 = served_conf(k);
-    for (int j = 0; j < n; j++)
-        result->logits[j] = win.serve_personal[k]
-                                ? fm_quantize(win.personal_logits[k][j], tr_exit_scale[k], tr_exit_zero_point[k])
-                                : win.generic_logits[k][j];
+    result->confidence_q16 = model_exit_confidence_q16(k, logits);
+    memcpy(result->logits, logits, (size_t)n);
     return MT_SUCCESS;
 }
 
 /* --- training ------------------------------------------------------------------------------------------ */
 
-/* SGD with momentum and weight decay on one exit's parameters after norm clipping. Applied only if every new
- * weight and momentum value is finite (checked in a first pass that computes them without storing). */
-static int sgd(float *w, float *v, const float *g, uint32_t n)
+/* The error p - onehot(target) at exit k's int8 logits, with p_j = T_j / S from the exit's confidence table
+ * (T_j = table[max z - z_j], S = sum T_j), as integers 2^30 p_j - 2^30 [j == target]; returns the
+ * cross-entropy log S - log T_target (T at least 1). */
+static float logits_error(int k, const int8_t *z, int target, int32_t *e)
 {
-    float norm2 = 0.0f;
-    for (uint32_t i = 0; i < n; i++)
-        norm2 = norm2 + g[i] * g[i];
-    const int scaled = cfg.clip_norm > 0.0f && norm2 > cfg.clip_norm * cfg.clip_norm;
-    const float sc = scaled ? cfg.clip_norm / sqrtf(norm2) : 1.0f;
-    for (int pass = 0; pass < 2; pass++)
-        for (uint32_t i = 0; i < n; i++) {
-            float gi = scaled ? g[i] * sc : g[i];
-            gi = gi + cfg.weight_decay * w[i];
-            const float vn = cfg.momentum * v[i] + gi;
-            const float wn = w[i] - cfg.lr * vn;
-            if (pass == 0) {
-                if (!fm_isfinite(vn) || !fm_isfinite(wn))
-                    return 0;
-            } else {
-                v[i] = vn;
-                w[i] = wn;
-            }
-        }
-    return 1;
-}
-
-/* Forward with saved activations, loss, backward with error-map pruning, update. Returns 0 when skipped. */
-static int train_unit(int unit, int target, float *loss, tr_step_result *r)
-{
-    const tr_unit *u = &tr_units[unit];
-    float *params = ARENA_F(u->params_offset);
-    float *z = (float *)unit_forward(u, u->train_offsets);
-    r->macs_forward += u->forward_macs;
-    const tl_layer *last = &u->layers[u->n_layers - 1];
-    const int n = last->out.c;
+    uint32_t t[MODEL_MAX_CLASSES];
+    const int n = model_exit_classes[k];
+    const uint32_t s = fm_table_softmax(z, n, model_exit_table(k), t);
     for (int j = 0; j < n; j++)
-        if (!fm_isfinite(z[j]))
-            return 0;
-    float p[MODEL_MAX_CLASSES];
-    fm_softmax(z, n, p, target, loss);
-    if (!fm_isfinite(*loss))
-        return 0;
-    for (int j = 0; j < n; j++) /* the error map overwrites the logits */
-        z[j] = tl_gate(last->act, last->act_lo, last->act_hi, z[j], p[j] - (j == target ? 1.0f : 0.0f));
-    const tl_prune prune = {cfg.prune_keep, cfg.prune_weight_l1, cfg.prune_dense};
-    tl_macs macs = {0, 0};
-    float *grad = ARENA_F(u->grad_offset), *scratch = ARENA_F(u->scratch_offset);
-    for (int j = u->n_layers - 1; j >= 0; j--) {
-        tl_input x = unit_input(u);
-        float *dx = 0;
-        uint8_t prev_act = TL_ACT_NONE;
-        float lo = 0.0f, hi = 0.0f;
-        if (j > 0) {
-            const tl_layer *prev = &u->layers[j - 1];
-            x.f = dx = ARENA_F(u->train_offsets[j - 1]);
-            x.q = 0;
-            prev_act = prev->act;
-            lo = prev->act_lo;
-            hi = prev->act_hi;
-        }
-        tl_backward(&u->layers[j], params, x, ARENA_F(u->train_offsets[j]), grad, dx, prev_act, lo, hi, &prune,
-                    scratch, &macs);
-    }
-    r->macs_backward += macs.backward;
-    r->macs_backward_dense += macs.backward_dense;
-    return sgd(params, ARENA_F(u->momentum_offset), grad, u->n_params);
+        e[j] = (int32_t)(((uint64_t)t[j] << 30) / s);
+    e[target] -= (int32_t)1 << 30;
+    return fm_logf((float)s) - fm_logf((float)(t[target] ? t[target] : 1u));
 }
 
-static void served_exit0_logits(float *z)
+/* Backward through unit u's layers from its head's activations, each channel's update applied as its
+ * gradient is produced. Returns the loss. */
+static float train_unit(int u, int target, tr_step_result *r, uint32_t *skipped)
 {
-    const int n = model_exit_classes[0];
-    for (int j = 0; j < n; j++)
-        z[j] = win.serve_personal[0] ? win.personal_logits[0][j]
-                                     : (float)((int32_t)win.generic_logits[0][j] - tr_exit_zero_point[0]) *
-                                           tr_exit_scale[0];
+    const tr_unit *un = &tr_units[u];
+    const tl_params p = unit_params(u);
+    const tl_hyper h = {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.clip_norm, cfg.prune_keep, cfg.prune_weight_l1,
+                        cfg.prune_dense};
+    const tl_work w = {(int32_t *)(model_arena + un->input_error_offset), (int16_t *)(model_arena + un->fold_offset),
+                       (int32_t *)(model_arena + un->row_offset), (float *)(model_arena + un->scores_offset),
+                       model_arena + un->kept_offset};
+    tl_error maps[2] = {{(int16_t *)(model_arena + un->error_offset[0]), 0, 0.0f},
+                        {(int16_t *)(model_arena + un->error_offset[1]), 0, 0.0f}};
+    int32_t e[MODEL_MAX_CLASSES];
+    const int last = un->n_layers - 1;
+    const float loss = logits_error(un->exit, model_exit_logits(un->exit), target, e);
+    tl_normalise(e, model_exit_classes[un->exit], fx_pow2(-30), &maps[last % 2]);
+    tl_stats st = {0, 0, 0};
+    for (int j = last; j >= 0; j--)
+        tl_backward(&un->layers[j], model_arena, &p, &maps[j % 2], j > 0 ? &maps[(j - 1) % 2] : 0, &h, &w, &st);
+    r->macs_backward += st.backward;
+    r->macs_backward_dense += st.backward_dense;
+    *skipped += st.skipped;
+    return loss;
 }
 
+/* Per early exit: agreement of its served head with the final exit's, when this window computed both. */
 static void adapt_thresholds(void)
 {
     tr_state *s = trainer_state();
-    const uint8_t final = served_pred(K - 1);
+    const int8_t *final = served(K - 1);
+    if (!final)
+        return;
+    const int final_pred = argmax8(final, model_exit_classes[K - 1]);
     for (int k = 0; k < K - 1; k++) {
+        const int8_t *mine = served(k);
+        if (!mine)
+            continue;
         tr_exit_state *e = &s->exits[k];
-        const float agree = served_pred(k) == final ? 1.0f : 0.0f;
+        const float agree = argmax8(mine, model_exit_classes[k]) == final_pred ? 1.0f : 0.0f;
         e->agreement = e->agreement + cfg.agree_rate * (agree - e->agreement);
         if (cfg.adapt_thresholds) {
             float t = e->agreement >= cfg.agree_target ? e->threshold - cfg.threshold_step
@@ -334,16 +327,17 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
     uint32_t saturated = 0; /* counted before the forward pass reuses the input's memory */
     for (int i = 0; i < MODEL_INPUT_SIZE; i++)
         saturated += input[i] == -128 || input[i] == 127;
-    begin_window(input, has_label, 1);
+    begin_window(input, has_label);
     uint32_t thr[K];
     for (int k = 0; k < K; k++)
         thr[k] = trainer_threshold_q16(k);
-    int e = 0, taken = -1;
-    CHECK(run_events(&e, 1, -1, thr, &taken));
+    int taken = -1;
+    CHECK(predict(-1, thr, &taken));
     prediction_end = board_counter();
+    const int8_t *logits = served(taken);
     r->exit = (uint8_t)taken;
-    r->prediction = served_pred(taken);
-    r->confidence_q16 = served_conf(taken);
+    r->prediction = (uint8_t)argmax8(logits, model_exit_classes[taken]);
+    r->confidence_q16 = model_exit_confidence_q16(taken, logits);
     r->target = TR_NO_CLASS;
     r->flags = win.serve_personal[taken] ? TR_STEP_PERSONALISED : 0;
     r->outcome = TR_TRAINED;
@@ -360,9 +354,7 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
     /* Instance filter on exit 0's served logits. */
     float features[IF_FEATURES] = {0}, score = 0.0f;
     if (cfg.filter_mode == TR_FILTER_LEARNED) {
-        float z[MODEL_MAX_CLASSES];
-        served_exit0_logits(z);
-        if_features(z, model_exit_classes[0], features);
+        if_features(served(0), model_exit_classes[0], model_exit_table(0), features);
         score = if_score(&s->filter, features);
         r->filter_score = score;
         if (score >= s->filter.cut)
@@ -388,25 +380,47 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
             return MT_SUCCESS;
         }
     }
-    /* The rest of the forward: every exit's served head, the generic final exit (the teacher). */
-    CHECK(run_events(&e, 0, -1, thr, &taken));
+    /* The target: the label, or the generic final exit's confident prediction (the teacher). */
     int target = -1;
     if (has_label) {
         target = label;
         counters.labelled++;
         r->flags |= TR_STEP_LABEL;
-    } else if (win.generic_conf[K - 1] >= cfg.pseudo_threshold_q16) {
-        target = win.generic_pred[K - 1];
-        counters.pseudo_labelled++;
-        r->flags |= TR_STEP_PSEUDO;
+    } else { /* the rest of the network with every exit's served head (the teacher, and the agreements) */
+        uint32_t generic = 1u << (K - 1), served_units = 0;
+        for (int u = 0; u < tr_num_units; u++)
+            if (win.serve_personal[tr_units[u].exit])
+                served_units |= 1u << u;
+        for (int k = 0; k < K; k++)
+            if (!win.serve_personal[k])
+                generic |= 1u << k;
+        CHECK(complete((1u << K) - 1u, generic, served_units, &r->macs_forward));
+        if (model_exit_confidence_q16(K - 1, win.generic[K - 1]) >= cfg.pseudo_threshold_q16) {
+            target = argmax8(win.generic[K - 1], model_exit_classes[K - 1]);
+            counters.pseudo_labelled++;
+            r->flags |= TR_STEP_PSEUDO;
+        }
     }
+    /* The units to train: those whose input the window computed (a labelled window: the exits its prediction
+     * reached; a pseudo-label needed the whole backbone: all), with their personalised heads and, on a labelled
+     * window, the generic heads the do-no-harm comparison needs. */
+    uint32_t units = 0, exits = 0;
+    for (int u = 0; u < tr_num_units; u++)
+        if (!has_label || tr_units[u].exit <= taken) {
+            units |= 1u << u;
+            exits |= 1u << tr_units[u].exit;
+        }
+    if (target >= 0)
+        CHECK(complete(exits, has_label ? exits : 0, units, &r->macs_forward));
+    counters.macs_forward += r->macs_forward;
     if (has_label)
-        for (int k = 0; k < K; k++) {
-            if (tr_exit_unit[k] < 0)
+        for (int u = 0; u < tr_num_units; u++) {
+            if (!((units >> u) & 1u))
                 continue;
+            const int k = tr_units[u].exit, n = model_exit_classes[k];
             tr_exit_state *es = &s->exits[k];
-            const float cp = win.personal_pred[k] == target ? 1.0f : 0.0f;
-            const float cg = win.generic_pred[k] == target ? 1.0f : 0.0f;
+            const float cp = argmax8(win.personal[k], n) == target ? 1.0f : 0.0f;
+            const float cg = argmax8(win.generic[k], n) == target ? 1.0f : 0.0f;
             es->acc_personal = es->acc_personal + cfg.dnh_rate * (cp - es->acc_personal);
             es->acc_generic = es->acc_generic + cfg.dnh_rate * (cg - es->acc_generic);
             es->labelled++;
@@ -419,24 +433,22 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
     }
     r->target = (uint8_t)target;
     float loss_sum = 0.0f;
-    int n_loss = 0, skipped = 0;
-    for (int u = 0; u < tr_num_units; u++) {
-        float loss = 0.0f;
-        if (train_unit(u, target, &loss, r)) {
-            loss_sum = loss_sum + loss;
-            n_loss++;
-        } else {
-            skipped = 1;
-            counters.nonfinite++;
+    uint32_t skipped = 0, trained_units = 0;
+    for (int u = 0; u < tr_num_units; u++)
+        if ((units >> u) & 1u) {
+            loss_sum = loss_sum + train_unit(u, target, r, &skipped);
+            trained_units++;
         }
-    }
-    r->loss = n_loss ? loss_sum / (float)n_loss : 0.0f;
-    counters.macs_forward += r->macs_forward;
+    r->loss = trained_units ? loss_sum / (float)trained_units : 0.0f;
     counters.macs_backward += r->macs_backward;
     counters.macs_backward_dense += r->macs_backward_dense;
+    counters.skipped_updates += skipped;
+    if (skipped) {
+        r->outcome = TR_SKIPPED;
+        return MT_SUCCESS;
+    }
     counters.trained++;
-    r->outcome = skipped ? TR_NONFINITE : TR_TRAINED;
-    if (cfg.filter_mode == TR_FILTER_LEARNED && !skipped)
+    if (cfg.filter_mode == TR_FILTER_LEARNED)
         if_learn(&s->filter, features, score, r->loss, cfg.filter_lr, cfg.filter_step, cfg.filter_keep);
     return MT_SUCCESS;
 }
@@ -450,9 +462,9 @@ mt_status trainer_train(const int8_t *input, int has_label, int label, int inval
     mt_status status = train_window(input, has_label, label, invalid, r);
     /* The prediction's cost: up to the exit taken, less heads computed only for the do-no-harm comparison;
      * everything else is the cost of training. */
-    const uint64_t end = board_counter(), predict = prediction_end - window_start - extra_cost;
+    const uint64_t end = board_counter(), predict_cost = prediction_end - window_start - extra_cost;
     const uint64_t train = end - prediction_end + extra_cost;
-    r->cost_inference = predict > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)predict;
+    r->cost_inference = predict_cost > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)predict_cost;
     r->cost_training = train > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)train;
     return status;
 }

@@ -88,7 +88,7 @@ def cmd_compile(args):
     from mcu_train import api
     exits = [e.strip() for e in args.exits.split(",")] if args.exits else None
     api.compile_model(args.model, args.output, calib=args.calib, board=args.board, exits=exits, train=args.train,
-                      quiet=False)
+                      quiet=False, momentum=args.momentum)
 
 
 def cmd_infer(args):
@@ -134,7 +134,8 @@ def cmd_personalise(args):
     api.personalise(args.board, args.model, args.calib, train=args.train, person=args.person, source=args.data,
                     windows=args.windows, label_fraction=args.labels, shift=args.shift, filter_mode=args.filter,
                     keep=args.keep, prune=args.prune, seed=args.seed, reference=args.reference, output=args.output,
-                    resample=args.resample)
+                    resample=args.resample, lr=args.lr, pseudo_threshold=args.pseudo_threshold,
+                    threshold_max=args.threshold_max)
 
 
 def cmd_monitor(args):
@@ -212,6 +213,9 @@ def build_parser():
     s.add_argument("--train", choices=["exits", "exits+last-block"],
                    help="compile the on-device trainer: the early exits' heads train (exits), or those and the "
                         "last backbone block with the final head (exits+last-block)")
+    s.add_argument("--momentum", action="store_true",
+                   help="with --train: compile SGD momentum buffers (2 bytes per trainable weight), so CONFIG may "
+                        "set momentum > 0")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("infer", help="run a compiled model on a board for every input of an .npz")
@@ -264,6 +268,11 @@ def build_parser():
     s.add_argument("--keep", type=float, default=0.3, help="instance filter: fraction of windows kept")
     s.add_argument("--prune", type=float, default=0.5, help="error-map pruning: fraction of channels kept")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--lr", type=float, help="the trainer's learning rate (default: the firmware's)")
+    s.add_argument("--pseudo-threshold", type=float, help="final-exit confidence for a pseudo-label (default: the "
+                                                          "firmware's)")
+    s.add_argument("--threshold-max", type=float, help="highest confidence threshold the exits may adapt to "
+                                                       "(default: the firmware's)")
     s.add_argument("--reference", action="store_true", help="run the numpy reference instead of a board")
     s.add_argument("-o", "--output", default="build/personalise")
     s.set_defaults(func=cmd_personalise)

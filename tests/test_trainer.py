@@ -69,7 +69,7 @@ def test_300_hapt_windows_match_the_reference(har, board):
     got, want = th.run_both(board, ref, rows, y, mask)
     assert_same(got, want)
     image = board.checkpoint_get()
-    assert image == ref.checkpoint()  # every weight, bit for bit (the issue asks 1e-4 relative)
+    assert image == ref.checkpoint()  # every weight, scale and bias, bit for bit
     assert board.stats() == ref.stats()
     outcomes = {s.outcome for s in got}
     assert {Outcome.TRAINED, Outcome.FILTERED} <= outcomes
@@ -79,108 +79,140 @@ def test_300_hapt_windows_match_the_reference(har, board):
     trained = [s for s in got if s.outcome == Outcome.TRAINED]
     assert all(s.cost_training > 0 and s.macs_backward < s.macs_backward_dense for s in trained)
     assert all(s.cost_inference > 0 for s in got)
+    # The training reused the prediction's activations wherever the window computed them.
+    assert any(s.flags & STEP_LABEL and s.macs_forward == 0 for s in trained)
+    assert image != TrainerReference(har[0]).checkpoint()  # the heads did change
 
 
-def test_momentum_decay_random_filter_and_dense_pruning_match(har, board):
-    ref = new_reference(har)
-    configure(board, ref, momentum=0.9, weight_decay=1e-3, clip_norm=0.5, prune_keep=0.3, prune_weight_l1=0.1,
-              prune_dense=1, filter_mode=FilterMode.RANDOM, filter_keep=0.5, seed=1234, lr=0.05,
-              serve_mode=ServeMode.PERSONALISED, pseudo_threshold_q16=45000)
-    rows, y, mask = th.hapt_stream(board.meta, 150, person=27, label_fraction=0.3, shift=True)
-    got, want = th.run_both(board, ref, rows, y, mask)
-    assert_same(got, want)
-    assert board.checkpoint_get() == ref.checkpoint()
-    kept = sum(s.outcome != Outcome.FILTERED for s, m in zip(got, mask) if not m) / max(1, int((~mask).sum()))
-    assert 0.35 < kept < 0.65  # random subsampling at filter_keep = 0.5
-
-
-def test_exits_and_last_block_match_the_reference(tmp_path):
-    compiled, out, elf = th.compile_trainer(tmp_path, HOST, "exits+last-block")
+def test_momentum_decay_clipping_pruning_and_last_block_match(tmp_path):
+    """`--train exits+last-block --momentum`: every optional part of the update (momentum, weight decay,
+    clipping, L1 channel scores, dense pruning, the random filter) on the board equals the reference."""
+    compiled, out, elf = th.compile_trainer(tmp_path, HOST, "exits+last-block", momentum=True)
     meta = th.load_meta(out)
     assert [u["exit"] for u in meta["train"]["units"]] == list(range(len(meta["exits"])))
     ref = TrainerReference(compiled)
-    rows, y, mask = th.hapt_stream(meta, 120, person=28, label_fraction=0.2)
+    rows, y, mask = th.hapt_stream(meta, 150, person=27, label_fraction=0.3, shift=True)
     with session(HOST, elf) as (running, link):
         board = Trainer(link, meta)
+        configure(board, ref, momentum=0.9, weight_decay=1e-3, clip_norm=0.2, prune_keep=0.3, prune_weight_l1=0.1,
+                  prune_dense=1, filter_mode=FilterMode.RANDOM, filter_keep=0.5, seed=1234, lr=0.05,
+                  serve_mode=ServeMode.PERSONALISED, pseudo_threshold_q16=45000)
         got, want = th.run_both(board, ref, rows, y, mask)
         assert_same(got, want)
         assert board.checkpoint_get() == ref.checkpoint()
+    kept = sum(s.outcome != Outcome.FILTERED for s, m in zip(got, mask) if not m) / max(1, int((~mask).sum()))
+    assert 0.35 < kept < 0.65  # random subsampling at filter_keep = 0.5
+    assert any(s.flags & STEP_PSEUDO and s.outcome == Outcome.TRAINED for s in got)
 
 
 # --- gradients -----------------------------------------------------------------------------------------------
 
-def tinygrad_gradients(unit, params, x, target):
-    """Gradient of the unit's cross-entropy by tinygrad autograd (dense backprop), in our parameter layout."""
+def tinygrad_gradients(compiled, unit, params, acts, target):
+    """The gradient of the unit's cross-entropy by tinygrad autograd (dense backprop) through the float graph
+    of its int8 head, straight-through: the weights are the served int8 weights times their scales, every
+    layer's output takes the int8 head's (dequantised) value, and its activation passes the gradient where the
+    int8 output does. Returns {layer name: (dW (C_out, taps), db)} and the loss."""
     os.environ.setdefault("DEV", "CPU")
     from tinygrad import Tensor
-    h = Tensor(np.ascontiguousarray(x.reshape(unit.in_dims[1:]).transpose(2, 0, 1)[None]))
-    tensors = []
+
+    from codegen.train_reference import gate
+
+    def nchw(name, dims):
+        scale, zp = compiled.graph.qparams[name]
+        v = (acts[name].astype(np.float32) - zp) * np.float32(scale)
+        return np.ascontiguousarray(v.reshape(dims[1:]).transpose(2, 0, 1)[None])
+    h = Tensor(nchw(unit.input, unit.layers[0].in_dims))
+    params_t = {}
     for layer in unit.layers:
         if layer.kind == "conv":
-            co, kh, kw, ci = layer.w.shape
-            w = params[layer.w_offset:layer.w_offset + layer.w.size].reshape(co, kh, kw, ci)
-            weight = Tensor(np.ascontiguousarray(w.transpose(0, 3, 1, 2)))
-            bias = Tensor(params[layer.b_offset:layer.b_offset + co].copy())
-            tensors.append((layer, weight, bias))
+            w, b = params.real(layer)
+            co, ci, (kh, kw) = layer.channels, layer.in_dims[3], layer.kernel
+            weight = Tensor(np.ascontiguousarray(w.reshape(co, kh, kw, ci).transpose(0, 3, 1, 2)).astype(np.float32))
+            bias = Tensor(b.astype(np.float32))
+            params_t[layer.name] = (weight, bias)
             if layer.dense:
                 h = h.permute(0, 2, 3, 1).reshape(1, -1, 1, 1)  # flatten in NHWC order, as our layout does
-            t, l, b, r = layer.padding
-            h = h.conv2d(weight, bias, stride=layer.stride, padding=(l, r, t, b))
+            t, l, bo, r = layer.padding
+            pre = h.conv2d(weight, bias, stride=layer.stride, padding=(l, r, t, bo))
         elif layer.kind == "avgpool":
-            h = h.mean(axis=(2, 3), keepdim=True)
-        elif layer.kind == "maxpool":
-            h = h.max_pool2d(layer.kernel, stride=layer.stride)
-        if layer.act[0] == "relu":
-            h = h.relu()
-        elif layer.act[0] == "clip":
-            h = h.clip(layer.act[1], layer.act[2])
+            pre = h.mean(axis=(2, 3), keepdim=True)
+        elif layer.kind == "maxpool":  # the gradient goes to each window's first largest input
+            (kh, kw), (_, oh, ow, c) = layer.kernel, layer.out_dims
+            x = acts[layer.input].reshape(layer.in_dims[1:])[:oh * kh, :ow * kw]
+            win = x.reshape(oh, kh, ow, kw, c).transpose(4, 0, 2, 1, 3).reshape(c, oh, ow, kh * kw)
+            first = np.eye(kh * kw, dtype=np.float32)[np.argmax(win, axis=-1)].reshape(1, c, oh, ow, kh, kw)
+            pre = (h[:, :, :oh * kh, :ow * kw].reshape(1, c, oh, kh, ow, kw).permute(0, 1, 2, 4, 3, 5)
+                   * Tensor(first)).sum(axis=(4, 5))
+        else:
+            pre = h
+        mask = gate(layer, acts[layer.output].reshape(layer.out_dims[1:])).astype(np.float32)
+        h = Tensor(nchw(layer.output, layer.out_dims)) + (pre - pre.detach()) * Tensor(
+            np.ascontiguousarray(mask.transpose(2, 0, 1)[None]))
     loss = h.reshape(1, -1).sparse_categorical_crossentropy(Tensor([target]))
-    grads = loss.gradient(*[t for _, w, b in tensors for t in (w, b)])
-    g = np.zeros_like(params)
-    for i, (layer, _, _) in enumerate(tensors):
-        g[layer.w_offset:layer.w_offset + layer.w.size] = grads[2 * i].numpy().transpose(0, 2, 3, 1).reshape(-1)
-        g[layer.b_offset:layer.b_offset + layer.b.size] = grads[2 * i + 1].numpy()
-    return g, float(loss.numpy())
+    grads = loss.gradient(*[t for pair in params_t.values() for t in pair])
+    out = {}
+    for i, (name, (weight, _)) in enumerate(params_t.items()):
+        gw = grads[2 * i].numpy().transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
+        out[name] = (gw, grads[2 * i + 1].numpy())
+    return out, float(loss.numpy())
 
 
 @pytest.mark.parametrize("mode", ["exits", "exits+last-block"])
 def test_gradients_at_keep_1_equal_tinygrad(har, tmp_path, mode):
-    """Error-map pruning at keep ratio 1.0, filter off: the reference's gradients are dense backprop."""
+    """Error-map pruning at keep ratio 1.0: the integer backward (int16 error maps, int32 sums, softmax through
+    the exit's Q16 confidence table) gives the gradient of the int8 head's straight-through graph, within its
+    rounding."""
     compiled = har[0] if mode == "exits" else th.compile_trainer(tmp_path, HOST, mode)[0]
     ref = TrainerReference(compiled)
     cfg = TrainConfig.default(ref.num_exits)
     cfg.prune_keep = 1.0
     rows, y, _ = th.hapt_stream(compiled.meta, 40, person=29)
     for row, target in list(zip(rows, y))[::20]:
-        buffers = compiled.reference.run_all(row.reshape(compiled.meta["input_dims_nhwc"]))
         for u, unit in enumerate(ref.units):
-            x_q = buffers[unit.input]
-            ours, loss = unit_gradients(unit, ref.params[u], x_q, int(target), cfg)
-            x = fmath.dequantize(x_q, unit.in_scale, unit.in_zero_point)
-            theirs, their_loss = tinygrad_gradients(unit, ref.params[u], x, int(target))
-            scale = np.max(np.abs(theirs))
-            assert np.max(np.abs(ours - theirs)) <= 1e-4 * scale, f"unit {u}"
-            assert abs(float(loss) - their_loss) <= 1e-4 * max(1.0, their_loss)
+            acts = ref.unit_activations(row, u)
+            ours, loss = unit_gradients(unit, ref.params[u], acts, int(target), compiled.tables[unit.exit], cfg)
+            theirs, their_loss = tinygrad_gradients(compiled, unit, ref.params[u], acts, int(target))
+            for name, (gw, gb) in theirs.items():  # the Q16 table's probabilities: ~1e-3 on confident windows
+                scale = max(np.max(np.abs(gw)), np.max(np.abs(gb)))
+                assert np.max(np.abs(ours[name][0] - gw)) <= 2e-3 * scale, f"unit {u} {name} weights"
+                assert np.max(np.abs(ours[name][1] - gb)) <= 2e-3 * scale, f"unit {u} {name} biases"
+            assert abs(float(loss) - their_loss) <= 2e-3 * max(1.0, their_loss)
 
 
-def test_board_gradients_equal_tinygrad(har, board):
-    """One labelled step with lr = 1 and no momentum, decay or clipping: weights move by exactly the gradient."""
+def all_exits(board, ref, **changes):
+    """No early exit (thresholds at 1.0): every labelled window reaches, and trains, every exit."""
+    k = board.num_exits
+    return configure(board, ref, thresholds=[1.0] * k, threshold_min=[1.0] * k, threshold_max=[1.0] * k, **changes)
+
+
+def test_board_update_equals_lr_times_tinygrad_gradient(har, board):
+    """One labelled step without momentum, decay, clipping or pruning: each weight moves by lr times tinygrad's
+    gradient, to within the int8 rounding (half a step of its channel's scale)."""
     compiled, _, _, meta = har
     ref = new_reference(har)
-    configure(board, ref, lr=1.0, clip_norm=0.0, prune_keep=1.0, filter_mode=FilterMode.OFF)
+    lr = 0.02
+    all_exits(board, ref, lr=lr, clip_norm=0.0, prune_keep=1.0, filter_mode=FilterMode.OFF)
     rows, y, _ = th.hapt_stream(meta, 5, person=30)
-    before = th.params_of(board.checkpoint_get(), meta)
+    before = th.params_of(board.checkpoint_get(), compiled)
     step = board.train(rows[0], int(y[0]))
     assert step.outcome == Outcome.TRAINED and step.macs_backward == step.macs_backward_dense
-    g_board = before - th.params_of(board.checkpoint_get(), meta)
-    buffers = compiled.reference.run_all(rows[0].reshape(meta["input_dims_nhwc"]))
-    start = 0
+    assert step.exit == board.num_exits - 1
+    after = th.params_of(board.checkpoint_get(), compiled)
+    moved = 0
     for u, unit in enumerate(ref.units):
-        x = fmath.dequantize(buffers[unit.input], unit.in_scale, unit.in_zero_point)
-        theirs, _ = tinygrad_gradients(unit, unit.init, x, int(y[0]))
-        mine = g_board[start:start + unit.num_params]
-        assert np.max(np.abs(mine - theirs)) <= 1e-4 * np.max(np.abs(theirs)), f"unit {u}"
-        start += unit.num_params
+        theirs, _ = tinygrad_gradients(compiled, unit, before[u], ref.unit_activations(rows[0], u), int(y[0]))
+        for layer in unit.trainable:
+            c0, co = layer.ch_offset, layer.channels
+            same_scale = before[u].scale[c0:c0 + co] == after[u].scale[c0:c0 + co]  # no refit in this row
+            (w0, b0), (w1, b1) = before[u].real(layer), after[u].real(layer)
+            step_w = before[u].scale[c0:c0 + co].astype(np.float64)[:, None]
+            gw, gb = theirs[layer.name]
+            err_w = np.abs((w0 - w1) - lr * gw) / step_w
+            assert np.all(err_w[same_scale] <= 0.5 + 1e-2), f"unit {u} {layer.name}"
+            err_b = np.abs((b0 - b1) - lr * gb) / (step_w[:, 0] * layer.in_scale)
+            assert np.all(err_b[same_scale] <= 0.5 + 1e-2), f"unit {u} {layer.name} bias"
+            moved += int(np.count_nonzero(w0 != w1))
+    assert moved > 500
 
 
 # --- paths, filter, pruning, thresholds, do no harm ----------------------------------------------------------
@@ -214,18 +246,14 @@ def stream_outcomes(ref, rows):
     return [ref.train(r) for r in rows]
 
 
-def test_filter_keep_ratio_converges_to_target():
-    """The reference (which the boards equal) on 1,000 unlabelled windows of six people: the fraction of windows
+def test_filter_keep_ratio_converges_to_target(har):
+    """The reference (which the boards equal) on 700 unlabelled windows of six people: the fraction of windows
     the filter keeps settles at its target. (docs/RESULTS.md compares the filter with random subsampling.)"""
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        from codegen.compile import build
-        onnx_path, calib = th.default_model(tmp)
-        compiled = build(onnx_path, HOST, calib, train="exits")
+    compiled = har[0]
     from mcu_train import data
     from mcu_train.link.model_client import to_wire
     w = data.split_windows("personalise")
-    order = np.random.default_rng(0).permutation(len(w))[:1000]
+    order = np.random.default_rng(0).permutation(len(w))[:700]
     rows = to_wire(compiled.meta, w.x[order])
     for target in (0.3, 0.5):
         ref = TrainerReference(compiled)
@@ -234,8 +262,8 @@ def test_filter_keep_ratio_converges_to_target():
         ref.set_config(cfg)
         steps = stream_outcomes(ref, rows)
         kept = np.array([s.outcome != Outcome.FILTERED for s in steps])
-        late = kept[500:].mean()
-        assert abs(late - target) < 0.07, f"target {target}: kept {late:.3f} of the last 500 windows"
+        late = kept[350:].mean()
+        assert abs(late - target) < 0.07, f"target {target}: kept {late:.3f} of the last 350 windows"
         assert ref.stats().explored > 0
 
 
@@ -243,13 +271,13 @@ def test_pruning_keeps_the_asked_fraction_of_channels(har):
     compiled = har[0]
     ref = TrainerReference(compiled)
     rows, y, _ = th.hapt_stream(compiled.meta, 3, person=25)
-    buffers = compiled.reference.run_all(rows[0].reshape(compiled.meta["input_dims_nhwc"]))
     for keep in (0.1, 0.25, 0.5, 1.0):
         cfg = TrainConfig.default(ref.num_exits)
         cfg.prune_keep = keep
         for u, unit in enumerate(ref.units):
             macs = dict(forward=0, backward=0, backward_dense=0)
-            grad, _ = unit_gradients(unit, ref.params[u], buffers[unit.input], int(y[0]), cfg, macs)
+            grad, _ = unit_gradients(unit, ref.params[u], ref.unit_activations(rows[0], u), int(y[0]),
+                                     compiled.tables[unit.exit], cfg, macs)
             expected = expected_dense = 0
             for j, layer in enumerate(unit.layers):
                 if layer.kind != "conv":
@@ -259,15 +287,14 @@ def test_pruning_keeps_the_asked_fraction_of_channels(har):
                 passes = 2 if j > 0 else 1
                 expected += kept * layer.macs // co * passes
                 expected_dense += layer.macs * passes
-                rows_nonzero = np.count_nonzero(np.any(grad[layer.w_offset:layer.w_offset + layer.w.size]
-                                                       .reshape(co, -1) != 0, axis=1))
+                rows_nonzero = np.count_nonzero(np.any(grad[layer.name][0] != 0, axis=1))
                 assert rows_nonzero <= kept  # a channel whose ReLU is off everywhere has a zero row anyway
             assert (macs["backward"], macs["backward_dense"]) == (expected, expected_dense)
 
 
 def test_reported_pruning_ratio_on_the_board(har, board):
     ref = new_reference(har)
-    configure(board, ref, prune_keep=0.25, filter_mode=FilterMode.OFF)
+    all_exits(board, ref, prune_keep=0.25, filter_mode=FilterMode.OFF)
     rows, y, _ = th.hapt_stream(board.meta, 10, person=25)
     steps = [board.train(r, int(label)) for r, label in zip(rows, y)]
     ratios = {round(s.macs_backward / s.macs_backward_dense, 4) for s in steps}
@@ -306,7 +333,7 @@ def test_do_no_harm_serves_the_generic_head_when_personalisation_goes_wrong(har,
     answers exactly as the generic int8 model does."""
     compiled, _, _, meta = har
     ref = new_reference(har)
-    configure(board, ref, filter_mode=FilterMode.OFF, lr=0.2, dnh_rate=0.2)
+    all_exits(board, ref, filter_mode=FilterMode.OFF, lr=0.2, dnh_rate=0.2)
     rows, y, _ = th.hapt_stream(meta, 120, person=25)
     for r, label in zip(rows[:60], y[:60]):
         board.train(r, int((label + 1) % 6))  # systematically wrong
@@ -351,7 +378,8 @@ def test_classify_serves_personalised_heads(har, board):
 # --- guards --------------------------------------------------------------------------------------------------
 
 def weights(board):
-    return th.params_of(board.checkpoint_get(), board.meta)
+    """The trained heads' bytes (every unit's params buffer) of the board's checkpoint image."""
+    return board.checkpoint_get()[CHECKPOINT_HEADER_BYTES:CHECKPOINT_HEADER_BYTES + board.meta["train"]["params_bytes"]]
 
 
 def test_nan_input_is_not_trained_on(har, board):
@@ -363,11 +391,11 @@ def test_nan_input_is_not_trained_on(har, board):
     assert step.outcome == Outcome.INVALID and step.target == 255
     x[1, 10] = np.inf
     assert board.train_window(x).outcome == Outcome.INVALID
-    assert np.array_equal(weights(board), before)
+    assert weights(board) == before
     assert board.stats().invalid == 2
 
 
-def test_all_zero_input_trains_finitely(har, board):
+def test_all_zero_input_trains(har, board):
     ref = new_reference(har)
     x = np.zeros(tuple(board.meta["input_shape"][1:]), np.float32)
     from mcu_train.link.trainer_client import window_to_wire
@@ -377,7 +405,6 @@ def test_all_zero_input_trains_finitely(har, board):
     want = [ref.train(row, 2) for _ in range(3)]
     assert_same(got, want)
     assert all(s.outcome == Outcome.TRAINED and np.isfinite(s.loss) for s in got)
-    assert np.all(np.isfinite(weights(board)))
 
 
 def test_saturated_input_is_not_trained_on(har, board):
@@ -386,20 +413,31 @@ def test_saturated_input_is_not_trained_on(har, board):
     before = weights(board)
     step = board.train_window(x, label=1)
     assert step.outcome == Outcome.SATURATED
-    assert np.array_equal(weights(board), before) and board.stats().saturated == 1
+    assert weights(board) == before and board.stats().saturated == 1
 
 
-def test_an_update_that_would_overflow_is_skipped(har, board):
-    """A learning rate of 3e38 overflows: the exits whose new weights would be infinite keep their old ones,
-    and no NaN or infinity ever reaches the weights however often it happens."""
+@pytest.mark.parametrize("lr", [3e38, 1e30])
+def test_a_bad_config_cannot_brick_training(har, board, lr):
+    """An absurd learning rate (the issue's: 1e30, no momentum, no clipping; or one that overflows float):
+    every update that would take a weight beyond its layer's bound is skipped and counted, the weights stay
+    as they were, STATS counts no window as trained, and with a sane learning rate training resumes."""
     ref = new_reference(har)
-    configure(board, ref, lr=3e38, clip_norm=0.0, filter_mode=FilterMode.OFF)
-    rows, y, _ = th.hapt_stream(board.meta, 6, person=25)
-    got, want = th.run_both(board, ref, rows, y, np.ones(6, bool))
+    cfg = configure(board, ref, lr=lr, momentum=0.0, clip_norm=0.0, filter_mode=FilterMode.OFF)
+    rows, y, _ = th.hapt_stream(board.meta, 12, person=25)
+    before = weights(board)
+    got, want = th.run_both(board, ref, rows[:6], y[:6], np.ones(6, bool))
     assert_same(got, want)
-    assert got[0].outcome == Outcome.NONFINITE and all(s.outcome == Outcome.NONFINITE for s in got[1:])
-    assert np.all(np.isfinite(weights(board))) and board.checkpoint_get() == ref.checkpoint()
-    assert board.stats().nonfinite >= 6
+    assert all(s.outcome == Outcome.SKIPPED for s in got)
+    assert weights(board) == before and board.checkpoint_get() == ref.checkpoint()
+    stats = board.stats()
+    assert stats.trained == 0 and stats.nonfinite >= 6 * 6 and stats == ref.stats()  # >= 6 channels a window
+    cfg.lr = TrainConfig.default(board.num_exits).lr
+    board.config(cfg)
+    ref.set_config(cfg)
+    got, want = th.run_both(board, ref, rows[6:], y[6:], np.ones(6, bool))
+    assert_same(got, want)
+    assert all(s.outcome == Outcome.TRAINED for s in got) and board.stats().trained == 6
+    assert weights(board) != before
 
 
 # --- checkpoints and CONFIG ----------------------------------------------------------------------------------
@@ -445,7 +483,7 @@ def test_bad_checkpoints_are_rejected_and_change_nothing(har, board):
     rows, y, _ = th.hapt_stream(board.meta, 5, person=25)
     board.train(rows[0], int(y[0]))
     image = board.checkpoint_get()
-    n = board.meta["train"]["trainable_parameters"]
+    params = board.meta["train"]["params_bytes"]
     assert len(image) == board.meta["train"]["checkpoint_bytes"]
     corrupted = bytearray(image)
     corrupted[CHECKPOINT_HEADER_BYTES + 100] ^= 0x40
@@ -454,22 +492,64 @@ def test_bad_checkpoints_are_rejected_and_change_nothing(har, board):
     other_model[8:24] = bytes(16)
     assert put_error(board, with_crc(bytes(other_model))) == 3  # model hash
     assert put_error(board, image[:-8]) == 1  # size
-    nan_weight = bytearray(image[:-4])
-    nan_weight[CHECKPOINT_HEADER_BYTES:CHECKPOINT_HEADER_BYTES + 4] = struct.pack("<f", np.nan)
-    assert put_error(board, with_crc(bytes(nan_weight))) == 5  # values
+    unit = har[0].train.units[0]
+    c, head = unit.num_channels, CHECKPOINT_HEADER_BYTES
+    for at, value in [(head, struct.pack("<f", np.nan)), (head, struct.pack("<f", -1.0)),  # a channel's scale
+                      (head + 8 * c, struct.pack("<i", 12345)), (head + 12 * c, struct.pack("<i", 31)),  # mult, shift
+                      (head + 16 * c + 3, b"\x80")]:  # a weight of -128
+        bad = bytearray(image[:-4])
+        bad[at:at + len(value)] = value
+        assert put_error(board, with_crc(bytes(bad))) == 5, at  # values
     bad_format = bytearray(image[:-4])
-    bad_format[24:28] = struct.pack("<I", n + 1)
+    bad_format[24:28] = struct.pack("<I", params + 4)
     assert put_error(board, with_crc(bytes(bad_format))) == 2
-    # A chunk that does not follow the staged ones.
+    # A chunk that does not follow the previous ones.
     from mcu_train.link.protocol import Msg
     with pytest.raises(BoardError) as e:
         board.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), 1016) + image[1016:2032])
     assert e.value.info.detail == 6
     assert board.checkpoint_get() == image
-    assert set(CHECKPOINT_REASONS) == set(range(1, 7))
+    assert set(CHECKPOINT_REASONS) == set(range(1, 8))
 
 
-def test_a_train_between_chunks_discards_the_staged_image(har, board):
+def put_pass(board, image, offsets=None):
+    """One pass of CHECKPOINT_PUT chunks; returns the last reply's state."""
+    from mcu_train.link.protocol import Msg
+    from mcu_train.link.trainer_client import CHECKPOINT_CHUNK
+    state = None
+    for offset in offsets or range(0, len(image), CHECKPOINT_CHUNK):
+        reply = board.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), offset) +
+                                   image[offset:offset + CHECKPOINT_CHUNK])
+        state = struct.unpack("<IB", reply)[1]
+    return state
+
+
+def test_a_put_writes_only_a_verified_image_and_a_broken_commit_falls_back_to_boot_weights(har, board):
+    """No staging buffer: the first pass only checks, the second writes the live weights. A second pass that is
+    not the verified image, or is interrupted, leaves the board on its boot weights (the generic heads)."""
+    from mcu_train.link.model_client import ModelClient
+    from mcu_train.link.trainer_client import PUT_COMMITTED, PUT_RECEIVING, PUT_VERIFIED
+    rows, y, _ = th.hapt_stream(board.meta, 3, person=25)
+    boot = weights(board)
+    board.train(rows[0], int(y[0]))
+    trained_image = board.checkpoint_get()
+    board.train(rows[1], int(y[1]))
+    later = board.checkpoint_get()
+    assert put_pass(board, trained_image) == PUT_VERIFIED
+    assert board.checkpoint_get() == later  # checked, not written
+    assert put_pass(board, trained_image) == PUT_COMMITTED and board.checkpoint_get() == trained_image
+    assert put_pass(board, later) == PUT_VERIFIED
+    with pytest.raises(BoardError) as e:
+        put_pass(board, trained_image)  # a commit pass that is not the verified image
+    assert e.value.info.detail == 7 and weights(board) == boot
+    board.checkpoint_put(later)
+    assert put_pass(board, trained_image) == PUT_VERIFIED
+    assert put_pass(board, trained_image, [0]) == PUT_RECEIVING  # half a commit, then a CLASSIFY
+    ModelClient(board.link, board.meta).classify(rows[2])
+    assert weights(board) == boot
+
+
+def test_a_train_between_chunks_discards_the_image(har, board):
     from mcu_train.link.protocol import Msg
     rows, y, _ = th.hapt_stream(board.meta, 2, person=25)
     image = board.checkpoint_get()
@@ -497,7 +577,8 @@ def test_config_defaults_round_trip_and_validation(har, board):
     changed.lr, changed.prune_keep, changed.seed = 0.125, 0.75, 99
     assert board.config(changed) == changed.rounded()
     for field, value in [("lr", -1.0), ("prune_keep", 0.0), ("momentum", 1.0), ("filter_mode", 7),
-                         ("filter_keep", float("nan")), ("pseudo_threshold_q16", 70000)]:
+                         ("filter_keep", float("nan")), ("pseudo_threshold_q16", 70000),
+                         ("momentum", 0.5)]:  # momentum needs a build compiled with --momentum
         bad = TrainConfig.default(board.num_exits)
         setattr(bad, field, value)
         with pytest.raises(BoardError, match="BAD_PAYLOAD"):
@@ -538,8 +619,16 @@ def test_memory_report_and_plan(har):
     units = meta["train"]["units"]
     assert memory["trainable_parameters"] == sum(u["parameters"] for u in units) > 0
     assert memory["training_arena_bytes"] >= memory["arena_bytes"] > 0
-    names = {t["name"] for t in memory["tensors"]}
-    assert {"train.state", "checkpoint.staging", "u0.params", "u0.momentum", "u0.grad", "u0.train.y0"} <= names
+    names = {t["name"]: t for t in memory["tensors"]}
+    assert {"train.state", "u0.params", "u0.error0", "u0.row", "u0.scores"} <= set(names)
+    # No whole-size gradient, no momentum unless compiled in, no checkpoint staging.
+    assert not any(n.endswith((".momentum", ".grad")) or "staging" in n for n in names)
+    for u, unit in enumerate(compiled.train.units):  # the gradient of one output channel at a time
+        assert names[f"u{u}.row"]["size"] == 4 * max(l.taps for l in unit.trainable) < 4 * unit.num_weights
+    train = memory["train"]
+    assert train["checkpoint_staging_bytes"] == 0 and train["momentum_bytes"] == 0
+    assert train["params_bytes"] == sum(names[f"u{u}.params"]["size"] for u in range(len(units)))
+    assert train["weights_bytes"] == sum(u["weights"] for u in units)  # one byte a weight: the int8 heads
     for t in memory["tensors"]:
         assert t["offset"] + t["size"] <= memory["training_arena_bytes"]
     from codegen import planner
@@ -581,6 +670,8 @@ def test_compile_errors_are_clear(tmp_path):
         build(tmp_path / "dw.onnx", HOST, tmp_path / "d.npz", train="exits")
     with pytest.raises(CompileError, match="--train 'all'"):
         build(tmp_path / "plain.onnx", HOST, tmp_path / "c.npz", train="all")
+    with pytest.raises(CompileError, match="--momentum needs --train"):
+        build(tmp_path / "plain.onnx", HOST, tmp_path / "c.npz", momentum=True)
 
 
 def test_2d_model_trains_like_the_reference(tmp_path):
@@ -626,7 +717,7 @@ def test_cli_compile_with_train(tmp_path):
                           str(tmp_path / "c.npz"), "--board", "lm3s6965evb", "--train", "exits", "-o",
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "training (exits): 620 fp32 parameters in 2 exit(s)" in out.stdout
+    assert "training (exits): 620 parameters in 2 exit(s), served in int8" in out.stdout
     assert "for inference only" in out.stdout and "with training" in out.stdout
     assert (tmp_path / "out" / "model_train.c").is_file()
     bad = subprocess.run([sys.executable, "-m", "mcu_train.cli", "compile", str(tmp_path / "m.onnx"), "--train",

@@ -1,6 +1,7 @@
-"""The on-device trainer on the emulated Cortex-M4F board (the issue's acceptance runs): 300 TRAIN steps on
-real HAPT windows make the same decisions as the numpy reference and end with the same weights, and the
-training peak SRAM (static RAM + stack high-water mark) of the default HAR model fits 64 KB."""
+"""The on-device trainer on the emulated Cortex-M4F board and the FPU-less Cortex-M3 (the issues' acceptance
+runs): TRAIN steps on real HAPT windows make the same decisions as the numpy reference and end with the same
+weights, and the training peak SRAM (static RAM + stack high-water mark) of the default HAR model with
+`--train exits` fits 24 KB (issue 13)."""
 import pytest
 import train_helpers as th
 
@@ -29,5 +30,5 @@ def test_trainer_matches_reference_and_fits(tmp_path, name, steps):
         assert trainer.stats() == ref.stats()
         sram = peak_sram(board, elf, link)
     assert any(s.outcome == Outcome.TRAINED for s in got)
-    assert sram["peak_bytes"] <= 64 * 1024, sram
+    assert sram["peak_bytes"] <= 24_000, sram
     assert sram["stack_used_bytes"] > 0 and sram["arena_bytes"] == compiled.arena_bytes

@@ -8,7 +8,8 @@ import onnx
 from repo import ROOT
 
 from codegen.compile import compile_model
-from codegen.train_reference import TrainerReference
+from codegen.train_reference import TrainerReference, UnitParams
+from codegen.trainer import CHECKPOINT_HEADER_BYTES
 from mcu_train import data
 from mcu_train.boards.build import build_firmware
 from mcu_train.link.model_client import load_model_meta, to_wire
@@ -28,11 +29,11 @@ def default_model(tmp):
     return path, calib
 
 
-def compile_trainer(tmp, board, mode="exits", name=None, model=None, config=None):
+def compile_trainer(tmp, board, mode="exits", name=None, model=None, momentum=False):
     """Compile (and build firmware for) the default model with a trainer: (compiled, out dir, elf)."""
     onnx_path, calib = model or default_model(tmp)
     out = Path(tmp) / (name or f"{mode}-{board.name}")
-    compiled = compile_model(onnx_path, board, out, calib=calib, quiet=True, train=mode)
+    compiled = compile_model(onnx_path, board, out, calib=calib, quiet=True, train=mode, momentum=momentum)
     elf = build_firmware(board, out, out / "fw").elf
     return compiled, out, elf
 
@@ -65,10 +66,21 @@ def first_mismatch(got, want):
     return None
 
 
-def params_of(image, meta):
-    """The fp32 weights in a checkpoint image."""
-    n = meta["train"]["trainable_parameters"]
-    return np.frombuffer(image, "<f4", n, 32).copy()
+def params_of(image, compiled):
+    """Every unit's parameters in a checkpoint image (codegen.train_reference.UnitParams)."""
+    out, pos = [], CHECKPOINT_HEADER_BYTES
+    for unit in compiled.train.units:
+        p = UnitParams(unit)
+        p.load(image[pos:pos + unit.params_bytes])
+        out.append(p)
+        pos += unit.params_bytes
+    return out
+
+
+def real_weights(image, compiled):
+    """Every trainable weight and bias of a checkpoint image in real units, as one vector."""
+    return np.concatenate([np.concatenate([p.real(l)[0].reshape(-1), p.real(l)[1]])
+                           for p in params_of(image, compiled) for l in p.unit.trainable])
 
 
 def load_meta(out):

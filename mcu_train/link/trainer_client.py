@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from codegen import quant
-from codegen.trainer_abi import (FLAG_INVALID, FLAG_LABEL, NO_CLASS, STEP_EXPLORED, STEP_LABEL,  # noqa: F401
-                                 STEP_PERSONALISED, STEP_PREDICTED_HARD, STEP_PSEUDO, ExitStats, FilterMode, Outcome,
-                                 ServeMode, TrainConfig, TrainStats, TrainStep, checkpoint_crc)
+from codegen.trainer_abi import (FLAG_INVALID, FLAG_LABEL, NO_CLASS, PUT_COMMITTED, PUT_RECEIVING,  # noqa: F401
+                                 PUT_VERIFIED, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
+                                 STEP_PSEUDO, ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats,
+                                 TrainStep, checkpoint_crc)
 from mcu_train.errors import McuTrainError
 from mcu_train.link.model_client import check_model_hash, input_requests, request_each
 from mcu_train.link.protocol import Msg, encode_frame
@@ -107,13 +108,15 @@ class Trainer:
                                                                              timeout=PERSIST_TIMEOUT)))
 
     def checkpoint_put(self, image: bytes) -> None:
-        """Send a checkpoint in chunks; the board commits it after the last one if it is valid, else the
-        last request fails with BAD_CHECKPOINT and the board keeps its weights."""
-        committed = 0
-        for offset in range(0, max(len(image), 1), CHECKPOINT_CHUNK):
-            chunk = image[offset:offset + CHECKPOINT_CHUNK]
-            reply = self.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), offset) + chunk,
-                                      timeout=10.0)
-            _staged, committed = struct.unpack("<IB", reply)
-        if not committed:
-            raise McuTrainError("the board did not commit the checkpoint")
+        """Send a checkpoint in chunks, twice: the board checks the image as it streams by (nothing stored), then
+        writes the same chunks into its weights. A refused image fails the first pass with BAD_CHECKPOINT and
+        leaves the board's weights untouched."""
+        for want in (PUT_VERIFIED, PUT_COMMITTED):
+            state = PUT_RECEIVING
+            for offset in range(0, max(len(image), 1), CHECKPOINT_CHUNK):
+                chunk = image[offset:offset + CHECKPOINT_CHUNK]
+                reply = self.link.request(Msg.CHECKPOINT_PUT, struct.pack("<II", len(image), offset) + chunk,
+                                          timeout=10.0)
+                _staged, state = struct.unpack("<IB", reply)
+            if state != want:
+                raise McuTrainError(f"the board answered state {state} to the checkpoint's last chunk, not {want}")

@@ -4,7 +4,7 @@ do-no-harm and the measured training peak SRAM. With --reference the numpy golde
 (same decisions, no costs), which is fast enough to compare settings over every person."""
 import json
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ def summarise(steps, labels, mask):
     preds = np.array([s.prediction for s in steps])
     known = labels >= 0
     half = np.arange(len(steps)) >= len(steps) // 2
-    trained = [s for s in steps if s.outcome in (0, 5)]
+    trained = [s for s in steps if s.outcome in (0, 5)]  # the backward ran (5: some channel updates skipped)
     out = dict(windows=len(steps), accuracy=_share(preds[known] == labels[known]),
                accuracy_second_half=_share(preds[known & half] == labels[known & half]),
                labelled=int(mask.sum()), outcomes=dict(Counter(s.outcome_name for s in steps)),
@@ -61,6 +61,25 @@ def summarise(steps, labels, mask):
     if any(s.cost_inference for s in steps):
         out["cost_inference_mean"] = float(np.mean([s.cost_inference for s in steps]))
         out["cost_training_mean_per_trained"] = float(np.mean([s.cost_training for s in trained])) if trained else 0
+        for name, flag in (("labelled", 1), ("pseudo_labelled", 2)):
+            sel = [s.cost_training for s in trained if s.flags & flag]
+            out[f"cost_training_mean_per_{name}"] = float(np.mean(sel)) if sel else 0
+    return out
+
+
+def exit_costs(link, meta, trainer, cfg, rows):
+    """Cost of a prediction leaving at each exit (no earlier exit passes, this one always does), mean over
+    `rows`, with every trainable exit serving its personalised int8 head, then its generic one."""
+    from mcu_train.link.model_client import ModelClient
+    from mcu_train.link.trainer_client import ServeMode
+    client, k = ModelClient(link, meta), len(meta["exits"])
+    out = {}
+    for name, mode in (("personalised", ServeMode.PERSONALISED), ("generic", ServeMode.GENERIC)):
+        trainer.config(replace(cfg, serve_mode=mode))
+        out[name] = [float(np.mean([client.classify(r, thresholds_q16=[0xFFFFFFFF] * e + [0] * (k - e)).cost
+                                    for r in rows])) for e in range(k)]
+    trainer.config(cfg)
+    out["ratio"] = [p / g for p, g in zip(out["personalised"], out["generic"])]
     return out
 
 
@@ -99,10 +118,11 @@ def _windows(meta, source, person, windows, label_fraction, shift, seed, resampl
 
 def personalise(*, board, model, calib, train="exits", person=None, source=None, windows=300, label_fraction=0.1,
                 shift=False, filter_mode="learned", keep=0.3, prune=0.5, seed=0, reference=False,
-                output="build/personalise", resample=False):
+                output="build/personalise", resample=False, lr=None, pseudo_threshold=None, threshold_max=None):
     """`mcu-train personalise`: a HAPT person's windows (default 25), or a user's recordings (`source`),
     through TRAIN on `board` (or the numpy reference); writes and returns the report (personalise.json)."""
     from codegen.compile import build, compile_model
+    from codegen.reference import threshold_to_q16
     from codegen.train_reference import TrainerReference
     from mcu_train.boards import get_board
     from mcu_train.boards.runner import runner_for, session
@@ -122,6 +142,13 @@ def personalise(*, board, model, calib, train="exits", person=None, source=None,
     cfg = TrainConfig.default(len(meta["exits"]))
     cfg.filter_mode = FilterMode[filter_mode.upper()]
     cfg.filter_keep, cfg.prune_keep = keep, prune
+    if lr is not None:
+        cfg.lr = lr
+    if pseudo_threshold is not None:
+        cfg.pseudo_threshold_q16 = threshold_to_q16(pseudo_threshold)
+    if threshold_max is not None:  # the exits' thresholds adapt below this (and start there if lower than 0.9)
+        cfg.threshold_max = [threshold_max] * len(cfg.thresholds)
+        cfg.thresholds = [min(t, threshold_max) for t in cfg.thresholds]
     stream = dict(person=25 if person is None else person, shift=shift) if source is None else dict(source=str(source))
     report = dict(board=board.name, model=str(model), train=train, **stream,
                   label_fraction=label_fraction, config=asdict(cfg), memory={k: compiled.memory[k] for k in (
@@ -139,6 +166,7 @@ def personalise(*, board, model, calib, train="exits", person=None, source=None,
             steps = [trainer.train(*send) for send in sends]
             stats = trainer.stats()
             report["unit"] = link.hello.counter_unit
+            report["prediction_cost_per_exit"] = exit_costs(link, meta, trainer, cfg, rows[:20])
             if not board.is_host:
                 report["sram"] = peak_sram(board, elf, link)
     report["summary"] = summarise(steps, labels, mask)
@@ -155,7 +183,12 @@ def personalise(*, board, model, calib, train="exits", person=None, source=None,
               f"({100 * (1 - s['macs_backward'] / s['macs_backward_dense']):.0f}% pruned)")
     if "cost_inference_mean" in s:
         print(f"  mean cost: prediction {s['cost_inference_mean']:,.0f}, training "
-              f"{s['cost_training_mean_per_trained']:,.0f} {report['unit']} per trained window")
+              f"{s['cost_training_mean_per_trained']:,.0f} {report['unit']} per trained window (labelled "
+              f"{s['cost_training_mean_per_labelled']:,.0f}, pseudo-labelled "
+              f"{s['cost_training_mean_per_pseudo_labelled']:,.0f})")
+        c = report["prediction_cost_per_exit"]
+        print("  prediction leaving at each exit, personalised / generic heads: " + ", ".join(
+            f"{p:,.0f} / {g:,.0f} ({r:.3f}x)" for p, g, r in zip(c["personalised"], c["generic"], c["ratio"])))
     if "sram" in report:
         m = report["sram"]
         print(f"  training peak SRAM {m['peak_bytes']:,} B = static {m['static_bytes']:,} B (arena "
@@ -214,7 +247,41 @@ def compare(people=range(25, 31), label_fraction=0.1, model=None, calib=None, se
     return rows_out
 
 
+def sweep(people=range(25, 31), seeds=(0, 1, 2), label_fraction=0.1, model=None, calib=None):
+    """The reference sweep of docs/RESULTS.md: every person x seed, under the placement shift and without, with
+    the demo's settings (mcu_train.stream.monitor.stream_config). Per stream and on average: prequential
+    accuracy of the board (all windows, second half), of the generic model (early exits at 0.9), and the
+    board's mean exit. Returns markdown rows."""
+    from codegen.compile import build
+    from codegen.train_reference import TrainerReference
+    from mcu_train.boards import get_board
+    from mcu_train.stream.monitor import generic_predictions, person_stream, stream_config
+    compiled = build(model or DEFAULT_MODEL, get_board("host"), calib or DEFAULT_CALIB, train="exits")
+    k = len(compiled.meta["exits"])
+    rows = ["| stream | board, all | board, second half | generic, all | generic, second half | mean exit |",
+            "|---|---|---|---|---|---|"]
+    for shift in ("rotate", "none"):
+        res = []
+        for seed in seeds:
+            for person in people:
+                s = person_stream(compiled.meta, person, label_fraction, shift, seed)
+                ref = TrainerReference(compiled, stream_config(k))
+                steps = [ref.train(r, int(y) if m else None, bool(bad))
+                         for r, bad, y, m in zip(s.rows, s.invalid, s.truth, s.labelled)]
+                pred, h = np.array([st.prediction for st in steps]), len(steps) // 2
+                gen, _ = generic_predictions(compiled, s.rows, [0.9] * k)
+                res.append([np.mean(pred == s.truth), np.mean(pred[h:] == s.truth[h:]), np.mean(gen == s.truth),
+                            np.mean(gen[h:] == s.truth[h:]), np.mean([st.exit for st in steps])])
+        a = np.mean(res, axis=0)
+        rows.append(f"| {'rotated' if shift == 'rotate' else 'natural'}, people {min(people)}-{max(people)} x seeds "
+                    f"{','.join(map(str, seeds))} | {100 * a[0]:.1f}% | {100 * a[1]:.1f}% | {100 * a[2]:.1f}% | "
+                    f"{100 * a[3]:.1f}% | {a[4]:.2f} |")
+    return rows
+
+
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] == ["--compare"]:
         print("\n".join(compare()))
+    elif sys.argv[1:] == ["--sweep"]:
+        print("\n".join(sweep()))

@@ -15,9 +15,9 @@ from mcu_train.errors import McuTrainError
 ROLLING = 50  # windows in the rolling accuracies (display and plot)
 TRAINING_KINDS = ("trained", "filtered", "skipped")
 # TRAIN outcome -> what happened to the window: trained on, dropped by the instance filter, or not trained on
-# for another reason (no label or pseudo-label, saturated or invalid input).
-OUTCOME_KIND = {"TRAINED": "trained", "NONFINITE": "trained", "FILTERED": "filtered", "NO_TARGET": "skipped",
-                "SATURATED": "skipped", "INVALID": "skipped"}
+# for another reason (no label or pseudo-label, saturated or invalid input, an update beyond the weights' bound).
+OUTCOME_KIND = {"TRAINED": "trained", "FILTERED": "filtered", "NO_TARGET": "skipped", "SATURATED": "skipped",
+                "INVALID": "skipped", "SKIPPED": "skipped", "NONFINITE": "skipped"}
 
 
 class RunLog:
