@@ -504,6 +504,23 @@ class TrainerReference:
         logits = win.served(k)
         return k, logits, self._conf(k, logits)
 
+    def exit_records(self, x_q):
+        """Every exit's served and generic heads on x_q as the board would run them now, whatever exit its
+        prediction takes (the benchmarks' threshold curves); changes no state."""
+        serve = [self._serve_personalised(k) for k in range(self.num_exits)]
+        x_q = np.asarray(x_q, np.int8).reshape(self.meta["input_dims_nhwc"])
+        win = Window(x_q, self.input_name, self.num_exits, serve, False)
+        for kind, arg in self.spec.events:
+            if kind == "step":
+                self._run_step(win, arg)
+            elif kind == "head":
+                self._run_head(win, arg, False)
+                if serve[self.units[arg].exit]:
+                    self._run_head(win, arg, True)
+        return [dict(served_conf=self._conf(k, win.served(k)), served_pred=fmath.argmax(win.served(k)),
+                     serve_personalised=serve[k], generic_conf=self._conf(k, win.generic[k]),
+                     generic_pred=fmath.argmax(win.generic[k])) for k in range(self.num_exits)]
+
     def _complete(self, win, exits, generic, train_units, macs):
         """What a stage of training needs beyond what the window has computed, in schedule order: the backbone
         steps the `exits` need, the generic heads of the exits in `generic`, and the personalised head of every

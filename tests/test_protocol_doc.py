@@ -160,7 +160,7 @@ def test_detail_tables_match_the_code():
     from codegen.train_reference import CHECKPOINT_REASONS
     checkpoint_h = (FIRMWARE_DIR / "checkpoint.h").read_text()
     checks = {int(r[0]) for r in doc_table("detail")}
-    assert checks == set(CHECKPOINT_REASONS) == set(range(1, 7))
+    assert checks == set(CHECKPOINT_REASONS) == set(range(1, 8))
     assert checks == {int(v) for v in re.findall(r"CKPT_BAD_\w+ = (\d+)", checkpoint_h)}
     chunk = {int(r[0]) for r in doc_table("chunk detail")}
     assert chunk == {c.value for c in InputChunkCheck} == {c_value("INPUT_CHUNK_BAD_OFFSET"),

@@ -99,20 +99,13 @@ class _Recorder:
 
     def __init__(self, compiled, cfg):
         from codegen.train_reference import TrainerReference
-
-        class Recording(TrainerReference):
-            def evaluate(inner, x_q):
-                recs, buffers = TrainerReference.evaluate(inner, x_q)
-                inner.seen = recs
-                return recs, buffers
-
-        self.trainer = Recording(compiled, cfg)
+        self.trainer = TrainerReference(compiled, cfg)
         self.rows = {k: [] for k in PER_EXIT}
 
     def train(self, row, label, invalid):
         thresholds = self.trainer._thresholds_q16()  # what this window's prediction is made with
+        recs = self.trainer.exit_records(row)
         step = self.trainer.train(row, label, invalid)
-        recs = self.trainer.seen
         self.rows["thresholds"].append(thresholds)
         self.rows["served_conf"].append([r["served_conf"] for r in recs])
         self.rows["served_pred"].append([r["served_pred"] for r in recs])
