@@ -1,18 +1,27 @@
-"""Exact instruction counts under QEMU with a small TCG plugin (tools/qemu_insn_count/insn_count.c).
+"""Exact instruction counts and estimated Cortex-M4 cycles under QEMU, with a small TCG plugin
+(tools/qemu_insn_count/insn_count.c).
 
 The plugin is compiled with the host gcc on first use into build/qemu_insn_count/ (never committed). It counts
-the instructions executed inside a set of address ranges (functions, from the ELF's symbol table) and
-snapshots the count each time a marker function starts, so a program can bracket the code it wants measured:
+the instructions executed inside a set of address ranges (functions, from the ELF's symbol table), estimates
+their cycles with a Cortex-M4 timing model (CYCLE_MODEL; the rules are listed in the plugin's header), and
+snapshots both each time a marker function starts, so a program can bracket the code it wants measured:
 
-    res = run_counting(board, elf, ranges=function_ranges(elf, r"^mt_"), mark="hx_mark")
-    res.marks  # cumulative in-range counts at each hx_mark() call
+    costs = measure_calls(board, elf, functions=r"^mt_", mark="hx_mark")
+    costs[i].instructions, costs[i].cycles   # the i-th bracketed call (between marks 2i and 2i + 1)
+    costs[i].per_mac(macs)                   # (instructions / MAC, estimated cycles / MAC)
+
+or, for every mark and the whole run: res = run_counting(board, elf, ranges=..., mark=...); res.marks,
+res.cycle_marks, res.total, res.total_cycles, res.spans().
+
+Cycles are an estimate (QEMU runs no pipeline, and DWT CYCCNT reads 0 under emulation): report them as such,
+next to the exact instruction counts. The model is the Cortex-M4's; on other cores it is only a yardstick.
 """
 from __future__ import annotations
 
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
@@ -80,12 +89,41 @@ def symbol_address(elf, name: str) -> int:
     raise McuTrainError(f"{Path(elf).name}: no function {name!r}")
 
 
+CYCLE_MODEL = "estimated Cortex-M4 cycles (TRM timing model, zero wait states)"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Instructions executed (exact) and their estimated Cortex-M4 cycles (CYCLE_MODEL)."""
+    instructions: int
+    cycles: int
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.instructions + other.instructions, self.cycles + other.cycles)
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.instructions - other.instructions, self.cycles - other.cycles)
+
+    def per_mac(self, macs: int) -> tuple[float, float]:
+        """(instructions per MAC, estimated cycles per MAC)."""
+        return self.instructions / macs, self.cycles / macs
+
+
 @dataclass
 class CountResult:
     exit_code: int
     output: bytes       # what the program wrote to the UART
     marks: list[int]    # in-range instruction count at each execution of the marker
     total: int          # in-range instructions over the whole run
+    cycle_marks: list[int] = field(default_factory=list)  # estimated in-range cycles at each mark
+    total_cycles: int = 0                                   # estimated in-range cycles over the whole run
+
+    def spans(self) -> list[Cost]:
+        """The cost between marks 0 and 1, 2 and 3, ...: one entry per call bracketed by two marks."""
+        if len(self.marks) % 2:
+            raise McuTrainError(f"an odd number of marks ({len(self.marks)}): calls are bracketed by two")
+        return [Cost(self.marks[i + 1] - self.marks[i], self.cycle_marks[i + 1] - self.cycle_marks[i])
+                for i in range(0, len(self.marks), 2)]
 
 
 def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: float = 120,
@@ -104,13 +142,24 @@ def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: floa
         code, output = run_to_exit(board, elf, timeout=timeout, stdin=stdin, extra_args=["-plugin", plugin])
         if not out_file.is_file():
             raise McuTrainError(f"the counting plugin wrote nothing (exit code {code})")
-        marks, total = [], None
+        marks, cycle_marks, total = [], [], None
         for line in out_file.read_text().splitlines():
-            key, _, value = line.partition(" ")
+            key, insns, cycles = line.split(" ")
             if key == "mark":
-                marks.append(int(value))
+                marks.append(int(insns))
+                cycle_marks.append(int(cycles))
             elif key == "total":
-                total = int(value)
+                total, total_cycles = int(insns), int(cycles)
         if total is None:
             raise McuTrainError("the counting plugin did not finish (QEMU killed?)")
-    return CountResult(code, bytes(output), marks, total)
+    return CountResult(code, bytes(output), marks, total, cycle_marks, total_cycles)
+
+
+def measure_calls(board, elf, functions: str = r"^mt_", mark: str = "hx_mark", timeout: float = 120) -> list[Cost]:
+    """Run `elf` on the emulated `board` to its exit (status 0) and return the cost of each call bracketed by
+    two calls of the function `mark`: instructions executed inside the functions whose names match the regex
+    `functions` (plus everything they call that also matches), and their estimated Cortex-M4 cycles."""
+    res = run_counting(board, elf, ranges=function_ranges(elf, functions), mark=mark, timeout=timeout)
+    if res.exit_code != 0:
+        raise McuTrainError(f"{Path(elf).name} exited with {res.exit_code}")
+    return res.spans()
