@@ -33,10 +33,22 @@ def nhwc(shape):
     return (n, h, w, c)
 
 
-def conv_scratch_bytes(kh, kw, c_in, dsp):
-    """Must equal mt_conv_s8_get_buffer_size() (checked at run time by model_init and by tests)."""
-    groups = (kh * kw * c_in + 3) // 4
-    return groups * 20 if dsp else 0
+CONV_WEIGHT_BUDGET = 16384  # MT_CONV_WEIGHT_BUDGET in firmware/kernels/mt_conv_s8.c
+
+
+def conv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
+    """Must equal mt_conv_s8_get_buffer_size() (checked at run time by model_init and by tests): widened weights
+    of one channel block, the input band (or im2col columns), trash outputs."""
+    if not dsp:
+        return 0
+    kpairs = (kh * kw * c_in + 3) // 4 * 2
+    quad = 52 + 16 * kpairs
+    block = min((c_out + 3) // 4, max(1, CONV_WEIGHT_BUDGET // quad))
+    x = 10 * kpairs
+    if c_in % 4 == 0 and kh * kw > 1:
+        cols = ((in_w + kw - 1 + 1) // 2 - 1) + kw
+        x = max(x, cols * kh * c_in * 4)
+    return block * quad + x + (c_out + 3) // 4 * 4
 
 
 def lower(graph, dsp):
@@ -103,6 +115,6 @@ def lower(graph, dsp):
                     float_arrays=float_arrays)
         if op.kind == "conv":
             kh, kw = op.attrs["kernel"]
-            step.scratch_bytes = conv_scratch_bytes(kh, kw, step.in_dims[3], dsp)
+            step.scratch_bytes = conv_scratch_bytes(step.in_dims[2], kh, kw, step.in_dims[3], step.out_dims[3], dsp)
         steps.append(step)
     return steps

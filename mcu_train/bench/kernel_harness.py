@@ -121,12 +121,12 @@ class KernelCase:
         return 0
 
     def scratch_bytes(self) -> int:
-        """Upper bound of mt_conv_s8_get_buffer_size() on any path."""
+        """mt_conv_s8_get_buffer_size() on the DSP path (an upper bound of every path)."""
+        from codegen.lower import conv_scratch_bytes
         if self.op != "conv":
             return 0
-        k = int(np.prod(self.filter_dims[1:]))
-        col = (k + 3) & ~3
-        return 4 * col + col
+        n, h, w, c = self.input_dims
+        return conv_scratch_bytes(w, *self.kernel, c, self.c_out, dsp=True)
 
     def describe(self) -> str:
         if self.name:
