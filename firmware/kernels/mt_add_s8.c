@@ -3,7 +3,11 @@
  * scheme (see mt_add_params): both inputs are rescaled to a common scale with left_shift extra fraction bits,
  * summed, and rescaled to the output.
  *
- * DSP path: 4 elements per word pair, offsets added with SXTAB16; the requantisation stays per element.
+ * DSP path: an input rescale requantize((x + offset) << left_shift, m, s) is exactly SMMULR((x + offset) <<
+ * (1 + s + left_shift), m) whenever that shift is >= 0 (both divide the same product by a power of two and round
+ * once, ties up: docs/quantisation.md section 5), so with both input shifts >= -1 - left_shift and an output shift
+ * < 0 an element costs two LDRSB / ADD / LSL / SMMULR, an ADD, mt_requant_off, SSAT, and a quarter of a pack,
+ * clamp and store. Other parameters take the per-element C path.
  */
 #include "mt_support.h"
 
@@ -35,19 +39,21 @@ mt_status mt_add_s8(const mt_add_params *add_params,
     const int32_t hi = p->activation.max - p->output_offset;
     int32_t i = 0;
 #if MT_USE_DSP
-    const int32_t off1 = mt_pack_off16x2(p->input1_offset);
-    const int32_t off2 = mt_pack_off16x2(p->input2_offset);
-    for (; i + 4 <= size; i += 4) {
-        const int32_t v1 = mt_read_s32(input1 + i);
-        const int32_t v2 = mt_read_s32(input2 + i);
-        const int32_t a02 = mt_lo_off(v1, off1), a13 = mt_hi_off(v1, off1);
-        const int32_t b02 = mt_lo_off(v2, off2), b13 = mt_hi_off(v2, off2);
-        int8_t r[4];
-        r[0] = mt_add_one((int16_t)a02, (int16_t)b02, p, lo, hi);
-        r[1] = mt_add_one((int16_t)a13, (int16_t)b13, p, lo, hi);
-        r[2] = mt_add_one(a02 >> 16, b02 >> 16, p, lo, hi);
-        r[3] = mt_add_one(a13 >> 16, b13 >> 16, p, lo, hi);
-        __builtin_memcpy(output + i, r, 4);
+    const int32_t sh1 = 1 + p->input1_shift + p->left_shift, sh2 = 1 + p->input2_shift + p->left_shift;
+    if (sh1 >= 0 && sh2 >= 0 && p->output_shift < 0) {
+        /* (x + offset) << sh as one MLA: x * 2^sh + offset * 2^sh; the second rescale's SMMLAR adds the first */
+        const int32_t m1 = p->input1_multiplier, m2 = p->input2_multiplier, mo = p->output_multiplier;
+        const int32_t k = ~p->output_shift, oo = p->output_offset;
+        const int32_t e1 = 1 << sh1, c1 = p->input1_offset * e1, e2 = 1 << sh2, c2 = p->input2_offset * e2;
+        const uint32_t min4 = mt_splat4(p->activation.min), max4 = mt_splat4(p->activation.max);
+        for (; i + 4 <= size; i += 4) {
+#define MT_ADD_ONE(j) __ssat(mt_requant_off(mt_smmlar((int32_t)input2[i + (j)] * e2 + c2, m2, \
+                                                       mt_smmulr((int32_t)input1[i + (j)] * e1 + c1, m1)), \
+                                            mo, k, oo), 8)
+            const uint32_t v = mt_pack4(MT_ADD_ONE(0), MT_ADD_ONE(1), MT_ADD_ONE(2), MT_ADD_ONE(3));
+#undef MT_ADD_ONE
+            mt_write_s32(output + i, (int32_t)mt_clamp4(v, min4, max4));
+        }
     }
 #endif
     for (; i < size; i++) {

@@ -203,6 +203,49 @@ MT_INLINE int32_t mt_requant_sat8(int32_t acc, int32_t multiplier, int32_t shift
     return __ssat(__qadd(mt_requantize(acc, multiplier, shift), output_offset), 8);
 }
 
+/* requantize(acc, multiplier, ~k) + output_offset for k >= 0 (shift < 0): mt_requantize's short form with the
+ * offset added by the same ADC (|result| <= 2^30, so nothing overflows); callers saturate with SSAT. */
+MT_INLINE int32_t mt_requant_off(int32_t acc, int32_t multiplier, int32_t k, int32_t output_offset)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t lo, hi;
+    __asm__("smull %0, %1, %2, %3\n\t"
+            "lsls %0, %0, #1\n\t"
+            "asrs %1, %1, %4\n\t"
+            "adc %1, %1, %5"
+            : "=&r"(lo), "=&r"(hi)
+            : "r"(acc), "r"(multiplier), "r"(k), "r"(output_offset)
+            : "cc");
+    return hi;
+#else
+    return mt_requantize(acc, multiplier, ~k) + output_offset;
+#endif
+}
+
+/* (a * b + 2^31) >> 32 on the exact 64-bit product (SMMULR): a * b / 2^32 rounded, ties towards +infinity. */
+MT_INLINE int32_t mt_smmulr(int32_t a, int32_t b)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b + 0x80000000LL) >> 32);
+#endif
+}
+
+/* acc + mt_smmulr(a, b), exactly (SMMLAR: acc is added as the product's high word). */
+MT_INLINE int32_t mt_smmlar(int32_t a, int32_t b, int32_t acc)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+#else
+    return (int32_t)((((int64_t)acc << 32) + (int64_t)a * b + 0x80000000LL) >> 32);
+#endif
+}
+
 /* Four int8 values (held in int32) packed into one word, v0 in the lowest byte: three BFIs on Thumb-2
  * (GCC does not find them from the C form). */
 MT_INLINE uint32_t mt_pack4(int32_t v0, int32_t v1, int32_t v2, int32_t v3)

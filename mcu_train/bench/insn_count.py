@@ -117,6 +117,7 @@ class CountResult:
     total: int          # in-range instructions over the whole run
     cycle_marks: list[int] = field(default_factory=list)  # estimated in-range cycles at each mark
     total_cycles: int = 0                                   # estimated in-range cycles over the whole run
+    profile: dict[int, int] = field(default_factory=dict)   # address -> executions (run_counting(profile=True))
 
     def spans(self) -> list[Cost]:
         """The cost between marks 0 and 1, 2 and 3, ...: one entry per call bracketed by two marks."""
@@ -127,8 +128,9 @@ class CountResult:
 
 
 def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: float = 120,
-                 stdin: bytes = b"") -> CountResult:
-    """Run `elf` on an emulated `board` to its exit with the counting plugin loaded."""
+                 stdin: bytes = b"", profile: bool = False) -> CountResult:
+    """Run `elf` on an emulated `board` to its exit with the counting plugin loaded; profile=True (with ranges)
+    also returns how often each counted instruction ran (CountResult.profile)."""
     from mcu_train.boards.runner import run_to_exit
     if not board.qemu_machine:
         raise McuTrainError(f"{board.name}: instruction counting needs a QEMU board")
@@ -138,21 +140,25 @@ def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: floa
         args = [f"out={out_file}"] + [f"range={lo:#x}:{hi:#x}" for lo, hi in (ranges or [])]
         if mark:
             args.append(f"mark={symbol_address(elf, mark):#x}")
+        if profile:
+            args.append("profile=1")
         plugin = ",".join([str(so), *args])
         code, output = run_to_exit(board, elf, timeout=timeout, stdin=stdin, extra_args=["-plugin", plugin])
         if not out_file.is_file():
             raise McuTrainError(f"the counting plugin wrote nothing (exit code {code})")
-        marks, cycle_marks, total = [], [], None
+        marks, cycle_marks, total, prof = [], [], None, {}
         for line in out_file.read_text().splitlines():
             key, insns, cycles = line.split(" ")
-            if key == "mark":
+            if key == "insn":
+                prof[int(insns, 16)] = int(cycles)
+            elif key == "mark":
                 marks.append(int(insns))
                 cycle_marks.append(int(cycles))
             elif key == "total":
                 total, total_cycles = int(insns), int(cycles)
         if total is None:
             raise McuTrainError("the counting plugin did not finish (QEMU killed?)")
-    return CountResult(code, bytes(output), marks, total, cycle_marks, total_cycles)
+    return CountResult(code, bytes(output), marks, total, cycle_marks, total_cycles, prof)
 
 
 def measure_calls(board, elf, functions: str = r"^mt_", mark: str = "hx_mark", timeout: float = 120) -> list[Cost]:

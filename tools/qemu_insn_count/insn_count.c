@@ -8,6 +8,8 @@
  *   every instruction counts.
  * mark=ADDR: each time the instruction at ADDR executes, "mark INSNS CYCLES" (the counts so far) is appended to
  *   FILE. At exit FILE gets "total INSNS CYCLES". Built at run time by mcu_train/bench/insn_count.py.
+ * profile=1 (with ranges): at exit FILE also gets "insn ADDR COUNT" for every counted instruction executed (the
+ *   per-address profile a kernel is tuned with).
  *
  * Instructions are counted when issued: a conditional instruction that fails its condition counts too.
  *
@@ -449,6 +451,9 @@ static int n_ranges;
 static uint64_t mark_addr = UINT64_MAX;
 static const tb_info *last_tb;
 static FILE *out;
+static int profile;
+static uint64_t prof_base, prof_words; /* profile counters: one per halfword of [prof_base, ...) */
+static uint64_t *prof;
 
 static int in_ranges(uint64_t a)
 {
@@ -512,6 +517,10 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, &count, 1);
             qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, &cycles,
                                                        (uint64_t)cost(&c, i ? &prev : NULL));
+            if (prof && a >= prof_base && (a - prof_base) / 2 < prof_words) {
+                qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                           &prof[(a - prof_base) / 2], 1);
+            }
         }
         if (i == n - 1) {
             info->branch = c.branch;
@@ -528,6 +537,11 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *udata)
     (void)id;
     (void)udata;
     fprintf(out, "total %" PRIu64 " %" PRIu64 "\n", count, cycles);
+    for (uint64_t i = 0; prof && i < prof_words; i++) {
+        if (prof[i]) {
+            fprintf(out, "insn %#" PRIx64 " %" PRIu64 "\n", prof_base + 2 * i, prof[i]);
+        }
+    }
     fclose(out);
 }
 
@@ -550,6 +564,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             n_ranges++;
         } else if (strncmp(a, "mark=", 5) == 0) {
             mark_addr = strtoull(a + 5, NULL, 0);
+        } else if (strcmp(a, "profile=1") == 0) {
+            profile = 1;
         } else {
             fprintf(stderr, "insn_count: unknown argument %s\n", a);
             return -1;
@@ -561,6 +577,16 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         return -1;
     }
     setvbuf(out, NULL, _IOLBF, 0);
+    if (profile && n_ranges > 0) {
+        uint64_t top = 0;
+        prof_base = UINT64_MAX;
+        for (int i = 0; i < n_ranges; i++) {
+            prof_base = lo[i] < prof_base ? lo[i] : prof_base;
+            top = hi[i] > top ? hi[i] : top;
+        }
+        prof_words = (top - prof_base + 1) / 2;
+        prof = calloc(prof_words, sizeof(*prof));
+    }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     qemu_plugin_register_atexit_cb(id, on_plugin_exit, NULL);
     return 0;
