@@ -45,7 +45,7 @@ def conv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
     quad = 52 + 16 * kpairs
     block = min((c_out + 3) // 4, max(1, CONV_WEIGHT_BUDGET // quad))
     x = 10 * kpairs
-    if c_in % 4 == 0 and kh * kw > 1:
+    if c_in % 4 == 0 and kh * kw > 1 and kh <= 16:
         cols = ((in_w + kw - 1 + 1) // 2 - 1) + kw
         x = max(x, cols * kh * c_in * 4)
     return block * quad + x + (c_out + 3) // 4 * 4

@@ -32,7 +32,6 @@
 
 #if MT_USE_DSP
 #define MT_CONV_WEIGHT_BUDGET 16384 /* bytes of widened weights per channel block (at least one quad) */
-#define MT_CONV_REC_WORDS 13        /* quad record: b0..b3, channel offset, m0, k0, .., m3, k3 (k = ~shift) */
 #define MT_CONV_STEP_BYTES 44       /* code bytes of one K-pair step in mt_conv_pair_asm (11 x 32-bit) */
 
 /* K-pairs of the widened weights: K rounded up to a multiple of 4, halved. */
@@ -43,7 +42,7 @@ static int32_t mt_conv_kpairs(const mt_dims *f)
 
 static int32_t mt_conv_quad_bytes(const mt_dims *f)
 {
-    return 4 * MT_CONV_REC_WORDS + 16 * mt_conv_kpairs(f);
+    return 4 * MT_PASS_REC_WORDS + 16 * mt_conv_kpairs(f);
 }
 
 /* Two interleaved int16 columns (8 bytes per K-pair) plus the int8 staging column (2 bytes per K-pair). */
@@ -54,7 +53,7 @@ static int32_t mt_conv_im2col_bytes(const mt_dims *f)
 
 static int mt_conv_band_shape(const mt_dims *f)
 {
-    return (f->c & 3) == 0 && f->h * f->w > 1;
+    return (f->c & 3) == 0 && f->h * f->w > 1 && f->h <= 16;
 }
 
 /* Band columns for an output row of w_out positions paired as (ox, ox + half). */
@@ -98,22 +97,9 @@ int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *fil
 
 #if MT_USE_DSP
 
-/* One pass: two output positions x the quads of a channel block. Field offsets are used by mt_conv_pair_asm. */
-typedef struct {
-    const int32_t *w;    /*  0: the block's first quad record */
-    int32_t quads;       /*  4 */
-    const int32_t *x;    /*  8: the window's first K-pair (the two positions' words interleaved) */
-    int32_t rounds;      /* 12: rounds of the 16-step loop body: ceil(n / 16) */
-    int32_t entry;       /* 16: code bytes into the body where the first round starts: (-n & 15) x 44 */
-    int32_t n;           /* 20: K-pairs */
-    int32_t out_off;     /* 24 */
-    uint32_t min4, max4; /* 28, 32: the activation bounds in every byte */
-    int8_t *out0, *out1; /* 36, 40: channel 0 of the two output positions */
-    int32_t tail;        /* 44: channels stored per quad: 4, or C_out when C_out < 4 */
-} mt_conv_job;
-
-/* The pass in C: the reference for mt_conv_pair_asm, and what runs when it cannot (any shift, any C_out). */
-static void mt_conv_pair_c(const mt_conv_job *j)
+/* The pass in C (mt_pass, mt_support.h): the reference for mt_conv_pair_asm, and what runs when it cannot (any
+ * shift, any C_out). */
+static void mt_conv_pair_c(const mt_pass *j)
 {
     const int32_t *r = j->w;
     for (int32_t q = 0; q < j->quads; q++) {
@@ -121,7 +107,7 @@ static void mt_conv_pair_c(const mt_conv_job *j)
         for (int32_t c = 0; c < 4; c++) {
             a[c] = a[c + 4] = r[c];
         }
-        const int32_t *w = r + MT_CONV_REC_WORDS;
+        const int32_t *w = r + MT_PASS_REC_WORDS;
         const int32_t *x = j->x;
         for (int32_t i = 0; i < j->n; i++, x += 2, w += 4) {
             for (int32_t c = 0; c < 4; c++) {
@@ -129,28 +115,13 @@ static void mt_conv_pair_c(const mt_conv_job *j)
                 a[c + 4] = mt_smlad(w[c], x[1], a[c + 4]);
             }
         }
-        int32_t v[8];
-        for (int32_t i = 0; i < 8; i++) {
-            const int32_t c = i & 3;
-            v[i] = mt_requant_sat8(a[i], r[5 + 2 * c], ~r[6 + 2 * c], j->out_off);
-        }
-        const uint32_t v0 = mt_clamp4(mt_pack4(v[0], v[1], v[2], v[3]), j->min4, j->max4);
-        const uint32_t v1 = mt_clamp4(mt_pack4(v[4], v[5], v[6], v[7]), j->min4, j->max4);
-        if (j->tail == 4) {
-            mt_write_s32(j->out0 + r[4], (int32_t)v0);
-            mt_write_s32(j->out1 + r[4], (int32_t)v1);
-        } else {
-            for (int32_t c = 0; c < j->tail; c++) {
-                j->out0[r[4] + c] = (int8_t)(v0 >> (8 * c));
-                j->out1[r[4] + c] = (int8_t)(v1 >> (8 * c));
-            }
-        }
+        mt_pass_store(j, r, a);
         r = w;
     }
 }
 
 #if defined(__GNUC__) && defined(__thumb2__)
-void mt_conv_pair_asm(const mt_conv_job *j);
+void mt_conv_pair_asm(const mt_pass *j);
 
 /* One K-pair: the two positions' words, the quad's 4 weight words in two LDRDs, 8 SMLAD (44 bytes). */
 #define MT_CONV_STEP \
@@ -167,22 +138,9 @@ void mt_conv_pair_asm(const mt_conv_job *j);
     "smlad r7, r11, r9, r7\n\t"
 #define MT_CONV_STEP4 MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP
 
-/* Requantise channel c of both positions (accumulators p0, p1; multiplier and k at record offset `mk`): SMULL,
- * then (hi >> k) + the rounding bit + the output offset (lr) with ASRS / ADC, as mt_requantize does. */
-#define MT_CONV_REQ(p0, p1, mk) \
-    "ldrd r8, r9, [r12, #" mk "]\n\t" \
-    "smull r10, r11, " p0 ", r8\n\t" \
-    "lsls r10, r10, #1\n\t" \
-    "asrs r11, r11, r9\n\t" \
-    "adc " p0 ", r11, lr\n\t" \
-    "smull r10, r11, " p1 ", r8\n\t" \
-    "lsls r10, r10, #1\n\t" \
-    "asrs r11, r11, r9\n\t" \
-    "adc " p1 ", r11, lr\n\t"
-
-/* Registers: r0-r3 position 0 x channels 0-3, r4-r7 position 1, r8 / r9 input words, r10 / r11 weight words,
- * r12 input pointer, lr weight pointer. Stack: [0] job, [4] rounds left, [8] this record, [12] quads left,
- * [16] the loop entry address, [20] the next record. */
+/* The conv pass (mt_pass, rounds in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position 1,
+ * r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] rounds
+ * left, [8] this record, [12] quads left, [16] the loop entry address, [20] the next record. */
 __asm__(".syntax unified\n"
         ".thumb\n"
         ".section .text.mt_conv_pair_asm,\"ax\",%progbits\n"
@@ -220,39 +178,7 @@ __asm__(".syntax unified\n"
         "str r8, [sp, #4]\n\t"
         "bne 3b\n\t"
         "str lr, [sp, #20]\n\t" /* requantise, pack, clamp, store */
-        "ldr r12, [sp, #8]\n\t"
-        "ldr r8, [sp]\n\t"
-        "ldr lr, [r8, #24]\n\t"
-        MT_CONV_REQ("r0", "r4", "20") MT_CONV_REQ("r1", "r5", "28") MT_CONV_REQ("r2", "r6", "36")
-        MT_CONV_REQ("r3", "r7", "44")
-        "ssat r0, #8, r0\n\t"
-        "ssat r1, #8, r1\n\t"
-        "ssat r2, #8, r2\n\t"
-        "ssat r3, #8, r3\n\t"
-        "ssat r4, #8, r4\n\t"
-        "ssat r5, #8, r5\n\t"
-        "ssat r6, #8, r6\n\t"
-        "ssat r7, #8, r7\n\t"
-        "bfi r0, r1, #8, #8\n\t"
-        "bfi r0, r2, #16, #8\n\t"
-        "bfi r0, r3, #24, #8\n\t"
-        "bfi r4, r5, #8, #8\n\t"
-        "bfi r4, r6, #16, #8\n\t"
-        "bfi r4, r7, #24, #8\n\t"
-        "ldr r8, [sp]\n\t"
-        "ldrd r9, r10, [r8, #28]\n\t"
-        "ssub8 r1, r0, r9\n\t"
-        "sel r0, r0, r9\n\t"
-        "ssub8 r1, r0, r10\n\t"
-        "sel r0, r10, r0\n\t"
-        "ssub8 r1, r4, r9\n\t"
-        "sel r4, r4, r9\n\t"
-        "ssub8 r1, r4, r10\n\t"
-        "sel r4, r10, r4\n\t"
-        "ldr r11, [r12, #16]\n\t"
-        "ldrd r9, r10, [r8, #36]\n\t"
-        "str r0, [r9, r11]\n\t"
-        "str r4, [r10, r11]\n\t"
+        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT
         "ldr r1, [sp, #20]\n\t"
         "ldr r2, [sp, #12]\n\t"
         "subs r2, r2, #1\n\t"
@@ -264,7 +190,7 @@ __asm__(".syntax unified\n"
         ".text\n");
 #endif
 
-static void mt_conv_run(const mt_conv_job *j, int fast)
+static void mt_conv_run(const mt_pass *j, int fast)
 {
 #if defined(__GNUC__) && defined(__thumb2__)
     if (fast) {
@@ -297,7 +223,7 @@ static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int
             neg &= dst[6 + 2 * c] >= 0;
         }
         dst[4] = ch;
-        dst += MT_CONV_REC_WORDS;
+        dst += MT_PASS_REC_WORDS;
         for (int32_t c = 0; c < 4; c++) {
             const int8_t *row = filter + (ch + c) * k;
             int32_t *d = dst + c;
@@ -335,6 +261,24 @@ static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int
 static void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n, int32_t off16x2, int32_t *dst)
 {
     if (s0 && s1) {
+#if defined(__GNUC__) && defined(__thumb2__)
+        int32_t a, b, t0, t1;
+        __asm__ volatile("1:\n\t"
+                         "ldr %[a], [%[s0]], #4\n\t"
+                         "ldr %[b], [%[s1]], #4\n\t"
+                         "sxtab16 %[t0], %[off], %[a]\n\t"
+                         "sxtab16 %[t1], %[off], %[b]\n\t"
+                         "sxtab16 %[a], %[off], %[a], ror #8\n\t"
+                         "sxtab16 %[b], %[off], %[b], ror #8\n\t"
+                         "strd %[t0], %[t1], [%[d]], #16\n\t"
+                         "subs %[n], %[n], #4\n\t"
+                         "strd %[a], %[b], [%[d], #-8]\n\t"
+                         "bne 1b"
+                         : [s0] "+r"(s0), [s1] "+r"(s1), [d] "+r"(dst), [n] "+r"(n), [a] "=&r"(a), [b] "=&r"(b),
+                           [t0] "=&r"(t0), [t1] "=&r"(t1)
+                         : [off] "r"(off16x2)
+                         : "cc", "memory");
+#else
         for (; n > 0; n -= 4, s0 += 4, s1 += 4, dst += 4) {
             const int32_t v0 = mt_read_s32(s0), v1 = mt_read_s32(s1);
             dst[0] = mt_lo_off(v0, off16x2);
@@ -342,16 +286,18 @@ static void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n, in
             dst[2] = mt_hi_off(v0, off16x2);
             dst[3] = mt_hi_off(v1, off16x2);
         }
+#endif
         return;
     }
+    const int32_t first = s0 == 0; /* the word slot of the position that is padding */
+    const int8_t *src = s0 ? s0 : s1;
     for (; n > 0; n -= 4, dst += 4) {
-        const int32_t v0 = s0 ? mt_read_s32(s0) : 0, v1 = s1 ? mt_read_s32(s1) : 0;
-        dst[0] = s0 ? mt_lo_off(v0, off16x2) : 0;
-        dst[1] = s1 ? mt_lo_off(v1, off16x2) : 0;
-        dst[2] = s0 ? mt_hi_off(v0, off16x2) : 0;
-        dst[3] = s1 ? mt_hi_off(v1, off16x2) : 0;
-        s0 += s0 ? 4 : 0;
-        s1 += s1 ? 4 : 0;
+        const int32_t v = src ? mt_read_s32(src) : 0;
+        dst[first] = src ? mt_lo_off(v, off16x2) : 0;
+        dst[first ^ 1] = 0;
+        dst[2 + first] = src ? mt_hi_off(v, off16x2) : 0;
+        dst[3 - first] = 0;
+        src += src ? 4 : 0;
     }
 }
 
@@ -372,21 +318,22 @@ static void mt_conv_widen_col(const int8_t *src, int32_t n, int32_t off16x2, int
     }
 }
 
-/* n bytes: a copy of src, or (src NULL) the byte pad. */
-static int8_t *mt_conv_copy(int8_t *dst, const int8_t *src, int32_t n, int8_t pad)
+/* n bytes: a copy of src, or (src NULL) the byte pad; returns dst + n. */
+MT_INLINE int8_t *mt_conv_copy(int8_t *dst, const int8_t *src, int32_t n, int8_t pad)
 {
     if (src) {
         for (; n >= 4; n -= 4, src += 4, dst += 4) {
             mt_write_s32(dst, mt_read_s32(src));
         }
-        while (n-- > 0) {
+        for (; n > 0; n--) {
             *dst++ = *src++;
         }
     } else {
+        const int32_t pad4 = (int32_t)mt_splat4(pad);
         for (; n >= 4; n -= 4, dst += 4) {
-            mt_write_s32(dst, (int32_t)mt_splat4(pad));
+            mt_write_s32(dst, pad4);
         }
-        while (n-- > 0) {
+        for (; n > 0; n--) {
             *dst++ = pad;
         }
     }
@@ -397,32 +344,39 @@ static int8_t *mt_conv_copy(int8_t *dst, const int8_t *src, int32_t n, int8_t pa
  * word 0 of the buffer for the first position and at word 1 for the second. A window inside the input whose
  * rows are whole groups of 4 (or a single row) is widened straight from the input; other windows are gathered
  * into the int8 stage first (padding: the input zero point, which widens to 0; K padded to whole groups). */
-static void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
-                           const mt_conv_params *p, int32_t oy, int32_t ox, int8_t *stage, int32_t *cols,
-                           int32_t groups, int32_t off16x2)
+static MT_NO_LIBCALLS void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
+                                          const mt_conv_params *p, int32_t oy, int32_t ox, int8_t *stage,
+                                          int32_t *cols, int32_t groups, int32_t off16x2)
 {
     const int32_t c_in = input_dims->c, kw = filter_dims->w, kh = filter_dims->h;
-    const int32_t row_len = kw * c_in;
+    const int32_t row_len = kw * c_in, in_row = input_dims->w * c_in;
     const int32_t iy0 = oy * p->stride.h - p->padding.top;
     const int32_t ix0 = ox * p->stride.w - p->padding.left;
-    const int inside = iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w;
-    const int8_t *src = in + (iy0 * input_dims->w + ix0) * c_in;
-    if (inside && (kh == 1 || (row_len & 3) == 0)) {
-        for (int32_t ky = 0; ky < kh; ky++, src += input_dims->w * c_in, cols += row_len) {
-            mt_conv_widen_col(src, row_len, off16x2, cols);
-        }
-        return;
-    }
-    const int32_t kx0 = MT_MAX(0, -ix0);
-    const int32_t kx1 = MT_MAX(kx0, MT_MIN(kw, input_dims->w - ix0));
+    const int rows_in = iy0 >= 0 && iy0 + kh <= input_dims->h;
+    const int cols_in = ix0 >= 0 && ix0 + kw <= input_dims->w;
+    const int8_t *src = in + iy0 * in_row + ix0 * c_in;
     const int8_t pad = (int8_t)(-p->input_offset);
     int8_t *s = stage;
-    for (int32_t ky = 0; ky < kh; ky++, src += input_dims->w * c_in) {
-        const int row_in = iy0 + ky >= 0 && iy0 + ky < input_dims->h;
-        s = mt_conv_copy(s, 0, (row_in ? kx0 : kw) * c_in, pad);
-        if (row_in) {
-            s = mt_conv_copy(s, src + kx0 * c_in, (kx1 - kx0) * c_in, pad);
-            s = mt_conv_copy(s, 0, (kw - kx1) * c_in, pad);
+    if (rows_in && cols_in) {
+        if (kh == 1 || (row_len & 3) == 0) {
+            for (int32_t ky = 0; ky < kh; ky++, src += in_row, cols += row_len) {
+                mt_conv_widen_col(src, row_len, off16x2, cols);
+            }
+            return;
+        }
+        for (int32_t ky = 0; ky < kh; ky++, src += in_row) {
+            s = mt_conv_copy(s, src, row_len, pad);
+        }
+    } else {
+        const int32_t kx0 = MT_MAX(0, -ix0);
+        const int32_t kx1 = MT_MAX(kx0, MT_MIN(kw, input_dims->w - ix0));
+        for (int32_t ky = 0; ky < kh; ky++, src += in_row) {
+            const int row_in = iy0 + ky >= 0 && iy0 + ky < input_dims->h;
+            s = mt_conv_copy(s, 0, (row_in ? kx0 : kw) * c_in, pad);
+            if (row_in) {
+                s = mt_conv_copy(s, src + kx0 * c_in, (kx1 - kx0) * c_in, pad);
+                s = mt_conv_copy(s, 0, (kw - kx1) * c_in, pad);
+            }
         }
     }
     mt_conv_copy(s, 0, (int32_t)(stage + 4 * groups - s), pad);
@@ -434,17 +388,19 @@ static void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt
 static void mt_conv_band(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
                          const mt_conv_params *p, int32_t oy, int32_t d, int32_t cols, int32_t off16x2, int32_t *dst)
 {
-    const int32_t c_in = input_dims->c, w_in = input_dims->w;
+    const int32_t c_in = input_dims->c, w_in = input_dims->w, kh = filter_dims->h;
     const int32_t iy0 = oy * p->stride.h - p->padding.top;
+    const int8_t *rows[16]; /* the KH input rows (NULL: padding); taller filters go the im2col way */
+    for (int32_t ky = 0; ky < kh; ky++) {
+        const int32_t iy = iy0 + ky;
+        rows[ky] = iy >= 0 && iy < input_dims->h ? in + (iy * w_in - p->padding.left) * c_in : 0;
+    }
     for (int32_t j = 0; j < cols; j++) {
         const int32_t c0 = j - p->padding.left, c1 = c0 + d;
-        const int in0 = c0 >= 0 && c0 < w_in, in1 = c1 >= 0 && c1 < w_in;
-        for (int32_t ky = 0; ky < filter_dims->h; ky++, dst += c_in) {
-            const int32_t iy = iy0 + ky;
-            const int8_t *row = in + iy * w_in * c_in;
-            const int row_in = iy >= 0 && iy < input_dims->h;
-            mt_conv_widen_pair(row_in && in0 ? row + c0 * c_in : 0, row_in && in1 ? row + c1 * c_in : 0, c_in,
-                               off16x2, dst);
+        const int32_t o0 = c0 >= 0 && c0 < w_in ? j * c_in : -1, o1 = c1 >= 0 && c1 < w_in ? (j + d) * c_in : -1;
+        for (int32_t ky = 0; ky < kh; ky++, dst += c_in) {
+            const int8_t *r = rows[ky];
+            mt_conv_widen_pair(r && o0 >= 0 ? r + o0 : 0, r && o1 >= 0 ? r + o1 : 0, c_in, off16x2, dst);
         }
     }
 }
@@ -474,10 +430,10 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     const int32_t off16x2 = mt_pack_off16x2(p->input_offset);
     const int32_t in_image = input_dims->h * input_dims->w * c_in;
 
-    mt_conv_job j;
+    mt_pass j;
     j.w = wbuf;
     j.n = kpairs;
-    j.rounds = (kpairs + 15) >> 4;
+    j.step = (kpairs + 15) >> 4; /* rounds */
     j.entry = (-kpairs & 15) * MT_CONV_STEP_BYTES;
     j.out_off = p->output_offset;
     j.min4 = mt_splat4(p->activation.min);

@@ -21,6 +21,14 @@
 #define MT_NO_PRESCHED
 #endif
 
+/* For short copy / fill loops: GCC would turn them into memcpy / memset calls, which cost more than the loop
+ * for the few bytes they move. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define MT_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define MT_NO_LIBCALLS
+#endif
+
 /* Tell the compiler something the argument checks guaranteed (lets it drop dead branches). */
 #if defined(__GNUC__)
 #define MT_ASSUME(cond) \
@@ -280,6 +288,98 @@ MT_INLINE int32_t mt_pack_off16x2(int32_t offset)
 {
     return (int32_t)(((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16));
 }
+
+/* ---------------------------------------------------------------------------------------------------------
+ * A pass of the conv and depthwise DSP paths: 2 output positions x 4 output channels accumulated in 8 registers,
+ * then requantised, packed, clamped and stored as one word per position. The channel quad's parameters come
+ * from a record in the scratch buffer: {bias 0..3, channel offset, multiplier 0, ~shift 0, .., multiplier 3,
+ * ~shift 3} (MT_PASS_REC_WORDS words), followed by the kernel's widened weights. Field offsets of mt_pass are
+ * used by the assembly passes.
+ * ------------------------------------------------------------------------------------------------------- */
+#define MT_PASS_REC_WORDS 13
+
+typedef struct {
+    const int32_t *w;    /*  0: the first quad's record */
+    int32_t quads;       /*  4: quads in this pass */
+    const int32_t *x;    /*  8: the first input word of the pass */
+    int32_t step;        /* 12: conv: rounds of the MAC loop; depthwise: bytes from one quad's input to the next */
+    int32_t entry;       /* 16: conv: code bytes into the MAC loop where the first round starts */
+    int32_t n;           /* 20: conv: K-pairs */
+    int32_t out_off;     /* 24 */
+    uint32_t min4, max4; /* 28, 32: the activation bounds in every byte */
+    int8_t *out0, *out1; /* 36, 40: channel 0 of the two output positions */
+    int32_t tail;        /* 44: channels stored per quad: 4, or C_out when C_out < 4 */
+} mt_pass;
+
+/* The output stage in C: accumulators a[0..3] (first position, channels 0..3) and a[4..7] (second). */
+MT_INLINE void mt_pass_store(const mt_pass *j, const int32_t *rec, const int32_t *a)
+{
+    int32_t v[8];
+    for (int32_t i = 0; i < 8; i++) {
+        const int32_t c = i & 3;
+        v[i] = mt_requant_sat8(a[i], rec[5 + 2 * c], ~rec[6 + 2 * c], j->out_off);
+    }
+    const uint32_t v0 = mt_clamp4(mt_pack4(v[0], v[1], v[2], v[3]), j->min4, j->max4);
+    const uint32_t v1 = mt_clamp4(mt_pack4(v[4], v[5], v[6], v[7]), j->min4, j->max4);
+    if (j->tail == 4) {
+        mt_write_s32(j->out0 + rec[4], (int32_t)v0);
+        mt_write_s32(j->out1 + rec[4], (int32_t)v1);
+    } else {
+        for (int32_t c = 0; c < j->tail; c++) {
+            j->out0[rec[4] + c] = (int8_t)(v0 >> (8 * c));
+            j->out1[rec[4] + c] = (int8_t)(v1 >> (8 * c));
+        }
+    }
+}
+
+#if defined(__GNUC__) && defined(__thumb2__)
+/* The output stage in assembly, for shifts < 0 only: r0-r3 / r4-r7 the accumulators, r12 the record, [sp] the
+ * mt_pass; clobbers r0-r11 and lr. Per channel: SMULL, then (hi >> k) + the rounding bit + the output offset
+ * with LSLS / ASRS / ADC (mt_requantize's short form), for both positions; then SSAT, BFI, SSUB8 / SEL, STR. */
+#define MT_ASM_REQ(p0, p1, mk) \
+    "ldrd r8, r9, [r12, #" mk "]\n\t" \
+    "smull r10, r11, " p0 ", r8\n\t" \
+    "lsls r10, r10, #1\n\t" \
+    "asrs r11, r11, r9\n\t" \
+    "adc " p0 ", r11, lr\n\t" \
+    "smull r10, r11, " p1 ", r8\n\t" \
+    "lsls r10, r10, #1\n\t" \
+    "asrs r11, r11, r9\n\t" \
+    "adc " p1 ", r11, lr\n\t"
+#define MT_ASM_PASS_OUTPUT \
+    "ldr r8, [sp]\n\t" \
+    "ldr lr, [r8, #24]\n\t" \
+    MT_ASM_REQ("r0", "r4", "20") MT_ASM_REQ("r1", "r5", "28") MT_ASM_REQ("r2", "r6", "36") \
+    MT_ASM_REQ("r3", "r7", "44") \
+    "ssat r0, #8, r0\n\t" \
+    "ssat r1, #8, r1\n\t" \
+    "ssat r2, #8, r2\n\t" \
+    "ssat r3, #8, r3\n\t" \
+    "ssat r4, #8, r4\n\t" \
+    "ssat r5, #8, r5\n\t" \
+    "ssat r6, #8, r6\n\t" \
+    "ssat r7, #8, r7\n\t" \
+    "bfi r0, r1, #8, #8\n\t" \
+    "bfi r0, r2, #16, #8\n\t" \
+    "bfi r0, r3, #24, #8\n\t" \
+    "bfi r4, r5, #8, #8\n\t" \
+    "bfi r4, r6, #16, #8\n\t" \
+    "bfi r4, r7, #24, #8\n\t" \
+    "ldr r8, [sp]\n\t" \
+    "ldrd r9, r10, [r8, #28]\n\t" \
+    "ssub8 r1, r0, r9\n\t" \
+    "sel r0, r0, r9\n\t" \
+    "ssub8 r1, r0, r10\n\t" \
+    "sel r0, r10, r0\n\t" \
+    "ssub8 r1, r4, r9\n\t" \
+    "sel r4, r4, r9\n\t" \
+    "ssub8 r1, r4, r10\n\t" \
+    "sel r4, r10, r4\n\t" \
+    "ldr r11, [r12, #16]\n\t" \
+    "ldrd r9, r10, [r8, #36]\n\t" \
+    "str r0, [r9, r11]\n\t" \
+    "str r4, [r10, r11]\n\t"
+#endif
 #endif
 
 #endif /* MT_SUPPORT_H */

@@ -117,7 +117,9 @@ class CountResult:
     total: int          # in-range instructions over the whole run
     cycle_marks: list[int] = field(default_factory=list)  # estimated in-range cycles at each mark
     total_cycles: int = 0                                   # estimated in-range cycles over the whole run
-    profile: dict[int, int] = field(default_factory=dict)   # address -> executions (run_counting(profile=True))
+    profile: dict[int, Cost] = field(default_factory=dict)  # address -> its executions and their estimated cycles
+                                                            # (run_counting(profile=True); taken-branch refills
+                                                            # are in the totals only)
 
     def spans(self) -> list[Cost]:
         """The cost between marks 0 and 1, 2 and 3, ...: one entry per call bracketed by two marks."""
@@ -148,9 +150,9 @@ def run_counting(board, elf, ranges=None, mark: str | None = None, timeout: floa
             raise McuTrainError(f"the counting plugin wrote nothing (exit code {code})")
         marks, cycle_marks, total, prof = [], [], None, {}
         for line in out_file.read_text().splitlines():
-            key, insns, cycles = line.split(" ")
+            key, insns, cycles, *rest = line.split(" ")
             if key == "insn":
-                prof[int(insns, 16)] = int(cycles)
+                prof[int(insns, 16)] = Cost(int(cycles), int(rest[0]))
             elif key == "mark":
                 marks.append(int(insns))
                 cycle_marks.append(int(cycles))

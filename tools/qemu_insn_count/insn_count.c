@@ -8,8 +8,8 @@
  *   every instruction counts.
  * mark=ADDR: each time the instruction at ADDR executes, "mark INSNS CYCLES" (the counts so far) is appended to
  *   FILE. At exit FILE gets "total INSNS CYCLES". Built at run time by mcu_train/bench/insn_count.py.
- * profile=1 (with ranges): at exit FILE also gets "insn ADDR COUNT" for every counted instruction executed (the
- *   per-address profile a kernel is tuned with).
+ * profile=1 (with ranges): at exit FILE also gets "insn ADDR COUNT CYCLES" for every counted instruction executed
+ *   (the per-address profile a kernel is tuned with; CYCLES excludes the refill of taken branches).
  *
  * Instructions are counted when issued: a conditional instruction that fails its condition counts too.
  *
@@ -453,7 +453,7 @@ static const tb_info *last_tb;
 static FILE *out;
 static int profile;
 static uint64_t prof_base, prof_words; /* profile counters: one per halfword of [prof_base, ...) */
-static uint64_t *prof;
+static uint64_t *prof, *prof_cycles;
 
 static int in_ranges(uint64_t a)
 {
@@ -515,11 +515,13 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         }
         if (counted) {
             qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, &count, 1);
-            qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, &cycles,
-                                                       (uint64_t)cost(&c, i ? &prev : NULL));
+            const uint64_t n_cycles = (uint64_t)cost(&c, i ? &prev : NULL);
+            qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, &cycles, n_cycles);
             if (prof && a >= prof_base && (a - prof_base) / 2 < prof_words) {
                 qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
                                                            &prof[(a - prof_base) / 2], 1);
+                qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                           &prof_cycles[(a - prof_base) / 2], n_cycles);
             }
         }
         if (i == n - 1) {
@@ -539,7 +541,7 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *udata)
     fprintf(out, "total %" PRIu64 " %" PRIu64 "\n", count, cycles);
     for (uint64_t i = 0; prof && i < prof_words; i++) {
         if (prof[i]) {
-            fprintf(out, "insn %#" PRIx64 " %" PRIu64 "\n", prof_base + 2 * i, prof[i]);
+            fprintf(out, "insn %#" PRIx64 " %" PRIu64 " %" PRIu64 "\n", prof_base + 2 * i, prof[i], prof_cycles[i]);
         }
     }
     fclose(out);
@@ -586,6 +588,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         }
         prof_words = (top - prof_base + 1) / 2;
         prof = calloc(prof_words, sizeof(*prof));
+        prof_cycles = calloc(prof_words, sizeof(*prof_cycles));
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     qemu_plugin_register_atexit_cb(id, on_plugin_exit, NULL);
