@@ -51,6 +51,17 @@ def conv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
     return block * quad + x + (c_out + 3) // 4 * 4
 
 
+def dwconv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
+    """Must equal mt_depthwise_conv_s8_get_buffer_size(): the quads' records and widened weights, a ring of KH
+    widened input rows and a zero row, trash outputs (0 where the DSP scratch path does not apply)."""
+    if not dsp or c_out != c_in or c_out < 4:
+        return 0
+    quads = (c_out + 3) // 4
+    w_out = in_w + kw - 1
+    cols = ((w_out + 1) // 2 * 2 - 1) + kw
+    return quads * (13 + 2 * kh * kw) * 4 + (kh + 1) * cols * quads * 8 + (c_out + 3) // 4 * 4
+
+
 def lower(graph, dsp):
     """The schedule as a list of Step. Reshapes emit no step: their outputs share their input's buffer."""
     alias = {}
@@ -113,8 +124,9 @@ def lower(graph, dsp):
         step = Step(kernel, op.name, [buf(t) for t in op.inputs], op.output, nhwc(in_shape), nhwc(out_shape), q,
                     arrays, segment, exit_of.get(op.output, -1), needing.get(i, 0), macs=op.macs, act=op.act,
                     float_arrays=float_arrays)
-        if op.kind == "conv":
+        if op.kind in ("conv", "dwconv"):
             kh, kw = op.attrs["kernel"]
-            step.scratch_bytes = conv_scratch_bytes(step.in_dims[2], kh, kw, step.in_dims[3], step.out_dims[3], dsp)
+            size = conv_scratch_bytes if op.kind == "conv" else dwconv_scratch_bytes
+            step.scratch_bytes = size(step.in_dims[2], kh, kw, step.in_dims[3], step.out_dims[3], dsp)
         steps.append(step)
     return steps

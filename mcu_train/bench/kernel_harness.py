@@ -121,12 +121,14 @@ class KernelCase:
         return 0
 
     def scratch_bytes(self) -> int:
-        """mt_conv_s8_get_buffer_size() on the DSP path (an upper bound of every path)."""
-        from codegen.lower import conv_scratch_bytes
-        if self.op != "conv":
-            return 0
+        """The kernel's scratch size query on the DSP path (an upper bound of every path)."""
+        from codegen.lower import conv_scratch_bytes, dwconv_scratch_bytes
         n, h, w, c = self.input_dims
-        return conv_scratch_bytes(w, *self.kernel, c, self.c_out, dsp=True)
+        if self.op == "conv":
+            return conv_scratch_bytes(w, *self.kernel, c, self.c_out, dsp=True)
+        if self.op == "depthwise":
+            return dwconv_scratch_bytes(w, *self.kernel, c, c * self.ch_mult, dsp=True)
+        return 0
 
     def describe(self) -> str:
         if self.name:
