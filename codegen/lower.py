@@ -33,7 +33,7 @@ def nhwc(shape):
     return (n, h, w, c)
 
 
-CONV_WEIGHT_BUDGET = 16384  # MT_CONV_WEIGHT_BUDGET in firmware/kernels/mt_conv_s8.c
+CONV_WEIGHT_BUDGET = 32768  # MT_CONV_WEIGHT_BUDGET in firmware/kernels/mt_conv_s8.c
 
 
 def conv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
@@ -42,7 +42,7 @@ def conv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
     if not dsp:
         return 0
     kpairs = (kh * kw * c_in + 3) // 4 * 2
-    quad = 52 + 16 * kpairs
+    quad = 68 + 16 * kpairs
     block = min((c_out + 3) // 4, max(1, CONV_WEIGHT_BUDGET // quad))
     x = 10 * kpairs
     if c_in % 4 == 0 and kh * kw > 1 and kh <= 16:
@@ -59,7 +59,7 @@ def dwconv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
     quads = (c_out + 3) // 4
     w_out = in_w + kw - 1
     cols = ((w_out + 1) // 2 * 2 - 1) + kw
-    return quads * (13 + 2 * kh * kw) * 4 + (kh + 1) * cols * quads * 8 + (c_out + 3) // 4 * 4
+    return quads * (17 + 2 * kh * kw) * 4 + (kh + 1) * cols * quads * 8 + (c_out + 3) // 4 * 4
 
 
 def lower(graph, dsp):

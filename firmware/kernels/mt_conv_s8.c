@@ -31,7 +31,7 @@
 #include "mt_support.h"
 
 #if MT_USE_DSP
-#define MT_CONV_WEIGHT_BUDGET 16384 /* bytes of widened weights per channel block (at least one quad) */
+#define MT_CONV_WEIGHT_BUDGET 32768 /* bytes of widened weights per channel block (at least one quad) */
 #define MT_CONV_STEP_BYTES 44       /* code bytes of one K-pair step in mt_conv_pair_asm (11 x 32-bit) */
 
 /* K-pairs of the widened weights: K rounded up to a multiple of 4, halved. */
@@ -160,7 +160,7 @@ __asm__(".syntax unified\n"
         "ldr r1, [r0]\n"
         "1:\n\t" /* quad loop, r1 = record */
         "str r1, [sp, #8]\n\t"
-        "add lr, r1, #52\n\t"
+        "add lr, r1, #68\n\t"
         "ldm r1, {r0, r1, r2, r3}\n\t"
         "mov r4, r0\n\t"
         "mov r5, r1\n\t"
@@ -203,26 +203,17 @@ static void mt_conv_run(const mt_pass *j, int fast)
 }
 
 /* Widens quads q0 .. q0 + nq - 1 (records and weights, layout above) into dst, the K groups in OHWI order or,
- * for the band (kx_major), in (kx, ky, c) order. Returns 1 when every shift is < 0 (what mt_conv_pair_asm's
- * requantisation assumes). */
+ * for the band (kx_major), in (kx, ky, c) order. Returns 1 when mt_conv_pair_asm can take every record. */
 static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int32_t *bias,
-                               const mt_per_channel_quant_params *q, int32_t q0, int32_t nq, int kx_major,
-                               int32_t *dst)
+                               const mt_per_channel_quant_params *q, int32_t out_off, int32_t q0, int32_t nq,
+                               int kx_major, int32_t *dst)
 {
     const int32_t c_out = f->n, k = f->h * f->w * f->c;
     const int32_t groups = (k + 3) >> 2, row_groups = f->c >> 2;
-    int neg = 1;
+    int fast = 1;
     for (int32_t qi = q0; qi < q0 + nq; qi++) {
         const int32_t ch = c_out >= 4 ? MT_MIN(4 * qi, c_out - 4) : 0;
-        for (int32_t c = 0; c < 4; c++) {
-            const int32_t oc = ch + c;
-            const int valid = oc < c_out;
-            dst[c] = valid && bias ? bias[oc] : 0;
-            dst[5 + 2 * c] = valid ? q->multiplier[oc] : 0;
-            dst[6 + 2 * c] = valid ? ~q->shift[oc] : 0;
-            neg &= dst[6 + 2 * c] >= 0;
-        }
-        dst[4] = ch;
+        fast &= mt_pass_record(dst, bias, q, ch, c_out, out_off);
         dst += MT_PASS_REC_WORDS;
         for (int32_t c = 0; c < 4; c++) {
             const int8_t *row = filter + (ch + c) * k;
@@ -252,7 +243,7 @@ static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int
         }
         dst += 8 * groups;
     }
-    return neg;
+    return fast;
 }
 
 /* Two runs of n int8 values (s0 and s1; NULL: padding, which widens to 0) widened with the input offset added
@@ -441,7 +432,8 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     j.tail = MT_MIN(c_out, 4);
     for (int32_t q0 = 0; q0 < quads; q0 += block) {
         j.quads = MT_MIN(block, quads - q0);
-        const int fast = mt_conv_widen_block(filter, filter_dims, bias, q, q0, j.quads, band, wbuf) && c_out >= 4;
+        const int fast = mt_conv_widen_block(filter, filter_dims, bias, q, p->output_offset, q0, j.quads, band,
+                                                  wbuf) && c_out >= 4;
         if (band) {
             for (int32_t b = 0; b < output_dims->n; b++) {
                 for (int32_t oy = 0; oy < output_dims->h; oy++) {

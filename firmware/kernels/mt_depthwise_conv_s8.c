@@ -265,7 +265,7 @@ void mt_dw_pair_asm(const mt_pass *j);
     "smlatt r6, r8, r10, r6\n\t" \
     "smlabb r5, r9, r11, r5\n\t" \
     "smlatt r7, r9, r11, r7\n\t"
-/* The three taps of kernel row ky (weights at record word 13 + 2 * (3 * ky + kx)) */
+/* The three taps of kernel row ky (weights at record word 17 + 2 * (3 * ky + kx)) */
 #define MT_DW_ROW(W0, W1, W2) \
     MT_DW_ASM_TAP(W0, "0", "4", "8", "12") MT_DW_ASM_TAP(W1, "8", "12", "16", "20") \
     MT_DW_ASM_TAP(W2, "16", "20", "24", "28")
@@ -297,9 +297,9 @@ __asm__(".syntax unified\n"
         "mov r5, r1\n\t"
         "mov r6, r2\n\t"
         "mov r7, r3\n\t"
-        "ldr r12, [sp, #12]\n\t" MT_DW_ROW("52", "60", "68")
-        "ldr r12, [sp, #16]\n\t" MT_DW_ROW("76", "84", "92")
-        "ldr r12, [sp, #20]\n\t" MT_DW_ROW("100", "108", "116")
+        "ldr r12, [sp, #12]\n\t" MT_DW_ROW("68", "76", "84")
+        "ldr r12, [sp, #16]\n\t" MT_DW_ROW("92", "100", "108")
+        "ldr r12, [sp, #20]\n\t" MT_DW_ROW("116", "124", "132")
         "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT
         "ldr r8, [sp]\n\t" /* the next quad: its rows and its record */
         "ldr r9, [r8, #12]\n\t"
@@ -310,7 +310,7 @@ __asm__(".syntax unified\n"
         "add r2, r2, r9\n\t"
         "stm r10, {r0, r1, r2}\n\t"
         "ldr lr, [sp, #8]\n\t"
-        "add lr, lr, #124\n\t"
+        "add lr, lr, #140\n\t"
         "ldr r3, [sp, #4]\n\t"
         "subs r3, r3, #1\n\t"
         "str r3, [sp, #4]\n\t"
@@ -374,13 +374,7 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
     int32_t *r = recs;
     for (int32_t qi = 0; qi < quads; qi++, r += rec_words) {
         const int32_t ch = MT_MIN(4 * qi, c - 4);
-        for (int32_t k = 0; k < 4; k++) {
-            r[k] = bias ? bias[ch + k] : 0;
-            r[5 + 2 * k] = q->multiplier[ch + k];
-            r[6 + 2 * k] = ~q->shift[ch + k];
-            fast &= r[6 + 2 * k] >= 0;
-        }
-        r[4] = ch;
+        fast &= mt_pass_record(r, bias, q, ch, c, p->output_offset);
         for (int32_t t = 0; t < kh * kw; t++) {
             const int32_t v = mt_read_s32(filter + t * c + ch);
             r[MT_PASS_REC_WORDS + 2 * t] = mt_lo(v);

@@ -292,11 +292,14 @@ MT_INLINE int32_t mt_pack_off16x2(int32_t offset)
 /* ---------------------------------------------------------------------------------------------------------
  * A pass of the conv and depthwise DSP paths: 2 output positions x 4 output channels accumulated in 8 registers,
  * then requantised, packed, clamped and stored as one word per position. The channel quad's parameters come
- * from a record in the scratch buffer: {bias 0..3, channel offset, multiplier 0, ~shift 0, .., multiplier 3,
- * ~shift 3} (MT_PASS_REC_WORDS words), followed by the kernel's widened weights. Field offsets of mt_pass are
- * used by the assembly passes.
+ * from a record in the scratch buffer (MT_PASS_REC_WORDS words, filled by mt_pass_record), followed by the
+ * kernel's widened weights: {bias 0..3, channel offset, then per channel: multiplier, round, k}, with k = ~shift
+ * and round = 2^(k - 1) + output_offset * 2^k. For 1 <= k <= 22, requantize(acc) + output_offset =
+ * (hi + round) >> k exactly, hi the top word of acc * multiplier (SMULL): the rounding bit's constant lies in hi
+ * (the low word only adds a fraction below 1, which the floor drops), the offset is a whole multiple of 2^k, and
+ * nothing overflows (|hi| <= 2^30). Field offsets of mt_pass are used by the assembly passes.
  * ------------------------------------------------------------------------------------------------------- */
-#define MT_PASS_REC_WORDS 13
+#define MT_PASS_REC_WORDS 17
 
 typedef struct {
     const int32_t *w;    /*  0: the first quad's record */
@@ -311,13 +314,34 @@ typedef struct {
     int32_t tail;        /* 44: channels stored per quad: 4, or C_out when C_out < 4 */
 } mt_pass;
 
+/* Fills the record of output channels ch .. ch + 3 (channels >= c_out get zeros); returns 1 when the assembly
+ * output stage can take all four (every shift in [-23, -2]). */
+MT_INLINE int mt_pass_record(int32_t *rec, const int32_t *bias, const mt_per_channel_quant_params *q, int32_t ch,
+                             int32_t c_out, int32_t output_offset)
+{
+    int fast = 1;
+    for (int32_t c = 0; c < 4; c++) {
+        const int32_t oc = ch + c;
+        const int valid = oc < c_out;
+        const int32_t k = valid ? ~q->shift[oc] : 1;
+        const int ok = k >= 1 && k <= 22;
+        rec[c] = valid && bias ? bias[oc] : 0;
+        rec[5 + 3 * c] = valid ? q->multiplier[oc] : 0;
+        rec[6 + 3 * c] = ok ? (int32_t)((1u << (k - 1)) + (uint32_t)output_offset * (1u << k)) : 0;
+        rec[7 + 3 * c] = k;
+        fast &= ok;
+    }
+    rec[4] = ch;
+    return fast;
+}
+
 /* The output stage in C: accumulators a[0..3] (first position, channels 0..3) and a[4..7] (second). */
 MT_INLINE void mt_pass_store(const mt_pass *j, const int32_t *rec, const int32_t *a)
 {
     int32_t v[8];
     for (int32_t i = 0; i < 8; i++) {
         const int32_t c = i & 3;
-        v[i] = mt_requant_sat8(a[i], rec[5 + 2 * c], ~rec[6 + 2 * c], j->out_off);
+        v[i] = mt_requant_sat8(a[i], rec[5 + 3 * c], ~rec[7 + 3 * c], j->out_off);
     }
     const uint32_t v0 = mt_clamp4(mt_pack4(v[0], v[1], v[2], v[3]), j->min4, j->max4);
     const uint32_t v1 = mt_clamp4(mt_pack4(v[4], v[5], v[6], v[7]), j->min4, j->max4);
@@ -333,24 +357,20 @@ MT_INLINE void mt_pass_store(const mt_pass *j, const int32_t *rec, const int32_t
 }
 
 #if defined(__GNUC__) && defined(__thumb2__)
-/* The output stage in assembly, for shifts < 0 only: r0-r3 / r4-r7 the accumulators, r12 the record, [sp] the
- * mt_pass; clobbers r0-r11 and lr. Per channel: SMULL, then (hi >> k) + the rounding bit + the output offset
- * with LSLS / ASRS / ADC (mt_requantize's short form), for both positions; then SSAT, BFI, SSUB8 / SEL, STR. */
-#define MT_ASM_REQ(p0, p1, mk) \
-    "ldrd r8, r9, [r12, #" mk "]\n\t" \
-    "smull r10, r11, " p0 ", r8\n\t" \
-    "lsls r10, r10, #1\n\t" \
-    "asrs r11, r11, r9\n\t" \
-    "adc " p0 ", r11, lr\n\t" \
-    "smull r10, r11, " p1 ", r8\n\t" \
-    "lsls r10, r10, #1\n\t" \
-    "asrs r11, r11, r9\n\t" \
-    "adc " p1 ", r11, lr\n\t"
+/* The output stage in assembly (records whose mt_pass_record() returned 1): r0-r3 / r4-r7 the accumulators, r12
+ * the record, [sp] the mt_pass; clobbers r0-r12 and lr. Per channel one LDM of (multiplier, round, k), then for
+ * both positions SMULL, ADD, ASR; SSAT, BFI, SSUB8 / SEL, one STR per position. */
+#define MT_ASM_REQ(p0, p1) \
+    "ldm r12!, {r8, r9, r10}\n\t" \
+    "smull r11, lr, " p0 ", r8\n\t" \
+    "add lr, lr, r9\n\t" \
+    "asr " p0 ", lr, r10\n\t" \
+    "smull r11, lr, " p1 ", r8\n\t" \
+    "add lr, lr, r9\n\t" \
+    "asr " p1 ", lr, r10\n\t"
 #define MT_ASM_PASS_OUTPUT \
-    "ldr r8, [sp]\n\t" \
-    "ldr lr, [r8, #24]\n\t" \
-    MT_ASM_REQ("r0", "r4", "20") MT_ASM_REQ("r1", "r5", "28") MT_ASM_REQ("r2", "r6", "36") \
-    MT_ASM_REQ("r3", "r7", "44") \
+    "add r12, r12, #20\n\t" \
+    MT_ASM_REQ("r0", "r4") MT_ASM_REQ("r1", "r5") MT_ASM_REQ("r2", "r6") MT_ASM_REQ("r3", "r7") \
     "ssat r0, #8, r0\n\t" \
     "ssat r1, #8, r1\n\t" \
     "ssat r2, #8, r2\n\t" \
@@ -375,7 +395,7 @@ MT_INLINE void mt_pass_store(const mt_pass *j, const int32_t *rec, const int32_t
     "sel r4, r4, r9\n\t" \
     "ssub8 r1, r4, r10\n\t" \
     "sel r4, r10, r4\n\t" \
-    "ldr r11, [r12, #16]\n\t" \
+    "ldr r11, [r12, #-52]\n\t" \
     "ldrd r9, r10, [r8, #36]\n\t" \
     "str r0, [r9, r11]\n\t" \
     "str r4, [r10, r11]\n\t"
