@@ -500,6 +500,123 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     return MT_SUCCESS;
 }
 
+#if MT_USE_MVE
+/* The int8 K values of output position pos (an index over N x H_out x W_out), padding taps the input zero point:
+ * a pointer into the input for 1x1 filters without padding, else the gathered copy in col. */
+static const int8_t *mt_conv_mve_col(const int8_t *input, const mt_dims *in, const mt_dims *f, const mt_dims *out,
+                                     const mt_conv_params *p, int32_t pos, int8_t *col)
+{
+    const int32_t per_image = out->h * out->w;
+    const int32_t b = pos / per_image, oy = (pos - b * per_image) / out->w, ox = pos - b * per_image - oy * out->w;
+    const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
+    const int8_t *img = input + b * in->h * in->w * in->c;
+    if (f->h == 1 && f->w == 1 && iy0 >= 0 && iy0 < in->h && ix0 >= 0 && ix0 < in->w) {
+        return img + (iy0 * in->w + ix0) * in->c;
+    }
+    int8_t *d = col;
+    const int8x16_t pad = vdupq_n_s8((int8_t)(-p->input_offset));
+    for (int32_t ky = 0; ky < f->h; ky++) {
+        for (int32_t kx = 0; kx < f->w; kx++, d += in->c) {
+            const int32_t iy = iy0 + ky, ix = ix0 + kx;
+            const int inside = iy >= 0 && iy < in->h && ix >= 0 && ix < in->w;
+            const int8_t *src = img + (iy * in->w + ix) * in->c;
+            for (int32_t c = 0; c < in->c; c += 16) {
+                const mve_pred16_t pc = vctp8q((uint32_t)(in->c - c));
+                vstrbq_p_s8(d + c, inside ? vldrbq_z_s8(src + c, pc) : pad, pc);
+            }
+        }
+    }
+    return col;
+}
+
+/* Four dot products of the K int8 values at x with filter rows w, w + k, w + 2k, w + 3k, added to a[0..3]: 16 K
+ * values per VMLADAVA, the input vector loaded once for the four rows; the K tail with predicated loads. */
+MT_INLINE void mt_conv_mve_dot4(const int8_t *x, const int8_t *w, int32_t k, int32_t *a)
+{
+    const int8_t *w1 = w + k, *w2 = w1 + k, *w3 = w2 + k;
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int32_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        const int8x16_t v = vldrbq_s8(x + i);
+        a0 = vmladavaq_s8(a0, v, vldrbq_s8(w + i));
+        a1 = vmladavaq_s8(a1, v, vldrbq_s8(w1 + i));
+        a2 = vmladavaq_s8(a2, v, vldrbq_s8(w2 + i));
+        a3 = vmladavaq_s8(a3, v, vldrbq_s8(w3 + i));
+    }
+    if (i < k) {
+        const mve_pred16_t pk = vctp8q((uint32_t)(k - i));
+        const int8x16_t v = vldrbq_z_s8(x + i, pk);
+        a0 = vmladavaq_s8(a0, v, vldrbq_z_s8(w + i, pk));
+        a1 = vmladavaq_s8(a1, v, vldrbq_z_s8(w1 + i, pk));
+        a2 = vmladavaq_s8(a2, v, vldrbq_z_s8(w2 + i, pk));
+        a3 = vmladavaq_s8(a3, v, vldrbq_z_s8(w3 + i, pk));
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
+}
+
+/* One dot product of K int8 values (a short last quad's rows), predicated loads throughout. */
+MT_INLINE int32_t mt_conv_mve_dot1(const int8_t *x, const int8_t *w, int32_t k, int32_t a)
+{
+    for (int32_t i = 0; i < k; i += 16) {
+        const mve_pred16_t pk = vctp8q((uint32_t)(k - i));
+        a = vmladavaq_s8(a, vldrbq_z_s8(x + i, pk), vldrbq_z_s8(w + i, pk));
+    }
+    return a;
+}
+
+/* Helium path: one output position x four output channels, 16 K values per VMLADAVA on the raw int8 operands;
+ * the input offset enters through the bias (bias + offset * sum(w), so a padding tap, the zero point, adds 0);
+ * 4 outputs per vector requantisation. Returns 0 when the scratch (the DSP path's, which is larger) does not
+ * fit; the DSP path runs then. */
+static int mt_conv_mve(const mt_context *ctx, const mt_conv_params *p, const mt_per_channel_quant_params *q,
+                       const mt_dims *input_dims, const int8_t *input, const mt_dims *f, const int8_t *filter,
+                       const int32_t *bias, const mt_dims *output_dims, int8_t *output)
+{
+    const int32_t c_out = f->n, k = f->h * f->w * f->c, k16 = (k + 15) & ~15, c4 = (c_out + 3) & ~3;
+    if (12 * c4 + k16 > ctx->size) {
+        return 0;
+    }
+    int32_t *fold = (int32_t *)ctx->buf, *rnd = fold + c4, *nk = rnd + c4;
+    int8_t *col = (int8_t *)(nk + c4);
+    const int vector_out = mt_mve_round(q, c_out, p->output_offset, rnd, nk);
+    for (int32_t oc = 0; oc < c_out; oc++) {
+        int32_t sw = 0;
+        for (int32_t i = 0; i < k; i += 16) {
+            sw = vaddvaq_s8(sw, vldrbq_z_s8(filter + oc * k + i, vctp8q((uint32_t)(k - i))));
+        }
+        fold[oc] = (int32_t)((uint32_t)(bias ? bias[oc] : 0) + (uint32_t)p->input_offset * (uint32_t)sw);
+    }
+    const int32_t lo = p->activation.min, hi = p->activation.max;
+    const int32_t positions = output_dims->n * output_dims->h * output_dims->w;
+    for (int32_t pos = 0; pos < positions; pos++) {
+        const int8_t *x = mt_conv_mve_col(input, input_dims, f, output_dims, p, pos, col);
+        int8_t *out = output + pos * c_out;
+        for (int32_t oc = 0; oc < c_out; oc += 4) {
+            const int32_t rows = MT_MIN(4, c_out - oc);
+            int32_t a[4] = {fold[oc], 0, 0, 0};
+            if (rows == 4) {
+                a[1] = fold[oc + 1], a[2] = fold[oc + 2], a[3] = fold[oc + 3];
+                mt_conv_mve_dot4(x, filter + oc * k, k, a);
+            } else {
+                for (int32_t r = 0; r < rows; r++) {
+                    a[r] = mt_conv_mve_dot1(x, filter + (oc + r) * k, k, fold[oc + r]);
+                }
+            }
+            if (vector_out) {
+                mt_mve_store4(vldrwq_s32(a), q->multiplier + oc, rnd + oc, nk + oc, vctp32q((uint32_t)rows), lo, hi,
+                              out + oc);
+            } else {
+                for (int32_t r = 0; r < rows; r++) {
+                    out[oc + r] = mt_output_s8(a[r], q->multiplier[oc + r], q->shift[oc + r], lo - p->output_offset,
+                                               hi - p->output_offset, p->output_offset);
+                }
+            }
+        }
+    }
+    return 1;
+}
+#endif
+
 #endif /* MT_USE_DSP */
 
 mt_status mt_conv_s8(const mt_context *ctx,
@@ -533,6 +650,13 @@ mt_status mt_conv_s8(const mt_context *ctx,
         ((uintptr_t)ctx->buf & 3u) != 0) {
         return MT_ARG_ERROR;
     }
+#if MT_USE_MVE
+    /* Below 32 taps per output the DSP path's per-output work is smaller than the vector path's. */
+    if (filter_dims->h * filter_dims->w * filter_dims->c >= 32 &&
+        mt_conv_mve(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output)) {
+        return MT_SUCCESS;
+    }
+#endif
     return mt_conv_dsp(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
 #else
     (void)ctx;

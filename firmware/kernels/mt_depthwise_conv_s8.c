@@ -439,6 +439,89 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
 }
 #endif
 
+#if MT_USE_MVE
+/* Helium path (ch_mult = 1): per output pixel, 8 channels per step as int16 lanes: each in-bounds tap widens 8
+ * input bytes (VLDRB.S16) and adds the input offset, widens 8 weights, and multiplies into 32-bit even-lane and
+ * odd-lane accumulators (VMULLB / VMULLT); then two vector requantisations (mt_mve_store4 on the even and odd
+ * channels, the parameters deinterleaved beforehand into the scratch buffer) scatter the 8 bytes; channel tails
+ * predicated. Scratch: those parameters (the DSP path's scratch is larger); returns 0 without it. */
+static int mt_dw_mve(const mt_context *ctx, const mt_dw_conv_params *p, const mt_per_channel_quant_params *q,
+                     const mt_dims *input_dims, const int8_t *input, const mt_dims *f, const int8_t *filter,
+                     const int32_t *bias, const mt_dims *output_dims, int8_t *output)
+{
+    const int32_t c = input_dims->c, c8 = (c + 7) & ~7;
+    if (ctx == 0 || ctx->buf == 0 || ((uintptr_t)ctx->buf & 3u) != 0 || 24 * c8 > ctx->size) {
+        return 0;
+    }
+    int32_t *prm = (int32_t *)ctx->buf; /* per 8 channels: bias, multiplier, rnd, nk, each even then odd lanes */
+    int32_t *rnd = prm + 4 * c8, *nk = rnd + c8; /* staging for mt_mve_round, channel order */
+    if (!mt_mve_round(q, c, p->output_offset, rnd, nk)) {
+        return 0;
+    }
+    for (int32_t ch = 0; ch < c8; ch++) {
+        const int32_t g = ch >> 3, lane = (ch & 7) >> 1, odd = ch & 1;
+        int32_t *d = prm + 32 * g + 4 * odd + lane; /* [bias e, bias o, mult e, mult o, rnd e, rnd o, nk e, nk o] */
+        const int valid = ch < c;
+        d[0] = valid && bias ? bias[ch] : 0;
+        d[8] = valid ? q->multiplier[ch] : 0;
+        d[16] = valid ? rnd[ch] : 0;
+        d[24] = valid ? nk[ch] : 0;
+    }
+    static const uint32_t even_off[4] = {0, 2, 4, 6};
+    const uint32x4_t evens = vldrwq_u32(even_off), odds = vaddq_n_u32(evens, 1);
+    for (int32_t b = 0; b < input_dims->n; b++) {
+        const int8_t *in = input + b * input_dims->h * input_dims->w * c;
+        for (int32_t oy = 0; oy < output_dims->h; oy++) {
+            const int32_t iy0 = oy * p->stride.h - p->padding.top;
+            const int32_t ky0 = MT_MAX(0, -iy0), ky1 = MT_MIN(f->h, input_dims->h - iy0);
+            for (int32_t ox = 0; ox < output_dims->w; ox++, output += c) {
+                const int32_t ix0 = ox * p->stride.w - p->padding.left;
+                const int32_t kx0 = MT_MAX(0, -ix0), kx1 = MT_MIN(f->w, input_dims->w - ix0);
+                const int32_t taps = kx1 - kx0;
+                for (int32_t ch = 0; ch < c; ch += 8) {
+                    const int32_t *g = prm + 4 * ch;
+                    int32x4_t even = vldrwq_s32(g), odd = vldrwq_s32(g + 4);
+                    const int8_t *xr = in + ((iy0 + ky0) * input_dims->w + ix0 + kx0) * c + ch;
+                    const int8_t *wr = filter + (ky0 * f->w + kx0) * c + ch;
+                    if (ch + 8 <= c) { /* a whole group: no predicates */
+                        for (int32_t ky = ky0; ky < ky1; ky++, xr += input_dims->w * c, wr += f->w * c) {
+                            const int8_t *x = xr, *w = wr;
+                            for (int32_t t = taps; t > 0; t--, x += c, w += c) {
+                                const int16x8_t xv = vaddq_n_s16(vldrbq_s16(x), (int16_t)p->input_offset);
+                                const int16x8_t wv = vldrbq_s16(w);
+                                even = vaddq_s32(even, vmullbq_int_s16(xv, wv));
+                                odd = vaddq_s32(odd, vmulltq_int_s16(xv, wv));
+                            }
+                        }
+                    } else {
+                        const mve_pred16_t p8 = vctp16q((uint32_t)(c - ch));
+                        for (int32_t ky = ky0; ky < ky1; ky++, xr += input_dims->w * c, wr += f->w * c) {
+                            const int8_t *x = xr, *w = wr;
+                            for (int32_t t = taps; t > 0; t--, x += c, w += c) {
+                                const int16x8_t xv = vaddq_n_s16(vldrbq_z_s16(x, p8), (int16_t)p->input_offset);
+                                const int16x8_t wv = vldrbq_z_s16(w, p8);
+                                even = vaddq_s32(even, vmullbq_int_s16(xv, wv));
+                                odd = vaddq_s32(odd, vmulltq_int_s16(xv, wv));
+                            }
+                        }
+                    }
+                    /* even lanes are channels ch, ch + 2, ..; requantise, clamp, scatter the bytes */
+                    for (int32_t half = 0; half < 2; half++) {
+                        const int32x4_t acc = half ? odd : even;
+                        int32x4_t v = vmulhq_s32(acc, vldrwq_s32(g + 8 + 4 * half));
+                        v = vshlq_s32(vaddq_s32(v, vldrwq_s32(g + 16 + 4 * half)), vldrwq_s32(g + 24 + 4 * half));
+                        v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(p->activation.min)), vdupq_n_s32(p->activation.max));
+                        const uint32x4_t offs = half ? odds : evens;
+                        vstrbq_scatter_offset_p_s32(output + ch, offs, v, vcmphiq_u32(vdupq_n_u32((uint32_t)(c - ch)), offs));
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
+#endif
+
 mt_status mt_depthwise_conv_s8(const mt_context *ctx,
                                const mt_dw_conv_params *dw_conv_params,
                                const mt_per_channel_quant_params *quant_params,
@@ -466,6 +549,12 @@ mt_status mt_depthwise_conv_s8(const mt_context *ctx,
         output_dims->w != mt_out_len(input_dims->w, p->padding.left, p->padding.right, filter_dims->w, p->stride.w)) {
         return MT_ARG_ERROR;
     }
+#if MT_USE_MVE
+    if (p->ch_mult == 1 &&
+        mt_dw_mve(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output)) {
+        return MT_SUCCESS;
+    }
+#endif
 #if MT_USE_DSP
     if (p->ch_mult == 1 && input_dims->c >= 4 &&
         mt_dw_scratch(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output)) {

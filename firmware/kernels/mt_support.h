@@ -10,6 +10,14 @@
 #include <arm_acle.h>
 #endif
 
+/* Helium (M-profile vector extension, Cortex-M55): the conv, depthwise and dense kernels take an MVE path first. */
+#if MT_USE_DSP && defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#define MT_USE_MVE 1
+#include <arm_mve.h>
+#else
+#define MT_USE_MVE 0
+#endif
+
 #define MT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define MT_MIN(a, b) ((a) < (b) ? (a) : (b))
 
@@ -355,6 +363,34 @@ MT_INLINE void mt_pass_store(const mt_pass *j, const int32_t *rec, const int32_t
         }
     }
 }
+
+#if MT_USE_MVE
+/* The rounding constants of a vector requantisation (see mt_pass_record): for channels 0 .. n - 1, rnd[c] =
+ * 2^(k - 1) + output_offset * 2^k and nk[c] = -k, k = ~shift[c]; returns 1 when every k is in [1, 22]. */
+MT_INLINE int mt_mve_round(const mt_per_channel_quant_params *q, int32_t n, int32_t output_offset, int32_t *rnd,
+                           int32_t *nk)
+{
+    int ok = 1;
+    for (int32_t c = 0; c < n; c++) {
+        const int32_t k = ~q->shift[c];
+        ok &= k >= 1 && k <= 22;
+        rnd[c] = k >= 1 && k <= 22 ? (int32_t)((1u << (k - 1)) + (uint32_t)output_offset * (1u << k)) : 0;
+        nk[c] = -k;
+    }
+    return ok;
+}
+
+/* Four accumulators of channels c .. c + 3 (predicate pc: those < C) requantised, clamped to [lo, hi] (the
+ * activation bounds) and stored as bytes: ((hi(acc * m) + rnd) >> k) per lane, as mt_pass_record explains. */
+MT_INLINE void mt_mve_store4(int32x4_t acc, const int32_t *mult, const int32_t *rnd, const int32_t *nk,
+                             mve_pred16_t pc, int32_t lo, int32_t hi, int8_t *out)
+{
+    int32x4_t v = vmulhq_s32(acc, vldrwq_z_s32(mult, pc));
+    v = vshlq_s32(vaddq_s32(v, vldrwq_z_s32(rnd, pc)), vldrwq_z_s32(nk, pc));
+    v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi));
+    vstrbq_p_s32(out, v, pc);
+}
+#endif
 
 #if defined(__GNUC__) && defined(__thumb2__)
 /* The output stage in assembly (records whose mt_pass_record() returned 1): r0-r3 / r4-r7 the accumulators, r12
