@@ -139,8 +139,10 @@ class Kernels:
         return st, out
 
     def depthwise_conv2d(self, x, w, bias=None, *, input_offset, output_offset, multiplier, shift, ch_mult=1,
-                         stride=(1, 1), padding=(0, 0, 0, 0), act_min=-128, act_max=127, scratch=None):
-        """scratch: the scratch size passed (default: the size query's answer; 0: none, the fallback path)."""
+                         stride=(1, 1), padding=(0, 0, 0, 0), act_min=-128, act_max=127, scratch=None,
+                         scratch_buf=None):
+        """scratch: the scratch size passed (default: the size query's answer; 0: none, the fallback path);
+        scratch_buf: the scratch memory (default: a fresh buffer 4 bytes longer)."""
         x = np.ascontiguousarray(x, np.int8)
         w = np.ascontiguousarray(np.asarray(w, np.int8).reshape(np.shape(w)[-3:]))
         n, h, wd, ci = x.shape
@@ -155,7 +157,7 @@ class Kernels:
                               Activation(act_min, act_max))
         if scratch is None:
             scratch = self.lib.mt_depthwise_conv_s8_get_buffer_size(C.byref(idims), C.byref(fdims))
-        buf = np.zeros(max(scratch, 1) + 4, np.uint8)
+        buf = np.zeros(max(scratch, 1) + 4, np.uint8) if scratch_buf is None else scratch_buf
         ctx = Context(buf.ctypes.data if scratch else None, scratch)
         st = self.lib.mt_depthwise_conv_s8(C.byref(ctx), C.byref(params), C.byref(q), C.byref(idims),
                                            _p(x, C.c_int8), C.byref(fdims), _p(w, C.c_int8),
