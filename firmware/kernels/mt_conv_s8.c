@@ -380,6 +380,17 @@ static MT_NO_LIBCALLS void mt_conv_im2col(const int8_t *in, const mt_dims *input
             }
             return;
         }
+        if (src + (kh - 1) * in_row + ((row_len + 3) & ~3) <= in + input_dims->h * in_row) {
+            /* whole words: a row's copy may run up to 3 bytes past it (still inside the input), into the stage
+             * bytes the next row overwrites, or beyond K, where the filter is zero */
+            for (int32_t ky = 0; ky < kh; ky++, src += in_row, s += row_len) {
+                for (int32_t i = 0; i < row_len; i += 4) {
+                    mt_write_s32(s + i, mt_read_s32(src + i));
+                }
+            }
+            mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
+            return;
+        }
         for (int32_t ky = 0; ky < kh; ky++, src += in_row) {
             s = mt_conv_copy(s, src, row_len, pad);
         }
