@@ -356,57 +356,54 @@ MT_INLINE int8_t *mt_conv_copy(int8_t *dst, const int8_t *src, int32_t n, int8_t
     return dst;
 }
 
-/* Fills one column of the interleaved im2col buffer for output position (oy, ox) of image `in`: cols points at
- * word 0 of the buffer for the first position and at word 1 for the second. A window inside the input whose
- * rows are whole groups of 4 (or a single row) is widened straight from the input; other windows are gathered
- * into the int8 stage first (padding: the input zero point, which widens to 0; K padded to whole groups). */
+/* Fills one column of the interleaved im2col buffer for output position (oy, ox) of image `in` (any position;
+ * mt_conv_gather is the faster way for windows inside the input): cols points at word 0 of the buffer for the
+ * first position and at word 1 for the second. The window is gathered into the int8 stage (padding: the input
+ * zero point, which widens to 0; K padded to whole groups), then widened. */
 static MT_NO_LIBCALLS void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
                                           const mt_conv_params *p, int32_t oy, int32_t ox, int8_t *stage,
                                           int32_t *cols, int32_t groups, int32_t off16x2)
 {
     const int32_t c_in = input_dims->c, kw = filter_dims->w, kh = filter_dims->h;
-    const int32_t row_len = kw * c_in, in_row = input_dims->w * c_in;
+    const int32_t in_row = input_dims->w * c_in;
     const int32_t iy0 = oy * p->stride.h - p->padding.top;
     const int32_t ix0 = ox * p->stride.w - p->padding.left;
-    const int rows_in = iy0 >= 0 && iy0 + kh <= input_dims->h;
-    const int cols_in = ix0 >= 0 && ix0 + kw <= input_dims->w;
+    const int32_t kx0 = MT_MAX(0, -ix0);
+    const int32_t kx1 = MT_MAX(kx0, MT_MIN(kw, input_dims->w - ix0));
     const int8_t *src = in + iy0 * in_row + ix0 * c_in;
     const int8_t pad = (int8_t)(-p->input_offset);
     int8_t *s = stage;
-    if (rows_in && cols_in) {
-        if (kh == 1 || (row_len & 3) == 0) {
-            for (int32_t ky = 0; ky < kh; ky++, src += in_row, cols += row_len) {
-                mt_conv_widen_col(src, row_len, off16x2, cols);
-            }
-            return;
-        }
-        if (src + (kh - 1) * in_row + ((row_len + 3) & ~3) <= in + input_dims->h * in_row) {
-            /* whole words: a row's copy may run up to 3 bytes past it (still inside the input), into the stage
-             * bytes the next row overwrites, or beyond K, where the filter is zero */
-            for (int32_t ky = 0; ky < kh; ky++, src += in_row, s += row_len) {
-                for (int32_t i = 0; i < row_len; i += 4) {
-                    mt_write_s32(s + i, mt_read_s32(src + i));
-                }
-            }
-            mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
-            return;
-        }
-        for (int32_t ky = 0; ky < kh; ky++, src += in_row) {
-            s = mt_conv_copy(s, src, row_len, pad);
-        }
-    } else {
-        const int32_t kx0 = MT_MAX(0, -ix0);
-        const int32_t kx1 = MT_MAX(kx0, MT_MIN(kw, input_dims->w - ix0));
-        for (int32_t ky = 0; ky < kh; ky++, src += in_row) {
-            const int row_in = iy0 + ky >= 0 && iy0 + ky < input_dims->h;
-            s = mt_conv_copy(s, 0, (row_in ? kx0 : kw) * c_in, pad);
-            if (row_in) {
-                s = mt_conv_copy(s, src + kx0 * c_in, (kx1 - kx0) * c_in, pad);
-                s = mt_conv_copy(s, 0, (kw - kx1) * c_in, pad);
-            }
+    for (int32_t ky = 0; ky < kh; ky++, src += in_row) {
+        const int row_in = iy0 + ky >= 0 && iy0 + ky < input_dims->h;
+        s = mt_conv_copy(s, 0, (row_in ? kx0 : kw) * c_in, pad);
+        if (row_in) {
+            s = mt_conv_copy(s, src + kx0 * c_in, (kx1 - kx0) * c_in, pad);
+            s = mt_conv_copy(s, 0, (kw - kx1) * c_in, pad);
         }
     }
     mt_conv_copy(s, 0, (int32_t)(stage + 4 * groups - s), pad);
+    mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
+}
+
+/* The window at src, inside the input, into one column of the im2col buffer (as mt_conv_im2col). direct: its
+ * rows are whole groups of 4 (or there is one row), widened straight from the input; else the rows are copied in
+ * whole words into the stage first (a row's copy may run up to 3 bytes past it, into stage bytes the next row
+ * overwrites or beyond K, where the filter is zero; the caller checked the reads stay inside the input). */
+MT_INLINE void mt_conv_gather(const int8_t *src, int32_t kh, int32_t in_row, int32_t row_len, int direct,
+                              int8_t *stage, int32_t groups, int32_t off16x2, int32_t *cols)
+{
+    if (direct) {
+        for (int32_t ky = 0; ky < kh; ky++, src += in_row, cols += row_len) {
+            mt_conv_widen_col(src, row_len, off16x2, cols);
+        }
+        return;
+    }
+    int8_t *s = stage;
+    for (int32_t ky = 0; ky < kh; ky++, src += in_row, s += row_len) {
+        for (int32_t i = 0; i < row_len; i += 4) {
+            mt_write_s32(s + i, mt_read_s32(src + i));
+        }
+    }
     mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
 }
 
@@ -490,10 +487,21 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
             const int32_t positions = output_dims->n * output_dims->h * w_out;
             j.x = xbuf;
             int32_t b = 0, oy = 0, ox = 0;
+            const int32_t kh = filter_dims->h, kw = filter_dims->w, in_row = input_dims->w * c_in;
+            const int32_t row_len = kw * c_in;
+            const int direct = kh == 1 || (row_len & 3) == 0;
+            const int8_t *input_end = input + input_dims->n * in_image - (kh - 1) * in_row - ((row_len + 3) & ~3);
             for (int32_t i = 0; i < positions; i += 2) {
                 for (int32_t c = 0; c < 2; c++) { /* positions i and i + 1 (the last one twice) */
-                    mt_conv_im2col(input + b * in_image, input_dims, filter_dims, p, oy, ox, stage, xbuf + c, groups,
-                                   off16x2);
+                    const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
+                    const int8_t *src = input + b * in_image + iy0 * in_row + ix0 * c_in;
+                    if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
+                        (direct || src <= input_end)) {
+                        mt_conv_gather(src, kh, in_row, row_len, direct, stage, groups, off16x2, xbuf + c);
+                    } else {
+                        mt_conv_im2col(input + b * in_image, input_dims, filter_dims, p, oy, ox, stage, xbuf + c,
+                                       groups, off16x2);
+                    }
                     if (i + c + 1 < positions && ++ox == w_out) {
                         ox = 0;
                         if (++oy == output_dims->h) {
