@@ -99,3 +99,15 @@ def test_kernel_cost_targets():
     assert len(enforced_16) == 4 and all(r["target"] <= 1.0 for r in enforced_16)
     assert set(NOT_ENFORCED) <= set(by_name)
     assert all(r["per_mac_cycles"] >= r["per_mac"] for r in rows)  # estimated cycles: at least one per instruction
+
+
+def test_load_chain_build_matches_numpy(tmp_path):
+    """The cycle-tuned build of the conv pass (-DMT_CONV_LOAD_CHAINS, an LDR chain instead of an LDRD in the inner
+    step) on Cortex-M4: the same results as the numpy golden model."""
+    board = get_board("mps2-an386")
+    cases = ([c for c in random_cases(seed=2025, count=60) if c.op == "conv"] + conv_1x1_cases(seed=5, count=10)
+             + [c for c in dsp_pass_cases(seed=9, count=40) if c.op == "conv"] + bench_cases()[:3])
+    elf = build_harness(board, cases, tmp_path, defines=["MT_CONV_LOAD_CHAINS"])
+    got = run_harness(board, elf, len(cases), timeout=120)
+    expected = [c.expected() for c in cases]
+    assert got == expected, _first_mismatch(cases, got, expected)

@@ -1,7 +1,7 @@
 """Instructions per MAC of the int8 kernels on the issue-4 reference shapes, counted exactly under QEMU, with
 estimated Cortex-M4 cycles beside them.
 
-    python -m mcu_train.bench.kernel_bench [--board mps2-an386] [--reference] [--markdown]
+    python -m mcu_train.bench.kernel_bench [--board mps2-an386] [--reference] [--define NAME] [--markdown]
 
 Counts every instruction executed inside the kernel library (functions named mt_*) and the C library /
 compiler helpers it calls (memcpy, memset, __aeabi_*), from entry to return of each kernel call, and their
@@ -54,14 +54,14 @@ def target(case) -> float | None:
     return min(limits) if limits else None
 
 
-def measure(board, reference: bool = False, out_dir=None, cases=None) -> list[dict]:
+def measure(board, reference: bool = False, out_dir=None, cases=None, defines=()) -> list[dict]:
     """[{case, macs, instructions, per_mac, cycles, per_mac_cycles, cmsis, target, enforced}] for the benchmark
     cases on `board`. The targets apply to the DSP path on cores without Helium (target None on the reference
     path, on cores without DSP, and on Cortex-M55, whose Helium path is reported only); a row of NOT_ENFORCED has
     its listed target checked against NOT_ENFORCED's limit instead."""
     cases = cases or bench_cases()
     with tempfile.TemporaryDirectory() as tmp:
-        elf = build_harness(board, cases, out_dir or tmp, reference=reference)
+        elf = build_harness(board, cases, out_dir or tmp, reference=reference, defines=defines)
         res = run_counting(board, elf, ranges=function_ranges(elf, KERNEL_FUNCTIONS), mark="hx_mark")
     if res.exit_code != 0:
         raise McuTrainError(f"kernel harness exited with {res.exit_code}")
@@ -117,12 +117,15 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--board", default="mps2-an386")
     p.add_argument("--reference", action="store_true", help="measure the plain C path (-DMT_FORCE_REFERENCE)")
+    p.add_argument("--define", action="append", default=[], metavar="NAME",
+                   help="build the kernels with -DNAME (e.g. MT_CONV_LOAD_CHAINS); repeatable")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
     board = get_board(args.board)
-    rows = measure(board, reference=args.reference)
+    rows = measure(board, reference=args.reference, defines=args.define)
     path = "reference" if args.reference else "Helium" if board.cpu == "cortex-m55" else "DSP" if board.dsp else "C"
-    print(f"{board.name} ({board.cpu}), {path} path; instructions exact, {CYCLE_MODEL}: an estimate")
+    built = "".join(f" -D{d}" for d in args.define)
+    print(f"{board.name} ({board.cpu}), {path} path{built}; instructions exact, {CYCLE_MODEL}: an estimate")
     print(format_table(rows, args.markdown))
     return 1 if missed(rows) else 0
 

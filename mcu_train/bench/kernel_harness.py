@@ -203,8 +203,9 @@ def render_cases(cases: list[KernelCase]) -> str:
         max_output=sizes(lambda c: c.output_dims), max_scratch=max([c.scratch_bytes() for c in cases] + [4]))
 
 
-def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False) -> Path:
-    """Build the harness for `board` with the cases compiled in; reference=True forces the plain C path."""
+def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False, defines=()) -> Path:
+    """Build the harness for `board` with the cases compiled in; reference=True forces the plain C path;
+    `defines` are extra preprocessor definitions for the kernels (e.g. MT_CONV_LOAD_CHAINS)."""
     from mcu_train.boards.build import build_elf
     out_dir = Path(out_dir)
     gen = out_dir / ("gen_ref" if reference else "gen_dsp")
@@ -213,7 +214,7 @@ def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = Fal
     sources = [HARNESS_DIR / "mt_kernel_harness.c", *sorted(KERNELS_DIR.glob("mt_*.c"))]
     name = "harness_ref.elf" if reference else "harness_dsp.elf"
     return build_elf(board, sources, out_dir / name, include_dirs=[KERNELS_DIR, HARNESS_DIR, gen],
-                     defines=["MT_FORCE_REFERENCE"] if reference else []).elf
+                     defines=[*(["MT_FORCE_REFERENCE"] if reference else []), *defines]).elf
 
 
 RESULT = re.compile(rb"^R (\d+) (-?\d+) ([0-9a-f]{8})$", re.M)

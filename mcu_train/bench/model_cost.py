@@ -1,6 +1,7 @@
 """Whole-model and per-layer cost of a compiled model on an emulated board, without the serial protocol.
 
-    python -m mcu_train.bench.model_cost [--model har resnet8 ds-cnn] [--board mps2-an386] [--markdown]
+    python -m mcu_train.bench.model_cost [--model har resnet8 ds-cnn] [--board mps2-an386] [--define NAME]
+                                         [--markdown]
 
 The model is compiled by `mcu-train compile` (codegen) for the board and linked with a small harness
 (firmware/kernels/harness/hx_model.c) that runs it on a pseudo-random input: each step once, then model_run()
@@ -42,9 +43,10 @@ def model_files(name: str, out_dir: Path) -> tuple[Path, Path]:
     return onnx_path, calib
 
 
-def measure_model(board, onnx_path, calib, out_dir, seed: int = 12345) -> dict:
+def measure_model(board, onnx_path, calib, out_dir, seed: int = 12345, defines=()) -> dict:
     """{model, board, macs, total: Cost, steps: [{name, kernel, in_dims, out_dims, macs, cost: Cost}]} for the
-    compiled model on `board`; raises if the board's logits differ from the numpy golden model's."""
+    compiled model on `board` (kernels built with the extra preprocessor `defines`); raises if the board's logits
+    differ from the numpy golden model's."""
     from codegen.compile import compile_model
     from mcu_train.boards.build import build_elf
     out_dir = Path(out_dir)
@@ -52,7 +54,7 @@ def measure_model(board, onnx_path, calib, out_dir, seed: int = 12345) -> dict:
     model_dir = out_dir / "model"
     elf = build_elf(board, [HARNESS_DIR / "hx_model.c", model_dir / "model.c", *sorted(KERNELS_DIR.glob("mt_*.c"))],
                     out_dir / "model_harness.elf", include_dirs=[KERNELS_DIR, model_dir],
-                    defines=[f"HX_SEED={seed}u"]).elf
+                    defines=[f"HX_SEED={seed}u", *defines]).elf
     res = run_counting(board, elf, mark="hx_mark", timeout=300)
     if res.exit_code != 0:
         raise McuTrainError(f"the model harness exited with {res.exit_code}: {res.output[-300:]!r}")
@@ -105,14 +107,17 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     p.add_argument("--board", default="mps2-an386")
+    p.add_argument("--define", action="append", default=[], metavar="NAME",
+                   help="build the kernels with -DNAME (e.g. MT_CONV_LOAD_CHAINS); repeatable")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
     board = get_board(args.board)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.model:
             onnx_path, calib = model_files(name, Path(tmp) / "models")
-            r = measure_model(board, onnx_path, calib, Path(tmp) / name)
-            print(f"\n{name} on {board.name} ({board.cpu}): instructions counted exactly; {CYCLE_MODEL}, "
+            r = measure_model(board, onnx_path, calib, Path(tmp) / name, defines=args.define)
+            built = "".join(f" -D{d}" for d in args.define)
+            print(f"\n{name} on {board.name} ({board.cpu}){built}: instructions counted exactly; {CYCLE_MODEL}, "
                   "an estimate")
             print(format_model(r, args.markdown))
     return 0
