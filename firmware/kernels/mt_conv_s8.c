@@ -670,8 +670,8 @@ mt_status mt_conv_s8(const mt_context *ctx,
         return MT_ARG_ERROR;
     }
 #if MT_USE_MVE
-    /* Below 32 taps per output the DSP path's per-output work is smaller than the vector path's. */
-    if (filter_dims->h * filter_dims->w * filter_dims->c >= 32 &&
+    /* Below 32 taps per output, or 16 output channels per position, the DSP path's overheads are the smaller. */
+    if (filter_dims->h * filter_dims->w * filter_dims->c >= 32 && filter_dims->n >= 16 &&
         mt_conv_mve(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output)) {
         return MT_SUCCESS;
     }
