@@ -33,31 +33,32 @@ def nhwc(shape):
     return (n, h, w, c)
 
 
-CONV_WEIGHT_BUDGET = 32768  # MT_CONV_WEIGHT_BUDGET in firmware/kernels/mt_conv_s8.c
-
-
-def conv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
+def conv_scratch_bytes(in_dims, kh, kw, c_out, dsp):
     """Must equal mt_conv_s8_get_buffer_size() (checked at run time by model_init and by tests): widened weights
-    of one channel block, the input band (or im2col columns), trash outputs."""
+    of one channel block (budget: 8 x the input tensor within [8 KB, 32 KB], at least one quad), the input band
+    (or im2col columns), trash outputs."""
     if not dsp:
         return 0
+    n, h, w, c_in = in_dims
     kpairs = (kh * kw * c_in + 3) // 4 * 2
     quad = 68 + 16 * kpairs
-    block = min((c_out + 3) // 4, max(1, CONV_WEIGHT_BUDGET // quad))
+    budget = min(32768, max(8192, 8 * n * h * w * c_in))
+    block = min((c_out + 3) // 4, max(1, budget // quad))
     x = 10 * kpairs
     if c_in % 4 == 0 and kh * kw > 1 and kh <= 16:
-        cols = ((in_w + kw - 1 + 1) // 2 - 1) + kw
+        cols = ((w + kw - 1 + 1) // 2 - 1) + kw
         x = max(x, cols * kh * c_in * 4)
     return block * quad + x + (c_out + 3) // 4 * 4
 
 
-def dwconv_scratch_bytes(in_w, kh, kw, c_in, c_out, dsp):
+def dwconv_scratch_bytes(in_dims, kh, kw, c_out, dsp):
     """Must equal mt_depthwise_conv_s8_get_buffer_size(): the quads' records and widened weights, a ring of KH
     widened input rows and a zero row, trash outputs (0 where the DSP scratch path does not apply)."""
+    c_in, w = in_dims[3], in_dims[2]
     if not dsp or c_out != c_in or c_out < 4:
         return 0
     quads = (c_out + 3) // 4
-    w_out = in_w + kw - 1
+    w_out = w + kw - 1
     cols = ((w_out + 1) // 2 * 2 - 1) + kw
     return quads * (17 + 2 * kh * kw) * 4 + (kh + 1) * cols * quads * 8 + (c_out + 3) // 4 * 4
 
@@ -127,6 +128,6 @@ def lower(graph, dsp):
         if op.kind in ("conv", "dwconv"):
             kh, kw = op.attrs["kernel"]
             size = conv_scratch_bytes if op.kind == "conv" else dwconv_scratch_bytes
-            step.scratch_bytes = size(step.in_dims[2], kh, kw, step.in_dims[3], step.out_dims[3], dsp)
+            step.scratch_bytes = size(step.in_dims, kh, kw, step.out_dims[3], dsp)
         steps.append(step)
     return steps

@@ -447,15 +447,16 @@ def test_scratch_sizes_match_the_compiler(libs):
     lib = libs["dsp"].lib
     rng = np.random.default_rng(22)
     for _ in range(300):
-        w, c_in, c_out = int(rng.integers(1, 40)), int(rng.integers(1, 80)), int(rng.integers(1, 80))
+        n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        c_in, c_out = int(rng.integers(1, 80)), int(rng.integers(1, 80))
         kh, kw = int(rng.integers(1, 11)), int(rng.integers(1, 6))
-        idims, fdims = H.Dims(1, 9, w, c_in), H.Dims(c_out, kh, kw, c_in)
+        idims, fdims = H.Dims(n, h, w, c_in), H.Dims(c_out, kh, kw, c_in)
         assert lib.mt_conv_s8_get_buffer_size(ctypes.byref(idims), ctypes.byref(fdims)) == \
-            conv_scratch_bytes(w, kh, kw, c_in, c_out, dsp=True)
+            conv_scratch_bytes((n, h, w, c_in), kh, kw, c_out, dsp=True)
         mult = int(rng.choice([1, 1, 2]))
         ddims = H.Dims(1, kh, kw, c_in * mult)
         assert lib.mt_depthwise_conv_s8_get_buffer_size(ctypes.byref(idims), ctypes.byref(ddims)) == \
-            dwconv_scratch_bytes(w, kh, kw, c_in, c_in * mult, dsp=True)
+            dwconv_scratch_bytes((n, h, w, c_in), kh, kw, c_in * mult, dsp=True)
         assert libs["ref"].lib.mt_conv_s8_get_buffer_size(ctypes.byref(idims), ctypes.byref(fdims)) == 0
 
 

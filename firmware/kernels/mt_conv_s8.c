@@ -5,7 +5,7 @@
  * DSP path (Cortex-M4/M7/M33): two output positions x four output channels per pass, every operand widened to
  * int16 beforehand, so the inner step is 3 LDRD + 8 SMLAD for 16 MACs (no SXTB16 in the loop):
  *   - weights: the output channels go in quads (the last one overlaps its neighbour when C_out % 4 != 0); a
- *     block of quads (as many as fit MT_CONV_WEIGHT_BUDGET bytes, at least one) is widened into the scratch
+ *     block of quads (as many as fit the weight budget, at least one) is widened into the scratch
  *     buffer once per call, each quad as a record {4 biases, channel offset, 4 x (multiplier, ~shift)}
  *     followed by its weights: per group of 4 K values the quad's pairs (k0, k2), then its pairs (k1, k3), as
  *     SXTB16 produces them;
@@ -37,7 +37,13 @@
 #else
 #define MT_CONV_STEP_BYTES 44
 #endif
-#define MT_CONV_WEIGHT_BUDGET 32768 /* bytes of widened weights per channel block (at least one quad) */
+/* Bytes of widened weights per channel block (at least one quad is taken whatever the budget): 8 times the input
+ * tensor, within [8 KB, 32 KB]. A bigger block rebuilds the input band or im2col columns fewer times; a layer
+ * with small activations, which take little of the arena, gets a small block. */
+static int32_t mt_conv_weight_budget(const mt_dims *input_dims)
+{
+    return MT_MIN(32768, MT_MAX(8192, 8 * input_dims->n * input_dims->h * input_dims->w * input_dims->c));
+}
 
 /* K-pairs of the widened weights: K rounded up to a multiple of 4, halved. */
 static int32_t mt_conv_kpairs(const mt_dims *f)
@@ -86,7 +92,7 @@ int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *fil
      * input plus KW - 1, i.e. padding up to KW - 1 on each side, or the im2col columns), the trash outputs. */
     const int32_t quads = (filter_dims->n + 3) >> 2;
     const int32_t qb = mt_conv_quad_bytes(filter_dims);
-    const int32_t block = MT_MIN(quads, MT_MAX(1, MT_CONV_WEIGHT_BUDGET / qb));
+    const int32_t block = MT_MIN(quads, MT_MAX(1, mt_conv_weight_budget(input_dims) / qb));
     int32_t x = mt_conv_im2col_bytes(filter_dims);
     if (mt_conv_band_shape(filter_dims)) {
         x = MT_MAX(x, mt_conv_band_bytes(filter_dims,

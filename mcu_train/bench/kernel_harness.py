@@ -123,11 +123,10 @@ class KernelCase:
     def scratch_bytes(self) -> int:
         """The kernel's scratch size query on the DSP path (an upper bound of every path)."""
         from codegen.lower import conv_scratch_bytes, dwconv_scratch_bytes
-        n, h, w, c = self.input_dims
         if self.op == "conv":
-            return conv_scratch_bytes(w, *self.kernel, c, self.c_out, dsp=True)
+            return conv_scratch_bytes(self.input_dims, *self.kernel, self.c_out, dsp=True)
         if self.op == "depthwise":
-            return dwconv_scratch_bytes(w, *self.kernel, c, c * self.ch_mult, dsp=True)
+            return dwconv_scratch_bytes(self.input_dims, *self.kernel, self.input_dims[3] * self.ch_mult, dsp=True)
         return 0
 
     def describe(self) -> str:
