@@ -219,25 +219,6 @@ MT_INLINE int32_t mt_requant_sat8(int32_t acc, int32_t multiplier, int32_t shift
     return __ssat(__qadd(mt_requantize(acc, multiplier, shift), output_offset), 8);
 }
 
-/* requantize(acc, multiplier, ~k) + output_offset for k >= 0 (shift < 0): mt_requantize's short form with the
- * offset added by the same ADC (|result| <= 2^30, so nothing overflows); callers saturate with SSAT. */
-MT_INLINE int32_t mt_requant_off(int32_t acc, int32_t multiplier, int32_t k, int32_t output_offset)
-{
-#if defined(__GNUC__) && defined(__thumb2__)
-    int32_t lo, hi;
-    __asm__("smull %0, %1, %2, %3\n\t"
-            "lsls %0, %0, #1\n\t"
-            "asrs %1, %1, %4\n\t"
-            "adc %1, %1, %5"
-            : "=&r"(lo), "=&r"(hi)
-            : "r"(acc), "r"(multiplier), "r"(k), "r"(output_offset)
-            : "cc");
-    return hi;
-#else
-    return mt_requantize(acc, multiplier, ~k) + output_offset;
-#endif
-}
-
 /* (a * b + 2^31) >> 32 on the exact 64-bit product (SMMULR): a * b / 2^32 rounded, ties towards +infinity. */
 MT_INLINE int32_t mt_smmulr(int32_t a, int32_t b)
 {
