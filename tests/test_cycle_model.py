@@ -1,9 +1,11 @@
 """The instruction-counting plugin's Cortex-M4 timing model (tools/qemu_insn_count/insn_count.c) on sequences of
 known cost: each expected figure is worked out by hand from the Cortex-M4 TRM's instruction timings (ARM DDI
 0439, table 3-1) and its load/store pairing rules (section 3.3.2), as the comments show."""
+import numpy as np
 import pytest
 
-from mcu_train.bench.insn_count import Cost, function_ranges, measure_calls, run_counting
+from mcu_train.bench.insn_count import (Cost, call_return_sites, function_ranges, measure_calls, run_counting,
+                                        symbol_address)
 from mcu_train.boards import get_board
 from mcu_train.boards.build import build_elf
 from repo import ROOT
@@ -49,3 +51,31 @@ def test_marks_and_totals(elf):
     spans = res.spans()
     assert sum(s.instructions for s in spans) == res.total and sum(s.cycles for s in spans) == res.total_cycles
     assert Cost(10, 25) - Cost(4, 5) + Cost(1, 1) == Cost(7, 21) and Cost(8, 12).per_mac(4) == (2.0, 3.0)
+
+
+def test_call_return_sites(elf):
+    """seq_leaf is called once, by seq_call: the site is inside seq_call, 4 bytes after its PUSH {lr} + BL."""
+    assert call_return_sites(elf, "seq_leaf") == [symbol_address(elf, "seq_call") + 2 + 4]
+
+
+def test_estimated_cycles_of_whole_inferences(tmp_path):
+    """The hook `mcu-train bench` calls (mcu_train/bench/cycles.py): the instructions the plugin counts from the
+    entry of model_run to its return equal the firmware's own cost counter (SysTick, resolution 40, plus the
+    counter reads) on the default model, and their estimated cycles come with them."""
+    from codegen.compile import compile_model
+    from mcu_train.bench.cycles import classify_costs, estimate_model_cycles
+    from mcu_train.boards.build import build_firmware
+    from mcu_train.boards.runner import session
+    from mcu_train.link.model_client import ModelClient, load_model_meta, to_wire
+    from mcu_train.resources import DEFAULT_CALIB, DEFAULT_MODEL
+    board = get_board("mps2-an386")
+    compile_model(DEFAULT_MODEL, board, tmp_path / "model", calib=DEFAULT_CALIB, quiet=True)
+    meta = load_model_meta(tmp_path / "model")
+    elf = build_firmware(board, tmp_path / "model", tmp_path / "fw").elf
+    rows = to_wire(meta, np.load(DEFAULT_CALIB)["x"][:2])
+    with session(board, elf) as (_, link):
+        own = [ModelClient(link, meta).classify(r, force_exit=-1).cost for r in rows]
+    costs = classify_costs(board, elf, meta, rows)
+    assert [abs(c.instructions - n) <= 80 for c, n in zip(costs, own)] == [True, True], (costs, own)
+    assert all(c.instructions < c.cycles < 2 * c.instructions for c in costs)
+    assert estimate_model_cycles(board, elf, meta, rows[:1]) == costs[0].cycles

@@ -350,9 +350,10 @@ static void mt_dw_ring_row(const int8_t *row, int32_t w_in, int32_t c, int32_t l
 
 /* The depthwise convolution with scratch (ch_mult = 1, C >= 4; arguments checked). Returns 0 when the scratch
  * is too small for this shape (the caller falls back). */
-static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_params *p, const mt_per_channel_quant_params *q,
-                         const mt_dims *input_dims, const int8_t *input, const mt_dims *filter_dims,
-                         const int8_t *filter, const int32_t *bias, const mt_dims *output_dims, int8_t *output)
+static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_params *p,
+                                        const mt_per_channel_quant_params *q, const mt_dims *input_dims,
+                                        const int8_t *input, const mt_dims *filter_dims, const int8_t *filter,
+                                        const int32_t *bias, const mt_dims *output_dims, int8_t *output)
 {
     const int32_t c = input_dims->c, quads = (c + 3) >> 2, kh = filter_dims->h, kw = filter_dims->w;
     const int32_t w_out = output_dims->w, sw = p->stride.w;
@@ -512,7 +513,8 @@ static int mt_dw_mve(const mt_context *ctx, const mt_dw_conv_params *p, const mt
                         v = vshlq_s32(vaddq_s32(v, vldrwq_s32(g + 16 + 4 * half)), vldrwq_s32(g + 24 + 4 * half));
                         v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(p->activation.min)), vdupq_n_s32(p->activation.max));
                         const uint32x4_t offs = half ? odds : evens;
-                        vstrbq_scatter_offset_p_s32(output + ch, offs, v, vcmphiq_u32(vdupq_n_u32((uint32_t)(c - ch)), offs));
+                        const mve_pred16_t in_range = vcmphiq_u32(vdupq_n_u32((uint32_t)(c - ch)), offs);
+                        vstrbq_scatter_offset_p_s32(output + ch, offs, v, in_range);
                     }
                 }
             }

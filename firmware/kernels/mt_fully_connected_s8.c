@@ -131,7 +131,8 @@ static void mt_fc_mve_row(const int8_t *x, const int8_t *filter, const int32_t *
             }
         }
         for (int32_t r = 0; r < rows; r++) {
-            const uint32_t acc = (uint32_t)(bias ? bias[m + r] : 0) + (uint32_t)a[r] + (uint32_t)input_offset * (uint32_t)sw[r];
+            const uint32_t acc = (uint32_t)(bias ? bias[m + r] : 0) + (uint32_t)a[r]
+                                 + (uint32_t)input_offset * (uint32_t)sw[r];
             out[m + r] = mt_output_s8((int32_t)acc, q->multiplier[m + r], q->shift[m + r], lo, hi, out_off);
         }
     }

@@ -364,7 +364,8 @@ def dsp_pass_cases(seed: int = 3, count: int = 40) -> list[KernelCase]:
                                 padding=pad, input_offset=int(rng.choice([-127, 128, int(rng.integers(-127, 129))])),
                                 output_offset=int(rng.choice([-128, 127, int(rng.integers(-128, 128))])),
                                 act_min=act[0], act_max=act[1], bias=bias if rng.random() < 0.9 else None,
-                                multiplier=m, shift=sh, name=f"random pass {'depthwise' if depthwise else 'conv'} #{i}"))
+                                multiplier=m, shift=sh,
+                                name=f"random pass {'depthwise' if depthwise else 'conv'} #{i}"))
     return cases
 
 

@@ -2,12 +2,12 @@
  * QEMU TCG plugin: count guest instructions executed inside address ranges and estimate their Cortex-M4 cycles,
  * with snapshots at a marker.
  *
- *   qemu-system-arm ... -plugin insn_count.so,out=FILE[,range=LO:HI]...[,mark=ADDR]
+ *   qemu-system-arm ... -plugin insn_count.so,out=FILE[,range=LO:HI]...[,mark=ADDR]...
  *
  * range=LO:HI (hex or decimal, repeatable): count instructions whose address is in [LO, HI); with no range,
  *   every instruction counts.
- * mark=ADDR: each time the instruction at ADDR executes, "mark INSNS CYCLES" (the counts so far) is appended to
- *   FILE. At exit FILE gets "total INSNS CYCLES". Built at run time by mcu_train/bench/insn_count.py.
+ * mark=ADDR (up to 8): each time the instruction at one of them executes, "mark INSNS CYCLES" (the counts so far)
+ *   is appended to FILE. At exit FILE gets "total INSNS CYCLES". Built at run time by mcu_train/bench/insn_count.py.
  * profile=1 (with ranges): at exit FILE also gets "insn ADDR COUNT CYCLES" for every counted instruction executed
  *   (the per-address profile a kernel is tuned with; CYCLES excludes the refill of taken branches).
  *
@@ -81,6 +81,7 @@ void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
 
 #define MAX_RANGES 256
+#define MAX_MARKS 8
 #define PC 15
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -448,7 +449,8 @@ typedef struct {
 static uint64_t count, cycles; /* one vCPU: plain counters are enough */
 static uint64_t lo[MAX_RANGES], hi[MAX_RANGES];
 static int n_ranges;
-static uint64_t mark_addr = UINT64_MAX;
+static uint64_t mark_addrs[MAX_MARKS];
+static int n_marks;
 static const tb_info *last_tb;
 static FILE *out;
 static int profile;
@@ -462,6 +464,16 @@ static int in_ranges(uint64_t a)
     }
     for (int i = 0; i < n_ranges; i++) {
         if (a >= lo[i] && a < hi[i]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int is_mark(uint64_t a)
+{
+    for (int i = 0; i < n_marks; i++) {
+        if (a == mark_addrs[i]) {
             return 1;
         }
     }
@@ -510,7 +522,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         if (i == 0) {
             info->first_wide = size == 4;
         }
-        if (a == mark_addr) {
+        if (is_mark(a)) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_mark, QEMU_PLUGIN_CB_NO_REGS, NULL);
         }
         if (counted) {
@@ -564,8 +576,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             }
             hi[n_ranges] = strtoull(end + 1, NULL, 0);
             n_ranges++;
-        } else if (strncmp(a, "mark=", 5) == 0) {
-            mark_addr = strtoull(a + 5, NULL, 0);
+        } else if (strncmp(a, "mark=", 5) == 0 && n_marks < MAX_MARKS) {
+            mark_addrs[n_marks++] = strtoull(a + 5, NULL, 0);
         } else if (strcmp(a, "profile=1") == 0) {
             profile = 1;
         } else {
