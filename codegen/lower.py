@@ -34,10 +34,34 @@ def nhwc(shape):
     return (n, h, w, c)
 
 
-def conv_scratch_bytes(kh, kw, c_in, dsp):
-    """Must equal mt_conv_s8_get_buffer_size() (checked at run time by model_init and by tests)."""
-    groups = (kh * kw * c_in + 3) // 4
-    return groups * 20 if dsp else 0
+def conv_scratch_bytes(in_dims, kh, kw, c_out, dsp):
+    """Must equal mt_conv_s8_get_buffer_size() (checked at run time by model_init and by tests): widened weights
+    of one channel block (budget: 8 x the input tensor within [8 KB, 32 KB], at least one quad), the input band
+    (or im2col columns), trash outputs."""
+    if not dsp:
+        return 0
+    n, h, w, c_in = in_dims
+    kpairs = (kh * kw * c_in + 3) // 4 * 2
+    quad = 68 + 16 * kpairs
+    budget = min(32768, max(8192, 8 * n * h * w * c_in))
+    block = min((c_out + 3) // 4, max(1, budget // quad))
+    x = 10 * kpairs
+    if c_in % 4 == 0 and kh * kw > 1 and kh <= 16:
+        cols = ((w + kw - 1 + 1) // 2 - 1) + kw
+        x = max(x, cols * kh * c_in * 4)
+    return block * quad + x + (c_out + 3) // 4 * 4
+
+
+def dwconv_scratch_bytes(in_dims, kh, kw, c_out, dsp):
+    """Must equal mt_depthwise_conv_s8_get_buffer_size(): the quads' records and widened weights, a ring of KH
+    widened input rows and a zero row, trash outputs (0 where the DSP scratch path does not apply)."""
+    c_in, w = in_dims[3], in_dims[2]
+    if not dsp or c_out != c_in or c_out < 4:
+        return 0
+    quads = (c_out + 3) // 4
+    w_out = w + kw - 1
+    cols = ((w_out + 1) // 2 * 2 - 1) + kw
+    return quads * (17 + 2 * kh * kw) * 4 + (kh + 1) * cols * quads * 8 + (c_out + 3) // 4 * 4
 
 
 DILATED_PIXELS = 8  # output pixels gathered per call of the dense kernel (mt_conv_dilated_s8.c)
@@ -124,9 +148,10 @@ def lower(graph, dsp):
         step = Step(kernel, op.name, [buf(t) for t in op.inputs], op.output, nhwc(in_shape), nhwc(out_shape), q,
                     arrays, segment, exit_of.get(op.output, -1), needing.get(i, 0), macs=op.macs, act=op.act,
                     float_arrays=float_arrays)
-        if kernel == "conv":
+        if kernel in ("conv", "dwconv"):
             kh, kw = op.attrs["kernel"]
-            step.scratch_bytes = conv_scratch_bytes(kh, kw, step.in_dims[3], dsp)
+            size = conv_scratch_bytes if kernel == "conv" else dwconv_scratch_bytes
+            step.scratch_bytes = size(step.in_dims, kh, kw, step.out_dims[3], dsp)
         elif kernel == "conv_dilated":
             kh, kw = op.attrs["kernel"]
             step.scratch_bytes = conv_dilated_scratch_bytes(kh, kw, step.in_dims[3],

@@ -105,6 +105,7 @@ class Kernels:
     def __init__(self, path: Path):
         self.lib = C.CDLL(str(path))
         self.lib.mt_conv_s8_get_buffer_size.restype = i32
+        self.lib.mt_depthwise_conv_s8_get_buffer_size.restype = i32
 
     def _quant(self, multiplier, shift, n):
         m = _i32(np.broadcast_to(multiplier, (n,)))
@@ -138,7 +139,10 @@ class Kernels:
         return st, out
 
     def depthwise_conv2d(self, x, w, bias=None, *, input_offset, output_offset, multiplier, shift, ch_mult=1,
-                         stride=(1, 1), padding=(0, 0, 0, 0), act_min=-128, act_max=127):
+                         stride=(1, 1), padding=(0, 0, 0, 0), act_min=-128, act_max=127, scratch=None,
+                         scratch_buf=None):
+        """scratch: the scratch size passed (default: the size query's answer; 0: none, the fallback path);
+        scratch_buf: the scratch memory (default: a fresh buffer 4 bytes longer)."""
         x = np.ascontiguousarray(x, np.int8)
         w = np.ascontiguousarray(np.asarray(w, np.int8).reshape(np.shape(w)[-3:]))
         n, h, wd, ci = x.shape
@@ -151,7 +155,10 @@ class Kernels:
         bias_a = None if bias is None else _i32(bias)
         params = DwConvParams(input_offset, output_offset, ch_mult, Tile(*stride), Padding(t, l, b, r), Tile(1, 1),
                               Activation(act_min, act_max))
-        ctx = Context(None, 0)
+        if scratch is None:
+            scratch = self.lib.mt_depthwise_conv_s8_get_buffer_size(C.byref(idims), C.byref(fdims))
+        buf = np.zeros(max(scratch, 1) + 4, np.uint8) if scratch_buf is None else scratch_buf
+        ctx = Context(buf.ctypes.data if scratch else None, scratch)
         st = self.lib.mt_depthwise_conv_s8(C.byref(ctx), C.byref(params), C.byref(q), C.byref(idims),
                                            _p(x, C.c_int8), C.byref(fdims), _p(w, C.c_int8),
                                            None if bias_a is None else _p(bias_a, i32), C.byref(odims),

@@ -330,24 +330,11 @@ def _guarded(nbytes: int, dtype, shape, guard_before: bool) -> np.ndarray:
     return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(start), dtype=dtype).reshape(shape)
 
 
-@pytest.mark.parametrize("shape,stride", [((1, 1, 33, 17, 19), (1, 1)), ((1, 1, 64, 16, 32), (1, 1)),
-                                          ((2, 3, 5, 6, 3), (2, 2)), ((1, 1, 9, 7, 2), (1, 3)),
-                                          ((1, 2, 7, 4, 5), (1, 1))])
-def test_conv_1x1_touches_only_its_arrays(libs, shape, stride):
-    """The 1x1 route reads no byte outside the input and the filter (tail words are the rows' last 4 bytes),
-    writes none outside the output, and needs no more scratch than the size query returns: each array sits
-    against an inaccessible page, on one side and then the other (run in a child process: a stray access
-    kills it, not the test run)."""
-    n, h, w, ci, co = shape
-    rng = np.random.default_rng(ci + co)
-    x = rng.integers(-128, 128, (n, h, w, ci), dtype=np.int8)
-    wt = rng.integers(-127, 128, (co, 1, 1, ci), dtype=np.int8)
-    bias = rng.integers(-3000, 3000, co).astype(np.int32)
-    m, s = _model_like_quant(rng, ci, co)
-    kw = dict(input_offset=-9, output_offset=4, multiplier=m, shift=s, stride=stride)
-    expected = R.conv2d(x, wt, bias, **kw)
-    lib = libs["dsp"]
-    size = lib.lib.mt_conv_s8_get_buffer_size(ctypes.byref(H.Dims(n, h, w, ci)), ctypes.byref(H.Dims(co, 1, 1, ci)))
+def _touches_only_its_arrays(lib, op, x, wt, bias, kw, size):
+    """Runs `lib`'s `op` with input, filter, scratch (`size` bytes) and output each against an
+    inaccessible page, on one side and then the other, in a child process (a stray access kills it, not the test
+    run), and asserts the child computed numpy's result."""
+    expected = getattr(R, op)(x, wt, bias, **kw)
     for guard_before in (False, True):
         pid = os.fork()
         if pid == 0:  # child: report through the exit status only
@@ -356,16 +343,55 @@ def test_conv_1x1_touches_only_its_arrays(libs, shape, stride):
                 gx = _guarded(x.nbytes, np.int8, x.shape, guard_before)
                 gw = _guarded(wt.nbytes, np.int8, wt.shape, guard_before)
                 gs = _guarded(size, np.uint8, (size,), guard_before)
-                go = _guarded(expected.nbytes, np.int8, expected.shape, guard_before)
                 gx[...] = x
                 gw[...] = wt
-                st, out = lib.conv2d(gx, gw, bias, scratch_buf=gs, out=go, **kw)
+                if op == "conv2d":
+                    go = _guarded(expected.nbytes, np.int8, expected.shape, guard_before)
+                    st, out = lib.conv2d(gx, gw, bias, scratch_buf=gs, out=go, **kw)
+                else:
+                    st, out = lib.depthwise_conv2d(gx, gw, bias, scratch_buf=gs, **kw)
                 code = 0 if st == H.MT_SUCCESS and np.array_equal(out, expected) else 1
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status), f"guard_before={guard_before}: killed by signal {os.WTERMSIG(status)}"
         assert os.WEXITSTATUS(status) == 0, f"guard_before={guard_before}: exit status {os.WEXITSTATUS(status)}"
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pad", [
+    ((1, 1, 33, 17, 19), (1, 1), (1, 1), (0, 0, 0, 0)), ((1, 1, 64, 16, 32), (1, 1), (1, 1), (0, 0, 0, 0)),
+    ((2, 3, 5, 6, 3), (1, 1), (2, 2), (0, 0, 0, 0)), ((1, 1, 9, 7, 2), (1, 1), (1, 3), (0, 0, 0, 0)),
+    ((1, 5, 7, 8, 5), (3, 3), (1, 1), (1, 1, 1, 1)), ((1, 6, 9, 12, 6), (3, 3), (2, 2), (0, 0, 1, 1)),
+    ((1, 7, 7, 3, 16), (3, 3), (1, 1), (1, 1, 1, 1)), ((1, 1, 20, 3, 16), (1, 5), (1, 1), (0, 2, 0, 2))])
+def test_conv_touches_only_its_arrays(libs, shape, kernel, stride, pad):
+    """The DSP passes read no byte outside the input and the filter (tail words are the rows' last 4 bytes, band
+    and im2col reads stay inside the rows), write none outside the output, and need no more scratch than the
+    size query returns."""
+    n, h, w, ci, co = shape
+    rng = np.random.default_rng(ci + co)
+    x = rng.integers(-128, 128, (n, h, w, ci), dtype=np.int8)
+    wt = rng.integers(-127, 128, (co, *kernel, ci), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, co).astype(np.int32)
+    m, s = _model_like_quant(rng, ci * kernel[0] * kernel[1], co)
+    size = libs["dsp"].lib.mt_conv_s8_get_buffer_size(ctypes.byref(H.Dims(n, h, w, ci)),
+                                                       ctypes.byref(H.Dims(co, *kernel, ci)))
+    _touches_only_its_arrays(libs["dsp"], "conv2d", x, wt, bias, dict(input_offset=-9, output_offset=4, multiplier=m, shift=s,
+                                                         stride=stride, padding=pad), size)
+
+
+@pytest.mark.parametrize("shape,stride", [((1, 5, 7, 8), (1, 1)), ((2, 6, 5, 13), (1, 1)), ((1, 7, 8, 12), (2, 2))])
+def test_depthwise_touches_only_its_arrays(libs, shape, stride):
+    n, h, w, c = shape
+    rng = np.random.default_rng(c)
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    wt = rng.integers(-127, 128, (3, 3, c), dtype=np.int8)
+    m, s = _model_like_quant(rng, 9, c)
+    size = libs["dsp"].lib.mt_depthwise_conv_s8_get_buffer_size(ctypes.byref(H.Dims(*shape)),
+                                                                 ctypes.byref(H.Dims(1, 3, 3, c)))
+    assert size > 0
+    _touches_only_its_arrays(libs["dsp"], "depthwise_conv2d", x, wt, None, dict(input_offset=7, output_offset=-5, multiplier=m,
+                                                                   shift=s, stride=stride, padding=(1, 1, 1, 1)),
+                             size)
 
 
 def test_depthwise_random(libs):
@@ -387,6 +413,51 @@ def test_depthwise_random(libs):
         _check(libs, "depthwise_conv2d", (x, wt, bias), dict(multiplier=m, shift=s, ch_mult=mult, stride=stride,
                                                              padding=pad, **_rand_common(rng, True)))
         done += 1
+
+
+def test_depthwise_without_scratch(libs):
+    """A caller that passes no scratch (ctx {NULL, 0}) still gets the exact result (the per-pixel DSP path)."""
+    rng = np.random.default_rng(21)
+    x = rng.integers(-128, 128, (1, 6, 7, 12), dtype=np.int8)
+    wt = rng.integers(-127, 128, (3, 3, 12), dtype=np.int8)
+    m, s = _model_like_quant(rng, 9, 12)
+    kw = dict(input_offset=-9, output_offset=4, multiplier=m, shift=s, padding=(1, 1, 1, 1))
+    for lib in libs.values():
+        st, out = lib.depthwise_conv2d(x, wt, None, scratch=0, **kw)
+        assert st == H.MT_SUCCESS and np.array_equal(out, R.depthwise_conv2d(x, wt, None, **kw))
+
+
+def test_pass_cases_on_host(libs):
+    """The randomised cases aimed at the DSP passes (kernel_harness.dsp_pass_cases: band and im2col convs,
+    depthwise shapes, requantisation edges) through the C passes of the host build."""
+    from mcu_train.bench.kernel_harness import dsp_pass_cases
+    for case in dsp_pass_cases(seed=11, count=60):
+        d = case.data()
+        common = dict(input_offset=case.input_offset, output_offset=case.output_offset, multiplier=case.multiplier,
+                      shift=case.shift, stride=case.stride, padding=case.padding, act_min=case.act_min,
+                      act_max=case.act_max)
+        bias = None if case.bias is None else np.asarray(case.bias, np.int32)
+        w = d["w"] if case.op == "conv" else d["w"].reshape(case.filter_dims[1:])
+        _check(libs, "conv2d" if case.op == "conv" else "depthwise_conv2d", (d["x"], w, bias), common)
+
+
+def test_scratch_sizes_match_the_compiler(libs):
+    """codegen.lower mirrors the kernels' scratch size queries (the planner reserves what they will ask for)."""
+    from codegen.lower import conv_scratch_bytes, dwconv_scratch_bytes
+    lib = libs["dsp"].lib
+    rng = np.random.default_rng(22)
+    for _ in range(300):
+        n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        c_in, c_out = int(rng.integers(1, 80)), int(rng.integers(1, 80))
+        kh, kw = int(rng.integers(1, 11)), int(rng.integers(1, 6))
+        idims, fdims = H.Dims(n, h, w, c_in), H.Dims(c_out, kh, kw, c_in)
+        assert lib.mt_conv_s8_get_buffer_size(ctypes.byref(idims), ctypes.byref(fdims)) == \
+            conv_scratch_bytes((n, h, w, c_in), kh, kw, c_out, dsp=True)
+        mult = int(rng.choice([1, 1, 2]))
+        ddims = H.Dims(1, kh, kw, c_in * mult)
+        assert lib.mt_depthwise_conv_s8_get_buffer_size(ctypes.byref(idims), ctypes.byref(ddims)) == \
+            dwconv_scratch_bytes((n, h, w, c_in), kh, kw, c_in * mult, dsp=True)
+        assert libs["ref"].lib.mt_conv_s8_get_buffer_size(ctypes.byref(idims), ctypes.byref(fdims)) == 0
 
 
 def test_fully_connected_random(libs):

@@ -2,35 +2,105 @@
  * mt_conv_s8: int8 convolution, groups = 1, NHWC input, OHWI filter, per-channel requantisation.
  *
  * Reference path: one loop nest per output value.
- * DSP path (Cortex-M4/M7/M33): im2col of two output positions at a time into int16 columns (input offset
- * added, padded taps 0, each group of 4 values stored as SXTB16 pairs (x0,x2),(x1,x3), the two columns
- * interleaved), then a 2 output channels x 2 positions SMLAD kernel over the columns, reading the int8
- * filter directly; the 4 results are requantised, packed and clamped together (SSUB8 / SEL). K = KH*KW*C_in
- * need not be a multiple of 4: the last partial group reads the row's last 4 filter bytes and shifts the
- * extra ones out, so no byte outside the filter array is read.
- * 1x1 filters without padding (C_in >= 4, C_out >= 2) take their own DSP route, mt_conv_1x1() below: no
- * im2col (a position's input row is already contiguous), the filter rows widened once per output-channel pair.
+ * DSP path (Cortex-M4/M7/M33): two output positions x four output channels per pass, every operand widened to
+ * int16 beforehand, so the inner step is 3 LDRD + 8 SMLAD for 16 MACs (no SXTB16 in the loop):
+ *   - weights: the output channels go in quads (the last one overlaps its neighbour when C_out % 4 != 0); a
+ *     block of quads (as many as fit the weight budget, at least one) is widened into the scratch
+ *     buffer once per call, each quad as a record {4 biases, channel offset, 4 x (multiplier, ~shift)}
+ *     followed by its weights: per group of 4 K values the quad's pairs (k0, k2), then its pairs (k1, k3), as
+ *     SXTB16 produces them;
+ *   - inputs: the same pairs with the input offset added (SXTAB16), the two positions' words interleaved so
+ *     one LDRD fetches both, and a position's whole window contiguous, so the MAC loop is one run of K / 2
+ *     steps. Two ways to lay them out:
+ *       band (C_in % 4 == 0, KH x KW > 1): per output row, the positions are paired as (ox, ox + half) and
+ *         band column j holds the KH input rows' values at input column j - left (first position) and
+ *         j - left + stride * half (second), zeros outside the input; a window is KW consecutive columns,
+ *         read in place (no im2col: each input value is widened once per output row, not once per tap; the
+ *         weights are widened in the matching (kx, ky, c) order);
+ *       im2col (any other shape, or when the band does not fit the scratch): the K values (OHWI order,
+ *         padded to a multiple of 4) of two consecutive positions gathered and widened; padding taps are the
+ *         input zero point, which widens to 0.
+ * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs at a time,
+ * entering the first round part way (Duff's device) so any K works, then requantises the 8 accumulators
+ * (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a
+ * word, clamps them with SSUB8 / SEL and stores one word per position. On Thumb-2 with every shift of the block
+ * < 0 the pass is one assembly function (mt_conv_pair_asm); otherwise (shifts >= 0, C_out < 4, the host tests)
+ * the same pass runs in C (mt_conv_pair_c). An odd position count pairs its last position with a dummy whose
+ * outputs go to a trash area of the scratch buffer.
  */
 #include "mt_support.h"
 
 #if MT_USE_DSP
-/* im2col words per group of 4 K values: column 0 (x0,x2), column 1 (x0,x2), column 0 (x1,x3), column 1 (x1,x3),
- * so the 2-column kernel fetches a group with two LDRDs. */
-static int32_t mt_conv_groups(int32_t k)
+/* Code bytes of one K-pair step of mt_conv_pair_asm (every instruction of it is 32-bit). */
+#if defined(MT_CONV_LOAD_CHAINS)
+#define MT_CONV_STEP_BYTES 52
+#else
+#define MT_CONV_STEP_BYTES 44
+#endif
+/* Bytes of widened weights per channel block (at least one quad is taken whatever the budget): 8 times the input
+ * tensor, within [8 KB, 32 KB]. A bigger block rebuilds the input band or im2col columns fewer times; a layer
+ * with small activations, which take little of the arena, gets a small block. */
+static int32_t mt_conv_weight_budget(const mt_dims *input_dims)
 {
-    return (k + 3) >> 2;
+    return MT_MIN(32768, MT_MAX(8192, 8 * input_dims->n * input_dims->h * input_dims->w * input_dims->c));
+}
+
+/* K-pairs of the widened weights: K rounded up to a multiple of 4, halved. */
+static int32_t mt_conv_kpairs(const mt_dims *f)
+{
+    return ((f->h * f->w * f->c + 3) >> 2) * 2;
+}
+
+static int32_t mt_conv_quad_bytes(const mt_dims *f)
+{
+    return 4 * MT_PASS_REC_WORDS + 16 * mt_conv_kpairs(f);
+}
+
+/* Two interleaved int16 columns (8 bytes per K-pair) plus the int8 staging column (2 bytes per K-pair). */
+static int32_t mt_conv_im2col_bytes(const mt_dims *f)
+{
+    return 10 * mt_conv_kpairs(f);
+}
+
+static int mt_conv_band_shape(const mt_dims *f)
+{
+    return (f->c & 3) == 0 && f->h * f->w > 1 && f->h <= 16;
+}
+
+/* Band columns for an output row of w_out positions paired as (ox, ox + half). */
+static int32_t mt_conv_band_cols(int32_t w_out, int32_t kw, int32_t stride)
+{
+    return stride * ((w_out + 1) / 2 - 1) + kw;
+}
+
+/* Each band column: KH rows x C_in values x 2 positions, int16. */
+static int32_t mt_conv_band_bytes(const mt_dims *f, int32_t cols)
+{
+    return cols * f->h * f->c * 4;
+}
+
+static int32_t mt_conv_trash_bytes(const mt_dims *f)
+{
+    return (f->n + 3) & ~3;
 }
 #endif
 
 int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims)
 {
-    (void)input_dims;
 #if MT_USE_DSP
-    const int32_t groups = mt_conv_groups(filter_dims->h * filter_dims->w * filter_dims->c);
-    /* interleaved int16 columns (16 bytes per group) + one int8 staging column; the 1x1 route uses the first
-     * 16 bytes per group, for two widened filter rows */
-    return groups * 16 + groups * 4;
+    /* The widened weights of one channel block, the input area (the band for output rows as wide as the
+     * input plus KW - 1, i.e. padding up to KW - 1 on each side, or the im2col columns), the trash outputs. */
+    const int32_t quads = (filter_dims->n + 3) >> 2;
+    const int32_t qb = mt_conv_quad_bytes(filter_dims);
+    const int32_t block = MT_MIN(quads, MT_MAX(1, mt_conv_weight_budget(input_dims) / qb));
+    int32_t x = mt_conv_im2col_bytes(filter_dims);
+    if (mt_conv_band_shape(filter_dims)) {
+        x = MT_MAX(x, mt_conv_band_bytes(filter_dims,
+                                         mt_conv_band_cols(input_dims->w + filter_dims->w - 1, filter_dims->w, 1)));
+    }
+    return block * qb + x + mt_conv_trash_bytes(filter_dims);
 #else
+    (void)input_dims;
     (void)filter_dims;
     return 0;
 #endif
@@ -38,491 +108,539 @@ int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *fil
 
 #if MT_USE_DSP
 
-/* Fills one column of the interleaved im2col buffer for output position (oy, ox): cols points at word 0 of
- * the buffer for column 0 and at word 1 for column 1. stage holds 4 * groups int8 bytes. */
-static void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
-                           const mt_conv_params *p, int32_t oy, int32_t ox, int8_t *stage, int32_t *cols,
-                           int32_t groups, int32_t off16x2)
+/* The pass in C (mt_pass, mt_support.h): the reference for mt_conv_pair_asm, and what runs when it cannot (any
+ * shift, any C_out). */
+static void mt_conv_pair_c(const mt_pass *j)
 {
-    const int32_t c_in = input_dims->c;
-    const int32_t kw = filter_dims->w;
-    const int32_t row_len = kw * c_in;
+    const int32_t *r = j->w;
+    for (int32_t q = 0; q < j->quads; q++) {
+        int32_t a[8];
+        for (int32_t c = 0; c < 4; c++) {
+            a[c] = a[c + 4] = r[c];
+        }
+        const int32_t *w = r + MT_PASS_REC_WORDS;
+        const int32_t *x = j->x;
+        for (int32_t i = 0; i < j->n; i++, x += 2, w += 4) {
+            for (int32_t c = 0; c < 4; c++) {
+                a[c] = mt_smlad(w[c], x[0], a[c]);
+                a[c + 4] = mt_smlad(w[c], x[1], a[c + 4]);
+            }
+        }
+        mt_pass_store(j, r, a);
+        r = w;
+    }
+}
+
+#if defined(__GNUC__) && defined(__thumb2__)
+void mt_conv_pair_asm(const mt_pass *j);
+
+#if defined(MT_CONV_LOAD_CHAINS)
+/* One K-pair with the first four loads as a pipelined LDR chain (5 cycles for 4 words on Cortex-M4 instead of
+ * 6 for two LDRDs): 13 instructions, 16 estimated cycles for 16 MACs (52 bytes). */
+#define MT_CONV_STEP \
+    "ldr r8, [r12], #8\n\t" \
+    "ldr r9, [r12, #-4]\n\t" \
+    "ldr r10, [lr], #16\n\t" \
+    "ldr r11, [lr, #-12]\n\t" \
+    "smlad r0, r10, r8, r0\n\t" \
+    "smlad r4, r10, r9, r4\n\t" \
+    "smlad r1, r11, r8, r1\n\t" \
+    "smlad r5, r11, r9, r5\n\t" \
+    "ldrd r10, r11, [lr, #-8]\n\t" \
+    "smlad r2, r10, r8, r2\n\t" \
+    "smlad r6, r10, r9, r6\n\t" \
+    "smlad r3, r11, r8, r3\n\t" \
+    "smlad r7, r11, r9, r7\n\t"
+#else
+/* One K-pair: the two positions' words, the quad's 4 weight words in two LDRDs, 8 SMLAD: 11 instructions, 17
+ * estimated cycles for 16 MACs (44 bytes). */
+#define MT_CONV_STEP \
+    "ldrd r8, r9, [r12], #8\n\t" \
+    "ldrd r10, r11, [lr], #8\n\t" \
+    "smlad r0, r10, r8, r0\n\t" \
+    "smlad r4, r10, r9, r4\n\t" \
+    "smlad r1, r11, r8, r1\n\t" \
+    "smlad r5, r11, r9, r5\n\t" \
+    "ldrd r10, r11, [lr], #8\n\t" \
+    "smlad r2, r10, r8, r2\n\t" \
+    "smlad r6, r10, r9, r6\n\t" \
+    "smlad r3, r11, r8, r3\n\t" \
+    "smlad r7, r11, r9, r7\n\t"
+#endif
+#define MT_CONV_STEP4 MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP
+
+/* The conv pass (mt_pass, rounds in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position 1,
+ * r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] rounds
+ * left, [8] this record, [12] quads left, [16] the loop entry address, [20] the next record. */
+__asm__(".syntax unified\n"
+        ".thumb\n"
+        ".section .text.mt_conv_pair_asm,\"ax\",%progbits\n"
+        ".global mt_conv_pair_asm\n"
+        ".type mt_conv_pair_asm, %function\n"
+        ".p2align 2\n"
+        "mt_conv_pair_asm:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "sub sp, #28\n\t"
+        "str r0, [sp]\n\t"
+        "ldr r2, [r0, #4]\n\t"
+        "str r2, [sp, #12]\n\t"
+        "ldr r2, [r0, #16]\n\t"
+        "adr r3, 3f\n\t"
+        "add r3, r3, r2\n\t"
+        "str r3, [sp, #16]\n\t"
+        "ldr r1, [r0]\n"
+        "1:\n\t" /* quad loop, r1 = record */
+        "str r1, [sp, #8]\n\t"
+        "add lr, r1, #68\n\t"
+        "ldm r1, {r0, r1, r2, r3}\n\t"
+        "mov r4, r0\n\t"
+        "mov r5, r1\n\t"
+        "mov r6, r2\n\t"
+        "mov r7, r3\n\t"
+        "ldr r8, [sp]\n\t"
+        "ldrd r12, r9, [r8, #8]\n\t"
+        "str r9, [sp, #4]\n\t"
+        "ldr r11, [sp, #16]\n\t"
+        "mov pc, r11\n\t"
+        ".p2align 2\n"
+        "3:\n\t" MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4
+        "ldr r8, [sp, #4]\n\t"
+        "subs r8, r8, #1\n\t"
+        "str r8, [sp, #4]\n\t"
+        "bne 3b\n\t"
+        "str lr, [sp, #20]\n\t" /* requantise, pack, clamp, store */
+        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT
+        "ldr r1, [sp, #20]\n\t"
+        "ldr r2, [sp, #12]\n\t"
+        "subs r2, r2, #1\n\t"
+        "str r2, [sp, #12]\n\t"
+        "bne 1b\n\t"
+        "add sp, #28\n\t"
+        "pop {r4-r11, pc}\n"
+        ".size mt_conv_pair_asm, . - mt_conv_pair_asm\n"
+        ".text\n");
+#endif
+
+static void mt_conv_run(const mt_pass *j, int fast)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    if (fast) {
+        mt_conv_pair_asm(j);
+        return;
+    }
+#endif
+    (void)fast;
+    mt_conv_pair_c(j);
+}
+
+/* Widens quads q0 .. q0 + nq - 1 (records and weights, layout above) into dst, the K groups in OHWI order or,
+ * for the band (kx_major), in (kx, ky, c) order. Returns 1 when mt_conv_pair_asm can take every record. */
+static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int32_t *bias,
+                               const mt_per_channel_quant_params *q, int32_t out_off, int32_t q0, int32_t nq,
+                               int kx_major, int32_t *dst)
+{
+    const int32_t c_out = f->n, k = f->h * f->w * f->c;
+    const int32_t groups = (k + 3) >> 2, row_groups = f->c >> 2;
+    int fast = 1;
+    for (int32_t qi = q0; qi < q0 + nq; qi++) {
+        const int32_t ch = c_out >= 4 ? MT_MIN(4 * qi, c_out - 4) : 0;
+        fast &= mt_pass_record(dst, bias, q, ch, c_out, out_off);
+        dst += MT_PASS_REC_WORDS;
+        for (int32_t c = 0; c < 4; c++) {
+            const int8_t *row = filter + (ch + c) * k;
+            int32_t *d = dst + c;
+            if (ch + c >= c_out) {
+                for (int32_t g = 0; g < groups; g++, d += 8) {
+                    d[0] = d[4] = 0;
+                }
+            } else if (kx_major) {
+                for (int32_t kx = 0; kx < f->w; kx++) {
+                    for (int32_t ky = 0; ky < f->h; ky++) {
+                        const int8_t *src = row + (ky * f->w + kx) * f->c;
+                        for (int32_t g = 0; g < row_groups; g++, src += 4, d += 8) {
+                            const int32_t v = mt_read_s32(src);
+                            d[0] = mt_lo(v);
+                            d[4] = mt_hi(v);
+                        }
+                    }
+                }
+            } else {
+                for (int32_t g = 0; g < groups; g++, d += 8) {
+                    const int32_t v = 4 * g + 4 <= k ? mt_read_s32(row + 4 * g) : mt_read_tail(row, k);
+                    d[0] = mt_lo(v);
+                    d[4] = mt_hi(v);
+                }
+            }
+        }
+        dst += 8 * groups;
+    }
+    return fast;
+}
+
+/* Two runs of n int8 values (s0 and s1; NULL: padding, which widens to 0) widened with the input offset added
+ * into interleaved words at dst: per group of 4 values (x0, x2) of s0, of s1, then (x1, x3) of s0, of s1. n is a
+ * multiple of 4. */
+static void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n, int32_t off16x2, int32_t *dst)
+{
+    if (s0 && s1) {
+#if defined(__GNUC__) && defined(__thumb2__)
+        int32_t a, b, t0, t1;
+        __asm__ volatile("1:\n\t"
+                         "ldr %[a], [%[s0]], #4\n\t"
+                         "ldr %[b], [%[s1]], #4\n\t"
+                         "sxtab16 %[t0], %[off], %[a]\n\t"
+                         "sxtab16 %[t1], %[off], %[b]\n\t"
+                         "sxtab16 %[a], %[off], %[a], ror #8\n\t"
+                         "sxtab16 %[b], %[off], %[b], ror #8\n\t"
+                         "strd %[t0], %[t1], [%[d]], #16\n\t"
+                         "subs %[n], %[n], #4\n\t"
+                         "strd %[a], %[b], [%[d], #-8]\n\t"
+                         "bne 1b"
+                         : [s0] "+r"(s0), [s1] "+r"(s1), [d] "+r"(dst), [n] "+r"(n), [a] "=&r"(a), [b] "=&r"(b),
+                           [t0] "=&r"(t0), [t1] "=&r"(t1)
+                         : [off] "r"(off16x2)
+                         : "cc", "memory");
+#else
+        for (; n > 0; n -= 4, s0 += 4, s1 += 4, dst += 4) {
+            const int32_t v0 = mt_read_s32(s0), v1 = mt_read_s32(s1);
+            dst[0] = mt_lo_off(v0, off16x2);
+            dst[1] = mt_lo_off(v1, off16x2);
+            dst[2] = mt_hi_off(v0, off16x2);
+            dst[3] = mt_hi_off(v1, off16x2);
+        }
+#endif
+        return;
+    }
+    const int32_t first = s0 == 0; /* the word slot of the position that is padding */
+    const int8_t *src = s0 ? s0 : s1;
+    for (; n > 0; n -= 4, dst += 4) {
+        const int32_t v = src ? mt_read_s32(src) : 0;
+        dst[first] = src ? mt_lo_off(v, off16x2) : 0;
+        dst[first ^ 1] = 0;
+        dst[2 + first] = src ? mt_hi_off(v, off16x2) : 0;
+        dst[3 - first] = 0;
+        src += src ? 4 : 0;
+    }
+}
+
+/* n int8 values at src widened into every other word pair of dst (one position of the im2col column: words 0
+ * and 2 of each 4); a last partial group takes the row's last bytes (mt_read_tail: the filter is zero beyond). */
+static void mt_conv_widen_col(const int8_t *src, int32_t n, int32_t off16x2, int32_t *dst)
+{
+    const int32_t whole = n & ~3;
+    for (int32_t i = 0; i < whole; i += 4, dst += 4) {
+        const int32_t v = mt_read_s32(src + i);
+        dst[0] = mt_lo_off(v, off16x2);
+        dst[2] = mt_hi_off(v, off16x2);
+    }
+    if (n & 3) {
+        const int32_t v = mt_read_tail(src, n);
+        dst[0] = mt_lo_off(v, off16x2);
+        dst[2] = mt_hi_off(v, off16x2);
+    }
+}
+
+/* n bytes: a copy of src, or (src NULL) the byte pad; returns dst + n. */
+MT_INLINE int8_t *mt_conv_copy(int8_t *dst, const int8_t *src, int32_t n, int8_t pad)
+{
+    if (src) {
+        for (; n >= 4; n -= 4, src += 4, dst += 4) {
+            mt_write_s32(dst, mt_read_s32(src));
+        }
+        for (; n > 0; n--) {
+            *dst++ = *src++;
+        }
+    } else {
+        const int32_t pad4 = (int32_t)mt_splat4(pad);
+        for (; n >= 4; n -= 4, dst += 4) {
+            mt_write_s32(dst, pad4);
+        }
+        for (; n > 0; n--) {
+            *dst++ = pad;
+        }
+    }
+    return dst;
+}
+
+/* Fills one column of the interleaved im2col buffer for output position (oy, ox) of image `in` (any position;
+ * mt_conv_gather is the faster way for windows inside the input): cols points at word 0 of the buffer for the
+ * first position and at word 1 for the second. The window is gathered into the int8 stage (padding: the input
+ * zero point, which widens to 0; K padded to whole groups), then widened. */
+static MT_NO_LIBCALLS void mt_conv_im2col(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
+                                          const mt_conv_params *p, int32_t oy, int32_t ox, int8_t *stage,
+                                          int32_t *cols, int32_t groups, int32_t off16x2)
+{
+    const int32_t c_in = input_dims->c, kw = filter_dims->w, kh = filter_dims->h;
+    const int32_t in_row = input_dims->w * c_in;
     const int32_t iy0 = oy * p->stride.h - p->padding.top;
     const int32_t ix0 = ox * p->stride.w - p->padding.left;
     const int32_t kx0 = MT_MAX(0, -ix0);
-    const int32_t kx1 = MT_MIN(kw, input_dims->w - ix0);
-    const int8_t pad = (int8_t)(-p->input_offset); /* the input zero point: widens to 0 */
+    const int32_t kx1 = MT_MAX(kx0, MT_MIN(kw, input_dims->w - ix0));
+    const int8_t *src = in + iy0 * in_row + ix0 * c_in;
+    const int8_t pad = (int8_t)(-p->input_offset);
     int8_t *s = stage;
+    for (int32_t ky = 0; ky < kh; ky++, src += in_row) {
+        const int row_in = iy0 + ky >= 0 && iy0 + ky < input_dims->h;
+        s = mt_conv_copy(s, 0, (row_in ? kx0 : kw) * c_in, pad);
+        if (row_in) {
+            s = mt_conv_copy(s, src + kx0 * c_in, (kx1 - kx0) * c_in, pad);
+            s = mt_conv_copy(s, 0, (kw - kx1) * c_in, pad);
+        }
+    }
+    mt_conv_copy(s, 0, (int32_t)(stage + 4 * groups - s), pad);
+    mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
+}
 
-    for (int32_t ky = 0; ky < filter_dims->h; ky++) {
+/* The window at src, inside the input, into one column of the im2col buffer (as mt_conv_im2col). direct: its
+ * rows are whole groups of 4 (or there is one row), widened straight from the input; else the rows are copied in
+ * whole words into the stage first (a row's copy may run up to 3 bytes past it, into stage bytes the next row
+ * overwrites or beyond K, where the filter is zero; the caller checked the reads stay inside the input). */
+MT_INLINE void mt_conv_gather(const int8_t *src, int32_t kh, int32_t in_row, int32_t row_len, int direct,
+                              int8_t *stage, int32_t groups, int32_t off16x2, int32_t *cols)
+{
+    if (direct) {
+        for (int32_t ky = 0; ky < kh; ky++, src += in_row, cols += row_len) {
+            mt_conv_widen_col(src, row_len, off16x2, cols);
+        }
+        return;
+    }
+    int8_t *s = stage;
+    for (int32_t ky = 0; ky < kh; ky++, src += in_row, s += row_len) {
+        for (int32_t i = 0; i < row_len; i += 4) {
+            mt_write_s32(s + i, mt_read_s32(src + i));
+        }
+    }
+    mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
+}
+
+/* The band for output row oy of image `in` (layout above): cols columns; column j holds, for each of the KH
+ * input rows, input column j - left for the first position and j - left + d for the second. */
+static void mt_conv_band(const int8_t *in, const mt_dims *input_dims, const mt_dims *filter_dims,
+                         const mt_conv_params *p, int32_t oy, int32_t d, int32_t cols, int32_t off16x2, int32_t *dst)
+{
+    const int32_t c_in = input_dims->c, w_in = input_dims->w, kh = filter_dims->h;
+    const int32_t iy0 = oy * p->stride.h - p->padding.top;
+    const int8_t *rows[16]; /* the KH input rows (NULL: padding); taller filters go the im2col way */
+    for (int32_t ky = 0; ky < kh; ky++) {
         const int32_t iy = iy0 + ky;
-        if (iy < 0 || iy >= input_dims->h || kx0 >= kx1) {
-            __builtin_memset(s, pad, (uint32_t)row_len);
-        } else {
-            const int32_t before = kx0 * c_in;
-            const int32_t valid = (kx1 - kx0) * c_in;
-            if (before > 0) {
-                __builtin_memset(s, pad, (uint32_t)before);
-            }
-            __builtin_memcpy(s + before, in + (iy * input_dims->w + ix0 + kx0) * c_in, (uint32_t)valid);
-            if (before + valid < row_len) {
-                __builtin_memset(s + before + valid, pad, (uint32_t)(row_len - before - valid));
-            }
+        rows[ky] = iy >= 0 && iy < input_dims->h ? in + (iy * w_in - p->padding.left) * c_in : 0;
+    }
+    for (int32_t j = 0; j < cols; j++) {
+        const int32_t c0 = j - p->padding.left, c1 = c0 + d;
+        const int32_t o0 = c0 >= 0 && c0 < w_in ? j * c_in : -1, o1 = c1 >= 0 && c1 < w_in ? (j + d) * c_in : -1;
+        for (int32_t ky = 0; ky < kh; ky++, dst += c_in) {
+            const int8_t *r = rows[ky];
+            mt_conv_widen_pair(r && o0 >= 0 ? r + o0 : 0, r && o1 >= 0 ? r + o1 : 0, c_in, off16x2, dst);
         }
-        s += row_len;
-    }
-    /* pad the last partial group (the filter side is zero there, any finite value works) */
-    while (s < stage + 4 * groups) {
-        *s++ = pad;
-    }
-
-    /* widen: each 4 bytes -> (x0,x2),(x1,x3) + offset, into this column's slots */
-    for (int32_t i = groups; i > 0; i--) {
-        const int32_t w = mt_read_s32(stage);
-        stage += 4;
-        cols[0] = mt_lo_off(w, off16x2);
-        cols[2] = mt_hi_off(w, off16x2);
-        cols += 4;
     }
 }
 
-/* One group of 4 K values for 2 filter rows (w0, w1) x 2 columns (x): 2 LDR, 2 LDRD, 4 SXTB16, 8 SMLAD. */
-#define MT_CONV_GROUP_2X2() \
-    do { \
-        const int32_t wa_ = mt_read_s32(w0); \
-        const int32_t wb_ = mt_read_s32(w1); \
-        w0 += 4; \
-        w1 += 4; \
-        int32_t c0_ = x[0]; \
-        int32_t c1_ = x[1]; \
-        int32_t t_ = mt_lo(wa_); \
-        a00 = mt_smlad(t_, c0_, a00); \
-        a01 = mt_smlad(t_, c1_, a01); \
-        t_ = mt_lo(wb_); \
-        a10 = mt_smlad(t_, c0_, a10); \
-        a11 = mt_smlad(t_, c1_, a11); \
-        c0_ = x[2]; \
-        c1_ = x[3]; \
-        x += 4; \
-        t_ = mt_hi(wa_); \
-        a00 = mt_smlad(t_, c0_, a00); \
-        a01 = mt_smlad(t_, c1_, a01); \
-        t_ = mt_hi(wb_); \
-        a10 = mt_smlad(t_, c0_, a10); \
-        a11 = mt_smlad(t_, c1_, a11); \
-    } while (0)
-
-/* C_out x 2 positions over the interleaved columns; out0 / out1 are the two output pixels. */
-static __attribute__((noinline)) MT_NO_PRESCHED void mt_conv_mat_mult_2col(
-    const int8_t *filter, const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t c_out, int32_t k,
-    const int32_t *cols, int32_t out_off, uint32_t min4, uint32_t max4, int8_t *out0, int8_t *out1)
+/* The DSP convolution (arguments already checked, the scratch at least mt_conv_s8_get_buffer_size()). */
+static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, const mt_per_channel_quant_params *q,
+                             const mt_dims *input_dims, const int8_t *input, const mt_dims *filter_dims,
+                             const int8_t *filter, const int32_t *bias, const mt_dims *output_dims, int8_t *output)
 {
-    const int32_t groups = k >> 2;
-    const int32_t rem = k & 3;
-    int32_t oc = 0;
-
-    for (; oc + 1 < c_out; oc += 2) {
-        const int8_t *w0 = filter + oc * k;
-        const int8_t *w1 = w0 + k;
-        const int32_t b0 = bias ? bias[oc] : 0;
-        const int32_t b1 = bias ? bias[oc + 1] : 0;
-        int32_t a00 = b0, a01 = b0, a10 = b1, a11 = b1;
-        const int32_t *x = cols;
-
-        for (int32_t i = groups; i > 0; i--) {
-            MT_CONV_GROUP_2X2();
-        }
-        if (rem) {
-            const int32_t wa = mt_read_tail(filter + oc * k, k);
-            const int32_t wb = mt_read_tail(filter + oc * k + k, k);
-            a00 = mt_smlad(mt_lo(wa), x[0], a00);
-            a01 = mt_smlad(mt_lo(wa), x[1], a01);
-            a10 = mt_smlad(mt_lo(wb), x[0], a10);
-            a11 = mt_smlad(mt_lo(wb), x[1], a11);
-            a00 = mt_smlad(mt_hi(wa), x[2], a00);
-            a01 = mt_smlad(mt_hi(wa), x[3], a01);
-            a10 = mt_smlad(mt_hi(wb), x[2], a10);
-            a11 = mt_smlad(mt_hi(wb), x[3], a11);
-        }
-        const int32_t m0 = mult[oc], s0 = shift[oc];
-        const int32_t m1 = mult[oc + 1], s1 = shift[oc + 1];
-        const uint32_t v = mt_clamp4(mt_pack4(mt_requant_sat8(a00, m0, s0, out_off),
-                                              mt_requant_sat8(a10, m1, s1, out_off),
-                                              mt_requant_sat8(a01, m0, s0, out_off),
-                                              mt_requant_sat8(a11, m1, s1, out_off)),
-                                     min4, max4);
-        const uint16_t v0 = (uint16_t)v, v1 = (uint16_t)(v >> 16);
-        __builtin_memcpy(out0 + oc, &v0, 2);
-        __builtin_memcpy(out1 + oc, &v1, 2);
+    const int32_t c_in = input_dims->c, c_out = output_dims->c;
+    const int32_t kpairs = mt_conv_kpairs(filter_dims);
+    const int32_t qb = mt_conv_quad_bytes(filter_dims);
+    const int32_t quads = (c_out + 3) >> 2;
+    const int32_t trash = mt_conv_trash_bytes(filter_dims);
+    const int32_t w_out = output_dims->w;
+    const int32_t half = (w_out + 1) >> 1;
+    const int32_t cols = mt_conv_band_cols(w_out, filter_dims->w, p->stride.w);
+    const int band = mt_conv_band_shape(filter_dims) && mt_conv_band_bytes(filter_dims, cols) + trash + qb <= ctx->size;
+    const int32_t x_bytes = band ? mt_conv_band_bytes(filter_dims, cols) : mt_conv_im2col_bytes(filter_dims);
+    const int32_t block = MT_MIN(quads, (ctx->size - x_bytes - trash) / qb);
+    if (block < 1) {
+        return MT_ARG_ERROR;
     }
-    if (oc < c_out) {
-        const int8_t *w0 = filter + oc * k;
-        const int32_t b0 = bias ? bias[oc] : 0;
-        int32_t a00 = b0, a01 = b0;
-        const int32_t *x = cols;
-        for (int32_t i = groups; i > 0; i--) {
-            const int32_t wa = mt_read_s32(w0);
-            w0 += 4;
-            int32_t t = mt_lo(wa);
-            a00 = mt_smlad(t, x[0], a00);
-            a01 = mt_smlad(t, x[1], a01);
-            t = mt_hi(wa);
-            a00 = mt_smlad(t, x[2], a00);
-            a01 = mt_smlad(t, x[3], a01);
-            x += 4;
-        }
-        if (rem) {
-            const int32_t wa = mt_read_tail(filter + oc * k, k);
-            a00 = mt_smlad(mt_lo(wa), x[0], a00);
-            a01 = mt_smlad(mt_lo(wa), x[1], a01);
-            a00 = mt_smlad(mt_hi(wa), x[2], a00);
-            a01 = mt_smlad(mt_hi(wa), x[3], a01);
-        }
-        const uint32_t v = mt_clamp4(mt_pack4(mt_requant_sat8(a00, mult[oc], shift[oc], out_off),
-                                              mt_requant_sat8(a01, mult[oc], shift[oc], out_off), 0, 0),
-                                     min4, max4);
-        out0[oc] = (int8_t)v;
-        out1[oc] = (int8_t)(v >> 8);
-    }
-}
-
-/* C_out x 1 position (the odd last position), column 0 of the interleaved buffer. */
-static void mt_conv_mat_mult_1col(const int8_t *filter, const int32_t *bias, const mt_per_channel_quant_params *q,
-                                  int32_t c_out, int32_t k, const int32_t *cols, int32_t lo, int32_t hi,
-                                  int32_t out_off, int8_t *out0)
-{
-    const int32_t groups = k >> 2;
-    const int32_t rem = k & 3;
-    for (int32_t oc = 0; oc < c_out; oc++) {
-        const int8_t *w0 = filter + oc * k;
-        int32_t a = bias ? bias[oc] : 0;
-        const int32_t *x = cols;
-        for (int32_t i = groups; i > 0; i--) {
-            const int32_t wa = mt_read_s32(w0);
-            w0 += 4;
-            a = mt_smlad(mt_lo(wa), x[0], a);
-            a = mt_smlad(mt_hi(wa), x[2], a);
-            x += 4;
-        }
-        if (rem) {
-            const int32_t wa = mt_read_tail(filter + oc * k, k);
-            a = mt_smlad(mt_lo(wa), x[0], a);
-            a = mt_smlad(mt_hi(wa), x[2], a);
-        }
-        out0[oc] = mt_output_s8(a, q->multiplier[oc], q->shift[oc], lo, hi, out_off);
-    }
-}
-
-/* ---------------------------------------------------------------------------------------------------------
- * 1x1 convolution without padding, any stride. A position's K = C_in input values are already contiguous in
- * NHWC, so nothing is copied: the int8 input of two positions is read in place and widened with SXTB16.
- * Output channels go in pairs: the pair's two filter rows are widened once into the scratch buffer (per group
- * of 4 input channels: row 0 (w0,w2), row 1 (w0,w2), row 0 (w1,w3), row 1 (w1,w3), fetched with two LDRDs),
- * and input_offset * sum(w) is folded into the bias, so the input needs no offset. For 2 positions x 2
- * channels a group of 16 MACs takes 2 LDR + 4 SXTB16 + 2 LDRD + 8 SMLAD; the pair's requantisation
- * parameters stay fixed while it sweeps the positions. A run of n positions with a constant input step (all
- * of them with stride 1, else one output row) is swept as the pairs (i, i + n / 2): with stride 1 the MAC
- * loop then leaves the input pointer at the next pair's first position. An odd n ends with its last position
- * taken twice (same input, same output address). A C_in that is not a multiple of 4 ends with the row's last
- * 4 input bytes, whose weights for the bytes already counted are 0 (so C_in >= 4). An odd C_out ends with
- * the overlapping pair (C_out - 2, C_out - 1). So every store writes values that are correct where it writes.
- * ------------------------------------------------------------------------------------------------------- */
-
-/* Everything a sweep needs, in memory: the MAC loop takes all registers but one, so the step loop keeps only
- * this struct's address and the input pointer in registers and loads the rest where it is used (pairs of
- * fields that are loaded together are adjacent, for LDRD). */
-typedef struct {
-    const int32_t *w;     /* the pair's widened filter rows, 4 words per group (+ 4 for the tail word) */
-    int32_t n;            /* MAC loop count: C_in >> 4 on the fast path (4 groups an iteration), else C_in >> 2 */
-    int32_t x_step;       /* input bytes from a step's first position to its second */
-    int32_t x_adv;        /* from where the MAC loop leaves x to the next step's first position (fast path: 0) */
-    int32_t bias[4];      /* bias + input_offset * sum of the row: rows 0, 1, 0, 1 (two LDRDs fill a00..a11) */
-    int32_t mk[4];        /* multiplier and k = ~shift (mt_requantize's shift amount when shift < 0): row 0, row 1 */
-    uint32_t min4, max4;
-    int32_t out_off;
-    int32_t back;         /* C_in & 3 ? 4 - (C_in & 3) : 0: the tail word starts this far before the row's end */
-    int8_t *out;          /* the step's first output (first position, channel 0 of the pair) */
-    int32_t out_half;     /* output bytes from a step's first position to its second */
-    int32_t out_inc;      /* output bytes from one step to the next (C_out) */
-    const int8_t *out_end;
-} mt_conv_1x1_pair;
-
-/* a = s->f0, b = s->f1 for a struct pointer s and two adjacent 4-byte members: one LDRD on Thumb-2 (GCC splits
- * a 64-bit load of 4-byte aligned data into two LDRs, and its "m" operands for LDRD take no offset). */
-#if defined(__GNUC__) && defined(__thumb2__)
-#define MT_LDRD(s, f0, f1, a, b) \
-    do { \
-        _Static_assert(__builtin_offsetof(__typeof__(*(s)), f1) == __builtin_offsetof(__typeof__(*(s)), f0) + 4, \
-                       "LDRD needs adjacent members"); \
-        __asm__("ldrd %0, %1, [%2, %3]" \
-                : "=r"(a), "=r"(b) \
-                : "r"(s), "i"(__builtin_offsetof(__typeof__(*(s)), f0)), "m"((s)->f0), "m"((s)->f1)); \
-    } while (0)
-#else
-#define MT_LDRD(s, f0, f1, a, b) \
-    do { \
-        (a) = (s)->f0; \
-        (b) = (s)->f1; \
-    } while (0)
-#endif
-
-#if defined(__GNUC__) && defined(__thumb2__)
-/* One group (4 input channels) of the MAC loop below. */
-#define MT_CONV_1X1_GROUP \
-    "ldr %[vb], [%[x], %[xs]]\n\t" \
-    "ldr %[va], [%[x]], #4\n\t" \
-    "ldrd %[w0], %[w1], [%[w]], #16\n\t" \
-    "sxtb16 %[t], %[va]\n\t" \
-    "smlad %[a00], %[w0], %[t], %[a00]\n\t" \
-    "smlad %[a10], %[w1], %[t], %[a10]\n\t" \
-    "sxtb16 %[t], %[vb]\n\t" \
-    "smlad %[a01], %[w0], %[t], %[a01]\n\t" \
-    "smlad %[a11], %[w1], %[t], %[a11]\n\t" \
-    "ldrd %[w0], %[w1], [%[w], #-8]\n\t" \
-    "sxtb16 %[va], %[va], ror #8\n\t" \
-    "smlad %[a00], %[w0], %[va], %[a00]\n\t" \
-    "smlad %[a10], %[w1], %[va], %[a10]\n\t" \
-    "sxtb16 %[vb], %[vb], ror #8\n\t" \
-    "smlad %[a01], %[w0], %[vb], %[a01]\n\t" \
-    "smlad %[a11], %[w1], %[vb], %[a11]\n\t"
-
-/* The MAC loop of one step: the input rows x and x + x_step against the widened rows at w, into a00 (row 0 x x),
- * a01 (row 0 x x + x_step), a10, a11 (row 1); x and w advance. 16 instructions per group of 16 MACs with 5
- * scratch registers (GCC's own code for it spends 19 a group and spills). `body` is the unrolled groups of
- * one iteration; `entry` either is empty (count = the number of iterations) or, with two groups an iteration,
- * takes an odd group count (count = groups): its LSRS sets C to the odd bit and Z for a single group (loads
- * and SMLAD leave the flags). */
-#define MT_CONV_1X1_MAC_ASM(entry, body, px, xstep, pw, count, s00, s01, s10, s11) \
-    do { \
-        int32_t va_, vb_, t_, w0_, w1_, n_ = (count); \
-        __asm__(entry "1:\n\t" body "subs %[n], %[n], #1\n\t" \
-                "bne 1b\n" \
-                "2:" \
-                : [a00] "+r"(s00), [a01] "+r"(s01), [a10] "+r"(s10), [a11] "+r"(s11), [x] "+r"(px), [w] "+r"(pw), \
-                  [n] "+r"(n_), [va] "=&r"(va_), [vb] "=&r"(vb_), [t] "=&r"(t_), [w0] "=&r"(w0_), [w1] "=&r"(w1_) \
-                : [xs] "r"(xstep) \
-                : "cc", "memory"); \
-    } while (0)
-#define MT_CONV_1X1_GROUP2 MT_CONV_1X1_GROUP MT_CONV_1X1_GROUP
-#define MT_CONV_1X1_ODD_ENTRY "lsrs %[n], %[n], #1\n\tbcc 1f\n\t" MT_CONV_1X1_GROUP "beq 2f\n"
-/* fast: count = C_in / 16, four groups an iteration; else count = C_in / 4 groups, two an iteration */
-#define MT_CONV_1X1_MAC(fast, px, xstep, pw, count, s00, s01, s10, s11) \
-    do { \
-        if (fast) { \
-            MT_CONV_1X1_MAC_ASM("", MT_CONV_1X1_GROUP2 MT_CONV_1X1_GROUP2, px, xstep, pw, count, s00, s01, s10, s11); \
-        } else { \
-            MT_CONV_1X1_MAC_ASM(MT_CONV_1X1_ODD_ENTRY, MT_CONV_1X1_GROUP2, px, xstep, pw, count, s00, s01, s10, s11); \
-        } \
-    } while (0)
-#else
-#define MT_CONV_1X1_MAC(fast, px, xstep, pw, count, s00, s01, s10, s11) \
-    do { \
-        for (int32_t i_ = (fast) ? 4 * (count) : (count); i_ > 0; i_--) { \
-            const int32_t va_ = mt_read_s32(px); \
-            const int32_t vb_ = mt_read_s32((px) + (xstep)); \
-            (px) += 4; \
-            s00 = mt_smlad((pw)[0], mt_lo(va_), s00); \
-            s10 = mt_smlad((pw)[1], mt_lo(va_), s10); \
-            s01 = mt_smlad((pw)[0], mt_lo(vb_), s01); \
-            s11 = mt_smlad((pw)[1], mt_lo(vb_), s11); \
-            s00 = mt_smlad((pw)[2], mt_hi(va_), s00); \
-            s10 = mt_smlad((pw)[3], mt_hi(va_), s10); \
-            s01 = mt_smlad((pw)[2], mt_hi(vb_), s01); \
-            s11 = mt_smlad((pw)[3], mt_hi(vb_), s11); \
-            (pw) += 4; \
-        } \
-    } while (0)
-#endif
-
-/* Steps from x until c->out reaches c->out_end (at least one): x, x + x_step (input rows) -> out,
- * out + out_half (the pair's 2 channels), then x moves to the next step's first position and out by out_inc.
- * fast: C_in is a multiple of 16, the stride 1 (x_adv = 0) and both shifts are < 0 (which lets the compiler
- * drop mt_requantize's branch); otherwise the tail word, the group count, x_adv and the shift signs are
- * handled at run time. */
-MT_INLINE void mt_conv_1x1_steps(mt_conv_1x1_pair *c, const int8_t *x, int fast)
-{
-    do {
-        int32_t a00, a10, a01, a11;
-        MT_LDRD(c, bias[0], bias[1], a00, a10);
-        MT_LDRD(c, bias[2], bias[3], a01, a11);
-        const int32_t *w = c->w;
-        MT_CONV_1X1_MAC(fast, x, c->x_step, w, c->n, a00, a01, a10, a11);
-        if (!fast && c->back) {
-            const int32_t va = mt_read_s32(x - c->back);
-            const int32_t vb = mt_read_s32(x + c->x_step - c->back);
-            a00 = mt_smlad(w[0], mt_lo(va), a00);
-            a01 = mt_smlad(w[0], mt_lo(vb), a01);
-            a10 = mt_smlad(w[1], mt_lo(va), a10);
-            a11 = mt_smlad(w[1], mt_lo(vb), a11);
-            a00 = mt_smlad(w[2], mt_hi(va), a00);
-            a01 = mt_smlad(w[2], mt_hi(vb), a01);
-            a10 = mt_smlad(w[3], mt_hi(va), a10);
-            a11 = mt_smlad(w[3], mt_hi(vb), a11);
-        }
-        int32_t m0, k0, m1, k1;
-        MT_LDRD(c, mk[0], mk[1], m0, k0);
-        MT_LDRD(c, mk[2], mk[3], m1, k1);
-        if (fast) {
-            MT_ASSUME(k0 >= 0);
-            MT_ASSUME(k1 >= 0);
-        }
-        const int32_t off = c->out_off;
-        const uint32_t v = mt_clamp4(mt_pack4(mt_requant_sat8(a00, m0, ~k0, off), mt_requant_sat8(a10, m1, ~k1, off),
-                                              mt_requant_sat8(a01, m0, ~k0, off), mt_requant_sat8(a11, m1, ~k1, off)),
-                                     c->min4, c->max4);
-        const uint16_t v0 = (uint16_t)v, v1 = (uint16_t)(v >> 16);
-        int8_t *out;
-        int32_t out_half, out_inc;
-        const int8_t *out_end;
-        MT_LDRD(c, out, out_half, out, out_half);
-        __builtin_memcpy(out + out_half, &v1, 2); /* the second position first: a lone position has 0 */
-        __builtin_memcpy(out, &v0, 2);
-        MT_LDRD(c, out_inc, out_end, out_inc, out_end);
-        out += out_inc;
-        c->out = out;
-        if (!fast) {
-            x += c->x_adv;
-        }
-        if (out == out_end) {
-            break;
-        }
-    } while (1);
-}
-
-static __attribute__((noinline)) MT_NO_PRESCHED void mt_conv_1x1_steps_fast(mt_conv_1x1_pair *c, const int8_t *x)
-{
-    mt_conv_1x1_steps(c, x, 1);
-}
-
-static __attribute__((noinline)) MT_NO_PRESCHED void mt_conv_1x1_steps_any(mt_conv_1x1_pair *c, const int8_t *x)
-{
-    mt_conv_1x1_steps(c, x, 0);
-}
-
-/* The words va, vb (4 filter values of row 0 and of row 1) widened into w[0..3] (layout above), input_offset *
- * their sums added to s0 and s1. */
-MT_INLINE void mt_conv_1x1_widen_group(int32_t va, int32_t vb, int32_t off16x2, int32_t *w, int32_t *s0,
-                                       int32_t *s1)
-{
-    w[0] = mt_lo(va);
-    w[1] = mt_lo(vb);
-    w[2] = mt_hi(va);
-    w[3] = mt_hi(vb);
-    *s0 = mt_smlad(w[0], off16x2, mt_smlad(w[2], off16x2, *s0));
-    *s1 = mt_smlad(w[1], off16x2, mt_smlad(w[3], off16x2, *s1));
-}
-
-/* Widens the 2 filter rows at r (row length c_in >= 4) into w (layout above); returns input_offset * the sum
- * of each row. The loop over whole groups (at least one) is written out on Thumb-2: 14 instructions a group,
- * GCC's own takes 20. */
-MT_INLINE void mt_conv_1x1_widen(const int8_t *r, int32_t c_in, int32_t off16x2, int32_t *w, int32_t *sum0,
-                                 int32_t *sum1)
-{
-    int32_t s0 = 0, s1 = 0;
-    const int8_t *end = r + (c_in & ~3);
-#if defined(__GNUC__) && defined(__thumb2__)
-    int32_t va, vb, t0, t1;
-    __asm__("1:\n\t"
-            "ldr %[vb], [%[r], %[k]]\n\t"
-            "ldr %[va], [%[r]], #4\n\t"
-            "sxtb16 %[t0], %[va]\n\t"
-            "sxtb16 %[t1], %[vb]\n\t"
-            "strd %[t0], %[t1], [%[w]], #8\n\t"
-            "smlad %[s0], %[t0], %[off], %[s0]\n\t"
-            "smlad %[s1], %[t1], %[off], %[s1]\n\t"
-            "sxtb16 %[t0], %[va], ror #8\n\t"
-            "sxtb16 %[t1], %[vb], ror #8\n\t"
-            "strd %[t0], %[t1], [%[w]], #8\n\t"
-            "smlad %[s0], %[t0], %[off], %[s0]\n\t"
-            "smlad %[s1], %[t1], %[off], %[s1]\n\t"
-            "cmp %[r], %[end]\n\t"
-            "bne 1b"
-            : [r] "+r"(r), [w] "+r"(w), [s0] "+r"(s0), [s1] "+r"(s1), [va] "=&r"(va), [vb] "=&r"(vb),
-              [t0] "=&r"(t0), [t1] "=&r"(t1)
-            : [k] "r"(c_in), [off] "r"(off16x2), [end] "r"(end)
-            : "cc", "memory");
-#else
-    for (; r < end; r += 4, w += 4) {
-        mt_conv_1x1_widen_group(mt_read_s32(r), mt_read_s32(r + c_in), off16x2, w, &s0, &s1);
-    }
-#endif
-    const int32_t rem = c_in & 3;
-    if (rem) { /* the row's last 4 bytes, with the ones already counted set to 0 */
-        const uint32_t keep = 0xFFFFFFFFu << (8 * (4 - rem));
-        mt_conv_1x1_widen_group((int32_t)((uint32_t)mt_read_s32(r + rem - 4) & keep),
-                                (int32_t)((uint32_t)mt_read_s32(r + c_in + rem - 4) & keep), off16x2, w, &s0, &s1);
-    }
-    *sum0 = s0;
-    *sum1 = s1;
-}
-
-/* The whole 1x1 convolution (the caller checked KH = KW = 1, no padding, C_in >= 4, C_out >= 2). Scratch:
- * 16 bytes per group of 4 input channels, rounded up: within mt_conv_s8_get_buffer_size(). */
-static __attribute__((noinline)) void mt_conv_1x1(const mt_conv_params *p, const mt_per_channel_quant_params *q,
-                                                  const mt_dims *input_dims, const int8_t *input,
-                                                  const int8_t *filter, const int32_t *bias,
-                                                  const mt_dims *output_dims, int8_t *output, int32_t *wbuf)
-{
-    const int32_t c_in = input_dims->c;
-    const int32_t c_out = output_dims->c;
+    int32_t *wbuf = (int32_t *)ctx->buf;
+    int32_t *xbuf = wbuf + block * qb / 4;
+    int8_t *trash_out = (int8_t *)xbuf + x_bytes;
     const int32_t off16x2 = mt_pack_off16x2(p->input_offset);
-    const int32_t one_run = p->stride.h == 1 && p->stride.w == 1;
-    const int32_t runs = one_run ? 1 : output_dims->n * output_dims->h;
-    const int32_t run_len = one_run ? output_dims->n * output_dims->h * output_dims->w : output_dims->w;
-    const int32_t half = run_len >> 1;
-    const int32_t pos_step = p->stride.w * c_in; /* input bytes from one position of a run to the next */
-    const int32_t fast_shape = (c_in & 15) == 0 && p->stride.w == 1;
-    mt_conv_1x1_pair c;
-    c.w = wbuf;
-    c.x_adv = pos_step - (c_in & ~3);
-    c.min4 = mt_splat4(p->activation.min);
-    c.max4 = mt_splat4(p->activation.max);
-    c.out_off = p->output_offset;
-    c.back = (c_in & 3) ? 4 - (c_in & 3) : 0;
-    c.x_step = half * pos_step;
-    c.out_half = half * c_out;
-    c.out_inc = c_out;
+    const int32_t in_image = input_dims->h * input_dims->w * c_in;
 
-    for (int32_t oc = 0; oc < c_out; oc += 2) {
-        const int32_t o = MT_MIN(oc, c_out - 2); /* odd C_out: the last pair overlaps the one before */
-        int32_t sum0, sum1;
-        mt_conv_1x1_widen(filter + o * c_in, c_in, off16x2, wbuf, &sum0, &sum1);
-        /* int32 wraps like the accumulator (the sum is the same modulo 2^32 in any order) */
-        c.bias[0] = c.bias[2] = (int32_t)((uint32_t)(bias ? bias[o] : 0) + (uint32_t)sum0);
-        c.bias[1] = c.bias[3] = (int32_t)((uint32_t)(bias ? bias[o + 1] : 0) + (uint32_t)sum1);
-        c.mk[0] = q->multiplier[o];
-        c.mk[1] = ~q->shift[o];
-        c.mk[2] = q->multiplier[o + 1];
-        c.mk[3] = ~q->shift[o + 1];
-        const int32_t fast = fast_shape && c.mk[1] >= 0 && c.mk[3] >= 0; /* both shifts < 0 */
-        void (*const steps)(mt_conv_1x1_pair *, const int8_t *) = fast ? mt_conv_1x1_steps_fast
-                                                                       : mt_conv_1x1_steps_any;
-        c.n = fast ? c_in >> 4 : c_in >> 2;
-        const int8_t *x = input;
-        int8_t *out = output + o;
-        for (int32_t r = 0; r < runs; r++) {
-            if (!one_run) { /* output row r = (b, oy) reads input row (b, oy * stride.h) */
-                const int32_t b = r / output_dims->h;
-                x = input + ((b * input_dims->h + (r - b * output_dims->h) * p->stride.h) * input_dims->w) * c_in;
+    mt_pass j;
+    j.w = wbuf;
+    j.n = kpairs;
+    j.step = (kpairs + 15) >> 4; /* rounds */
+    j.entry = (-kpairs & 15) * MT_CONV_STEP_BYTES;
+    j.out_off = p->output_offset;
+    j.min4 = mt_splat4(p->activation.min);
+    j.max4 = mt_splat4(p->activation.max);
+    j.tail = MT_MIN(c_out, 4);
+    for (int32_t q0 = 0; q0 < quads; q0 += block) {
+        j.quads = MT_MIN(block, quads - q0);
+        const int fast = mt_conv_widen_block(filter, filter_dims, bias, q, p->output_offset, q0, j.quads, band,
+                                                  wbuf) && c_out >= 4;
+        if (band) {
+            for (int32_t b = 0; b < output_dims->n; b++) {
+                for (int32_t oy = 0; oy < output_dims->h; oy++) {
+                    mt_conv_band(input + b * in_image, input_dims, filter_dims, p, oy, p->stride.w * half, cols,
+                                 off16x2, xbuf);
+                    int8_t *out_row = output + ((b * output_dims->h + oy) * w_out) * c_out;
+                    for (int32_t ox = 0; ox < half; ox++) {
+                        j.x = xbuf + ox * p->stride.w * filter_dims->h * c_in; /* a band column is KH x C_in words */
+                        j.out0 = out_row + ox * c_out;
+                        j.out1 = ox + half < w_out ? out_row + (ox + half) * c_out : trash_out;
+                        mt_conv_run(&j, fast);
+                    }
+                }
             }
-            if (half > 0) { /* positions (i, i + half) */
-                c.out = out;
-                c.out_end = out + c.out_half;
-                steps(&c, x);
+        } else {
+            const int32_t groups = kpairs >> 1;
+            int8_t *stage = (int8_t *)(xbuf + 4 * groups);
+            const int32_t positions = output_dims->n * output_dims->h * w_out;
+            j.x = xbuf;
+            int32_t b = 0, oy = 0, ox = 0;
+            const int32_t kh = filter_dims->h, kw = filter_dims->w, in_row = input_dims->w * c_in;
+            const int32_t row_len = kw * c_in;
+            const int direct = kh == 1 || (row_len & 3) == 0;
+            const int8_t *input_end = input + input_dims->n * in_image - (kh - 1) * in_row - ((row_len + 3) & ~3);
+            for (int32_t i = 0; i < positions; i += 2) {
+                for (int32_t c = 0; c < 2; c++) { /* positions i and i + 1 (the last one twice) */
+                    const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
+                    const int8_t *src = input + b * in_image + iy0 * in_row + ix0 * c_in;
+                    if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
+                        (direct || src <= input_end)) {
+                        mt_conv_gather(src, kh, in_row, row_len, direct, stage, groups, off16x2, xbuf + c);
+                    } else {
+                        mt_conv_im2col(input + b * in_image, input_dims, filter_dims, p, oy, ox, stage, xbuf + c,
+                                       groups, off16x2);
+                    }
+                    if (i + c + 1 < positions && ++ox == w_out) {
+                        ox = 0;
+                        if (++oy == output_dims->h) {
+                            oy = 0;
+                            b++;
+                        }
+                    }
+                }
+                j.out0 = output + i * c_out;
+                j.out1 = i + 1 < positions ? j.out0 + c_out : trash_out;
+                mt_conv_run(&j, fast);
             }
-            if (run_len & 1) { /* the last position, twice */
-                c.x_step = 0;
-                c.out_half = 0;
-                c.out = out + (run_len - 1) * c_out;
-                c.out_end = c.out + c_out;
-                steps(&c, x + (run_len - 1) * pos_step);
-                c.x_step = half * pos_step;
-                c.out_half = half * c_out;
-            }
-            out += run_len * c_out;
         }
     }
+    return MT_SUCCESS;
 }
+
+#if MT_USE_MVE
+/* The int8 K values of output position pos (an index over N x H_out x W_out), padding taps the input zero point:
+ * a pointer into the input for 1x1 filters without padding, else the gathered copy in col. */
+static const int8_t *mt_conv_mve_col(const int8_t *input, const mt_dims *in, const mt_dims *f, const mt_dims *out,
+                                     const mt_conv_params *p, int32_t pos, int8_t *col)
+{
+    const int32_t per_image = out->h * out->w;
+    const int32_t b = pos / per_image, oy = (pos - b * per_image) / out->w, ox = pos - b * per_image - oy * out->w;
+    const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
+    const int8_t *img = input + b * in->h * in->w * in->c;
+    if (f->h == 1 && f->w == 1 && iy0 >= 0 && iy0 < in->h && ix0 >= 0 && ix0 < in->w) {
+        return img + (iy0 * in->w + ix0) * in->c;
+    }
+    int8_t *d = col;
+    const int8x16_t pad = vdupq_n_s8((int8_t)(-p->input_offset));
+    for (int32_t ky = 0; ky < f->h; ky++) {
+        for (int32_t kx = 0; kx < f->w; kx++, d += in->c) {
+            const int32_t iy = iy0 + ky, ix = ix0 + kx;
+            const int inside = iy >= 0 && iy < in->h && ix >= 0 && ix < in->w;
+            const int8_t *src = img + (iy * in->w + ix) * in->c;
+            for (int32_t c = 0; c < in->c; c += 16) {
+                const mve_pred16_t pc = vctp8q((uint32_t)(in->c - c));
+                vstrbq_p_s8(d + c, inside ? vldrbq_z_s8(src + c, pc) : pad, pc);
+            }
+        }
+    }
+    return col;
+}
+
+/* Four dot products of the K int8 values at x with filter rows w, w + k, w + 2k, w + 3k, added to a[0..3]: 16 K
+ * values per VMLADAVA, the input vector loaded once for the four rows; the K tail with predicated loads. */
+MT_INLINE void mt_conv_mve_dot4(const int8_t *x, const int8_t *w, int32_t k, int32_t *a)
+{
+    const int8_t *w1 = w + k, *w2 = w1 + k, *w3 = w2 + k;
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int32_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        const int8x16_t v = vldrbq_s8(x + i);
+        a0 = vmladavaq_s8(a0, v, vldrbq_s8(w + i));
+        a1 = vmladavaq_s8(a1, v, vldrbq_s8(w1 + i));
+        a2 = vmladavaq_s8(a2, v, vldrbq_s8(w2 + i));
+        a3 = vmladavaq_s8(a3, v, vldrbq_s8(w3 + i));
+    }
+    if (i < k) {
+        const mve_pred16_t pk = vctp8q((uint32_t)(k - i));
+        const int8x16_t v = vldrbq_z_s8(x + i, pk);
+        a0 = vmladavaq_s8(a0, v, vldrbq_z_s8(w + i, pk));
+        a1 = vmladavaq_s8(a1, v, vldrbq_z_s8(w1 + i, pk));
+        a2 = vmladavaq_s8(a2, v, vldrbq_z_s8(w2 + i, pk));
+        a3 = vmladavaq_s8(a3, v, vldrbq_z_s8(w3 + i, pk));
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
+}
+
+/* One dot product of K int8 values (a short last quad's rows), predicated loads throughout. */
+MT_INLINE int32_t mt_conv_mve_dot1(const int8_t *x, const int8_t *w, int32_t k, int32_t a)
+{
+    for (int32_t i = 0; i < k; i += 16) {
+        const mve_pred16_t pk = vctp8q((uint32_t)(k - i));
+        a = vmladavaq_s8(a, vldrbq_z_s8(x + i, pk), vldrbq_z_s8(w + i, pk));
+    }
+    return a;
+}
+
+/* Helium path: one output position x four output channels, 16 K values per VMLADAVA on the raw int8 operands;
+ * the input offset enters through the bias (bias + offset * sum(w), so a padding tap, the zero point, adds 0);
+ * 4 outputs per vector requantisation. Returns 0 when the scratch (the DSP path's, which is larger) does not
+ * fit; the DSP path runs then. */
+static int mt_conv_mve(const mt_context *ctx, const mt_conv_params *p, const mt_per_channel_quant_params *q,
+                       const mt_dims *input_dims, const int8_t *input, const mt_dims *f, const int8_t *filter,
+                       const int32_t *bias, const mt_dims *output_dims, int8_t *output)
+{
+    const int32_t c_out = f->n, k = f->h * f->w * f->c, k16 = (k + 15) & ~15, c4 = (c_out + 3) & ~3;
+    if (12 * c4 + k16 > ctx->size) {
+        return 0;
+    }
+    int32_t *fold = (int32_t *)ctx->buf, *rnd = fold + c4, *nk = rnd + c4;
+    int8_t *col = (int8_t *)(nk + c4);
+    const int vector_out = mt_mve_round(q, c_out, p->output_offset, rnd, nk);
+    for (int32_t oc = 0; oc < c_out; oc++) {
+        int32_t sw = 0;
+        for (int32_t i = 0; i < k; i += 16) {
+            sw = vaddvaq_s8(sw, vldrbq_z_s8(filter + oc * k + i, vctp8q((uint32_t)(k - i))));
+        }
+        fold[oc] = (int32_t)((uint32_t)(bias ? bias[oc] : 0) + (uint32_t)p->input_offset * (uint32_t)sw);
+    }
+    const int32_t lo = p->activation.min, hi = p->activation.max;
+    const int32_t positions = output_dims->n * output_dims->h * output_dims->w;
+    for (int32_t pos = 0; pos < positions; pos++) {
+        const int8_t *x = mt_conv_mve_col(input, input_dims, f, output_dims, p, pos, col);
+        int8_t *out = output + pos * c_out;
+        for (int32_t oc = 0; oc < c_out; oc += 4) {
+            const int32_t rows = MT_MIN(4, c_out - oc);
+            int32_t a[4] = {fold[oc], 0, 0, 0};
+            if (rows == 4) {
+                a[1] = fold[oc + 1], a[2] = fold[oc + 2], a[3] = fold[oc + 3];
+                mt_conv_mve_dot4(x, filter + oc * k, k, a);
+            } else {
+                for (int32_t r = 0; r < rows; r++) {
+                    a[r] = mt_conv_mve_dot1(x, filter + (oc + r) * k, k, fold[oc + r]);
+                }
+            }
+            if (vector_out) {
+                mt_mve_store4(vldrwq_s32(a), q->multiplier + oc, rnd + oc, nk + oc, vctp32q((uint32_t)rows), lo, hi,
+                              out + oc);
+            } else {
+                for (int32_t r = 0; r < rows; r++) {
+                    out[oc + r] = mt_output_s8(a[r], q->multiplier[oc + r], q->shift[oc + r], lo - p->output_offset,
+                                               hi - p->output_offset, p->output_offset);
+                }
+            }
+        }
+    }
+    return 1;
+}
+#endif
 
 #endif /* MT_USE_DSP */
 
@@ -552,59 +670,27 @@ mt_status mt_conv_s8(const mt_context *ctx,
         return MT_ARG_ERROR;
     }
 
+#if MT_USE_DSP
+    if (ctx == 0 || ctx->buf == 0 || ctx->size < mt_conv_s8_get_buffer_size(input_dims, filter_dims) ||
+        ((uintptr_t)ctx->buf & 3u) != 0) {
+        return MT_ARG_ERROR;
+    }
+#if MT_USE_MVE
+    /* Below 32 taps per output, or 16 output channels per position, the DSP path's overheads are the smaller. */
+    if (filter_dims->h * filter_dims->w * filter_dims->c >= 32 && filter_dims->n >= 16 &&
+        mt_conv_mve(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output)) {
+        return MT_SUCCESS;
+    }
+#endif
+    return mt_conv_dsp(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
+#else
+    (void)ctx;
     const int32_t c_in = input_dims->c;
     const int32_t c_out = output_dims->c;
-    const int32_t k = filter_dims->h * filter_dims->w * c_in;
     const int32_t lo = p->activation.min - p->output_offset;
     const int32_t hi = p->activation.max - p->output_offset;
     const int32_t in_image = input_dims->h * input_dims->w * c_in;
     const int32_t out_positions = output_dims->h * output_dims->w;
-
-#if MT_USE_DSP
-    const int32_t need = mt_conv_s8_get_buffer_size(input_dims, filter_dims);
-    if (ctx == 0 || ctx->buf == 0 || ctx->size < need || ((uintptr_t)ctx->buf & 3u) != 0) {
-        return MT_ARG_ERROR;
-    }
-    if (filter_dims->h == 1 && filter_dims->w == 1 && p->padding.top == 0 && p->padding.left == 0 &&
-        p->padding.bottom == 0 && p->padding.right == 0 && c_in >= 4 && c_out >= 2) {
-        mt_conv_1x1(p, quant_params, input_dims, input, filter, bias, output_dims, output, (int32_t *)ctx->buf);
-        return MT_SUCCESS;
-    }
-    const int32_t groups = mt_conv_groups(k);
-    int32_t *cols = (int32_t *)ctx->buf;
-    int8_t *stage = (int8_t *)(cols + 4 * groups);
-    const int32_t off16x2 = mt_pack_off16x2(p->input_offset);
-    const uint32_t min4 = mt_splat4(p->activation.min);
-    const uint32_t max4 = mt_splat4(p->activation.max);
-
-    for (int32_t b = 0; b < input_dims->n; b++) {
-        const int8_t *in = input + b * in_image;
-        int8_t *out = output + b * out_positions * c_out;
-        int32_t pos = 0;
-        int32_t oy = 0, ox = 0;
-        for (; pos + 1 < out_positions; pos += 2) {
-            mt_conv_im2col(in, input_dims, filter_dims, p, oy, ox, stage, cols, groups, off16x2);
-            if (++ox == output_dims->w) {
-                ox = 0;
-                oy++;
-            }
-            mt_conv_im2col(in, input_dims, filter_dims, p, oy, ox, stage, cols + 1, groups, off16x2);
-            if (++ox == output_dims->w) {
-                ox = 0;
-                oy++;
-            }
-            mt_conv_mat_mult_2col(filter, bias, quant_params->multiplier, quant_params->shift, c_out, k, cols,
-                                  p->output_offset, min4, max4, out, out + c_out);
-            out += 2 * c_out;
-        }
-        if (pos < out_positions) {
-            mt_conv_im2col(in, input_dims, filter_dims, p, oy, ox, stage, cols, groups, off16x2);
-            mt_conv_mat_mult_1col(filter, bias, quant_params, c_out, k, cols, lo, hi, p->output_offset, out);
-        }
-    }
-#else
-    (void)ctx;
-    (void)k;
     for (int32_t b = 0; b < input_dims->n; b++) {
         const int8_t *in = input + b * in_image;
         int8_t *out = output + b * out_positions * c_out;
@@ -633,6 +719,6 @@ mt_status mt_conv_s8(const mt_context *ctx,
             }
         }
     }
-#endif
     return MT_SUCCESS;
+#endif
 }

@@ -3,16 +3,57 @@
  * filter [1][KH][KW][C_out], per-channel requantisation.
  *
  * Reference path: one loop nest per output value (also used on the DSP build when ch_mult > 1).
- * DSP path (ch_mult = 1): 4 channels at a time; per tap one word of input and one of filter are widened with
- * SXTAB16 / SXTB16 and multiplied lane by lane with SMLABB / SMLATT; only in-bounds taps are visited.
+ * DSP path (ch_mult = 1, C >= 4) with the scratch buffer of mt_depthwise_conv_s8_get_buffer_size(): the channels
+ * go in quads (the last one overlaps its neighbour when C % 4 != 0). The scratch holds, per quad, a record
+ * (mt_pass, mt_support.h) followed by its KH x KW taps' weights widened once ((c0, c2), (c1, c3) per tap), then a
+ * ring of KH input rows (plus a zero row for vertical padding), each widened once with the input offset added
+ * (SXTAB16) and zero padding at both ends, quad-major so that one quad's words of neighbouring columns are 8 bytes
+ * apart. A pass computes two horizontally adjacent outputs x every quad: per tap one weight pair and two input
+ * pairs (an LDR chain) and 8 SMLABB / SMLATT, then the shared output stage (single rounding, packed clamp, one
+ * word per output position). 3x3 with stride 1 runs as assembly (mt_dw_pair_asm) when every shift is < 0;
+ * other shapes and shifts run the same pass in C. An odd output width pairs its last column with a dummy whose
+ * outputs go to a trash area.
+ * DSP path without that scratch (or C < 4): 4 channels at a time; per tap one word of input and one of filter
+ * are widened with SXTAB16 / SXTB16 and multiplied lane by lane with SMLABB / SMLATT (mt_dw_pixel).
  */
 #include "mt_support.h"
 
+#if MT_USE_DSP
+static int32_t mt_dw_rec_words(const mt_dims *f)
+{
+    return MT_PASS_REC_WORDS + 2 * f->h * f->w;
+}
+
+/* Ring columns for an output row of w_out positions (rounded up to pairs) at the given stride. */
+static int32_t mt_dw_cols(int32_t w_out, int32_t kw, int32_t stride)
+{
+    return stride * (((w_out + 1) & ~1) - 1) + kw;
+}
+
+/* The ring: KH rows and one zero row, each cols x quads x 2 words. */
+static int32_t mt_dw_ring_bytes(const mt_dims *f, int32_t cols)
+{
+    return (f->h + 1) * cols * ((f->c + 3) >> 2) * 8;
+}
+#endif
+
 int32_t mt_depthwise_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims)
 {
+#if MT_USE_DSP
+    /* Records and weights, the ring for output rows as wide as the input plus KW - 1 (padding up to KW - 1 on
+     * each side) at stride 1, the trash outputs; 0 where the scratch path does not apply. */
+    if (filter_dims->c != input_dims->c || filter_dims->c < 4) {
+        return 0;
+    }
+    const int32_t quads = (filter_dims->c + 3) >> 2;
+    const int32_t cols = mt_dw_cols(input_dims->w + filter_dims->w - 1, filter_dims->w, 1);
+    return quads * mt_dw_rec_words(filter_dims) * 4 + mt_dw_ring_bytes(filter_dims, cols) +
+           ((filter_dims->c + 3) & ~3);
+#else
     (void)input_dims;
     (void)filter_dims;
     return 0;
+#endif
 }
 
 static void mt_dw_reference(const mt_dw_conv_params *p, const mt_per_channel_quant_params *q,
@@ -175,6 +216,314 @@ static void mt_dw_dsp(const mt_dw_conv_params *p, const mt_per_channel_quant_par
 }
 #endif
 
+#if MT_USE_DSP
+/* The pass in C: x points at the KH row pointers (quad 0, the first output's window column). */
+static void mt_dw_pair_c(const mt_pass *j, const mt_dims *f, int32_t stride, int32_t cols)
+{
+    const int32_t *const *rows = (const int32_t *const *)(const void *)j->x;
+    const int32_t *r = j->w;
+    for (int32_t q = 0; q < j->quads; q++, r += mt_dw_rec_words(f)) {
+        int32_t a[8];
+        for (int32_t c = 0; c < 4; c++) {
+            a[c] = a[c + 4] = r[c];
+        }
+        for (int32_t ky = 0; ky < f->h; ky++) {
+            const int32_t *x = rows[ky] + 2 * q * cols;
+            for (int32_t kx = 0; kx < f->w; kx++) {
+                const int32_t *w = r + MT_PASS_REC_WORDS + 2 * (ky * f->w + kx);
+                const int32_t *x0 = x + 2 * kx, *x1 = x + 2 * (kx + stride);
+                a[0] = __smlabb(x0[0], w[0], a[0]);
+                a[2] = __smlatt(x0[0], w[0], a[2]);
+                a[1] = __smlabb(x0[1], w[1], a[1]);
+                a[3] = __smlatt(x0[1], w[1], a[3]);
+                a[4] = __smlabb(x1[0], w[0], a[4]);
+                a[6] = __smlatt(x1[0], w[0], a[6]);
+                a[5] = __smlabb(x1[1], w[1], a[5]);
+                a[7] = __smlatt(x1[1], w[1], a[7]);
+            }
+        }
+        mt_pass_store(j, r, a);
+    }
+}
+
+#if defined(__GNUC__) && defined(__thumb2__)
+void mt_dw_pair_asm(const mt_pass *j);
+
+/* Tap (ky, kx) of a 3x3 window: the weight pair at record offset W, the two outputs' input pairs at row offsets
+ * X0 and X1 = X0 + 8 (r12 = the row's first column for this quad, lr = the record). */
+#define MT_DW_ASM_TAP(W, X0, X04, X1, X14) \
+    "ldrd r10, r11, [lr, #" W "]\n\t" \
+    "ldr r8, [r12, #" X0 "]\n\t" \
+    "ldr r9, [r12, #" X04 "]\n\t" \
+    "smlabb r0, r8, r10, r0\n\t" \
+    "smlatt r2, r8, r10, r2\n\t" \
+    "smlabb r1, r9, r11, r1\n\t" \
+    "smlatt r3, r9, r11, r3\n\t" \
+    "ldr r8, [r12, #" X1 "]\n\t" \
+    "ldr r9, [r12, #" X14 "]\n\t" \
+    "smlabb r4, r8, r10, r4\n\t" \
+    "smlatt r6, r8, r10, r6\n\t" \
+    "smlabb r5, r9, r11, r5\n\t" \
+    "smlatt r7, r9, r11, r7\n\t"
+/* The three taps of kernel row ky (weights at record word 17 + 2 * (3 * ky + kx)) */
+#define MT_DW_ROW(W0, W1, W2) \
+    MT_DW_ASM_TAP(W0, "0", "4", "8", "12") MT_DW_ASM_TAP(W1, "8", "12", "16", "20") \
+    MT_DW_ASM_TAP(W2, "16", "20", "24", "28")
+
+/* Registers: r0-r3 the first output x channels 0-3, r4-r7 the second, r8 / r9 input words, r10 / r11 weight
+ * words, r12 the kernel row's input, lr the record. Stack: [0] job, [4] quads left, [8] this record, [12..20] the
+ * three rows' input for this quad. */
+__asm__(".syntax unified\n"
+        ".thumb\n"
+        ".section .text.mt_dw_pair_asm,\"ax\",%progbits\n"
+        ".global mt_dw_pair_asm\n"
+        ".type mt_dw_pair_asm, %function\n"
+        ".p2align 2\n"
+        "mt_dw_pair_asm:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "sub sp, #28\n\t"
+        "str r0, [sp]\n\t"
+        "ldr r1, [r0, #8]\n\t"
+        "ldm r1, {r2, r3, r4}\n\t"
+        "add r1, sp, #12\n\t"
+        "stm r1, {r2, r3, r4}\n\t"
+        "ldr r2, [r0, #4]\n\t"
+        "str r2, [sp, #4]\n\t"
+        "ldr lr, [r0]\n"
+        "1:\n\t"
+        "str lr, [sp, #8]\n\t"
+        "ldm lr, {r0, r1, r2, r3}\n\t"
+        "mov r4, r0\n\t"
+        "mov r5, r1\n\t"
+        "mov r6, r2\n\t"
+        "mov r7, r3\n\t"
+        "ldr r12, [sp, #12]\n\t" MT_DW_ROW("68", "76", "84")
+        "ldr r12, [sp, #16]\n\t" MT_DW_ROW("92", "100", "108")
+        "ldr r12, [sp, #20]\n\t" MT_DW_ROW("116", "124", "132")
+        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT
+        "ldr r8, [sp]\n\t" /* the next quad: its rows and its record */
+        "ldr r9, [r8, #12]\n\t"
+        "add r10, sp, #12\n\t"
+        "ldm r10, {r0, r1, r2}\n\t"
+        "add r0, r0, r9\n\t"
+        "add r1, r1, r9\n\t"
+        "add r2, r2, r9\n\t"
+        "stm r10, {r0, r1, r2}\n\t"
+        "ldr lr, [sp, #8]\n\t"
+        "add lr, lr, #140\n\t"
+        "ldr r3, [sp, #4]\n\t"
+        "subs r3, r3, #1\n\t"
+        "str r3, [sp, #4]\n\t"
+        "bne 1b\n\t"
+        "add sp, #28\n\t"
+        "pop {r4-r11, pc}\n"
+        ".size mt_dw_pair_asm, . - mt_dw_pair_asm\n"
+        ".text\n");
+#endif
+
+/* Widens input row `row` into a ring row: for each quad, cols columns of 2 words, column j holding input column
+ * j - left (zeros outside the input). */
+static void mt_dw_ring_row(const int8_t *row, int32_t w_in, int32_t c, int32_t left, int32_t cols, int32_t off16x2,
+                           int32_t *dst)
+{
+    const int32_t quads = (c + 3) >> 2, qstep = 2 * cols;
+    for (int32_t j = 0; j < cols; j++) {
+        const int32_t ix = j - left;
+        int32_t *d = dst + 2 * j;
+        if (ix < 0 || ix >= w_in) {
+            for (int32_t q = 0; q < quads; q++, d += qstep) {
+                d[0] = d[1] = 0;
+            }
+            continue;
+        }
+        const int8_t *src = row + ix * c;
+        for (int32_t q = 0; q < quads - 1; q++, src += 4, d += qstep) {
+            const int32_t v = mt_read_s32(src);
+            d[0] = mt_lo_off(v, off16x2);
+            d[1] = mt_hi_off(v, off16x2);
+        }
+        const int32_t v = mt_read_s32(row + ix * c + c - 4); /* the last quad overlaps when C % 4 != 0 */
+        d[0] = mt_lo_off(v, off16x2);
+        d[1] = mt_hi_off(v, off16x2);
+    }
+}
+
+/* The depthwise convolution with scratch (ch_mult = 1, C >= 4; arguments checked). Returns 0 when the scratch
+ * is too small for this shape (the caller falls back). */
+static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_params *p,
+                                        const mt_per_channel_quant_params *q, const mt_dims *input_dims,
+                                        const int8_t *input, const mt_dims *filter_dims, const int8_t *filter,
+                                        const int32_t *bias, const mt_dims *output_dims, int8_t *output)
+{
+    const int32_t c = input_dims->c, quads = (c + 3) >> 2, kh = filter_dims->h, kw = filter_dims->w;
+    const int32_t w_out = output_dims->w, sw = p->stride.w;
+    const int32_t cols = mt_dw_cols(w_out, kw, sw);
+    const int32_t rec_words = mt_dw_rec_words(filter_dims);
+    const int32_t ring_bytes = mt_dw_ring_bytes(filter_dims, cols);
+    if (ctx == 0 || ctx->buf == 0 || ((uintptr_t)ctx->buf & 3u) != 0 || kh > 8 ||
+        quads * rec_words * 4 + ring_bytes + ((c + 3) & ~3) > ctx->size) {
+        return 0;
+    }
+    int32_t *recs = (int32_t *)ctx->buf;
+    int32_t *ring = recs + quads * rec_words;
+    const int32_t row_words = 2 * cols * quads;
+    int32_t *zero_row = ring + kh * row_words;
+    int8_t *trash = (int8_t *)(zero_row + row_words);
+    const int32_t off16x2 = mt_pack_off16x2(p->input_offset);
+
+    int fast = kh == 3 && kw == 3 && sw == 1;
+    int32_t *r = recs;
+    for (int32_t qi = 0; qi < quads; qi++, r += rec_words) {
+        const int32_t ch = MT_MIN(4 * qi, c - 4);
+        fast &= mt_pass_record(r, bias, q, ch, c, p->output_offset);
+        for (int32_t t = 0; t < kh * kw; t++) {
+            const int32_t v = mt_read_s32(filter + t * c + ch);
+            r[MT_PASS_REC_WORDS + 2 * t] = mt_lo(v);
+            r[MT_PASS_REC_WORDS + 2 * t + 1] = mt_hi(v);
+        }
+    }
+    for (int32_t i = 0; i < row_words; i++) { /* a loop: GCC's memset call costs more here */
+        zero_row[i] = 0;
+    }
+
+    mt_pass j;
+    j.w = recs;
+    j.quads = quads;
+    j.step = 8 * cols; /* bytes from one quad's row to the next's */
+    j.out_off = p->output_offset;
+    j.min4 = mt_splat4(p->activation.min);
+    j.max4 = mt_splat4(p->activation.max);
+    j.tail = 4;
+    int32_t ring_row[8]; /* the input row (batch * H + y) each ring row holds, or -1 */
+    for (int32_t k = 0; k < kh; k++) {
+        ring_row[k] = -1;
+    }
+    for (int32_t b = 0; b < output_dims->n; b++) {
+        const int8_t *in = input + b * input_dims->h * input_dims->w * c;
+        for (int32_t oy = 0; oy < output_dims->h; oy++) {
+            const int32_t *rows[8];
+            for (int32_t ky = 0; ky < kh; ky++) {
+                const int32_t iy = oy * p->stride.h - p->padding.top + ky;
+                if (iy < 0 || iy >= input_dims->h) {
+                    rows[ky] = zero_row;
+                    continue;
+                }
+                const int32_t slot = iy % kh;
+                int32_t *dst = ring + slot * row_words;
+                if (ring_row[slot] != b * input_dims->h + iy) {
+                    ring_row[slot] = b * input_dims->h + iy;
+                    mt_dw_ring_row(in + iy * input_dims->w * c, input_dims->w, c, p->padding.left, cols, off16x2,
+                                   dst);
+                }
+                rows[ky] = dst;
+            }
+            int8_t *out_row = output + (b * output_dims->h + oy) * w_out * c;
+            for (int32_t ox = 0; ox < w_out; ox += 2) {
+                const int32_t *x[8];
+                for (int32_t ky = 0; ky < kh; ky++) {
+                    x[ky] = rows[ky] + 2 * ox * sw;
+                }
+                j.x = (const int32_t *)(const void *)x;
+                j.out0 = out_row + ox * c;
+                j.out1 = ox + 1 < w_out ? j.out0 + c : trash;
+#if defined(__GNUC__) && defined(__thumb2__)
+                if (fast) {
+                    mt_dw_pair_asm(&j);
+                    continue;
+                }
+#endif
+                mt_dw_pair_c(&j, filter_dims, sw, cols);
+            }
+        }
+    }
+    return 1;
+}
+#endif
+
+#if MT_USE_MVE
+/* Helium path (ch_mult = 1): per output pixel, 8 channels per step as int16 lanes: each in-bounds tap widens 8
+ * input bytes (VLDRB.S16) and adds the input offset, widens 8 weights, and multiplies into 32-bit even-lane and
+ * odd-lane accumulators (VMULLB / VMULLT); then two vector requantisations (mt_mve_store4 on the even and odd
+ * channels, the parameters deinterleaved beforehand into the scratch buffer) scatter the 8 bytes; channel tails
+ * predicated. Scratch: those parameters (the DSP path's scratch is larger); returns 0 without it. */
+static int mt_dw_mve(const mt_context *ctx, const mt_dw_conv_params *p, const mt_per_channel_quant_params *q,
+                     const mt_dims *input_dims, const int8_t *input, const mt_dims *f, const int8_t *filter,
+                     const int32_t *bias, const mt_dims *output_dims, int8_t *output)
+{
+    const int32_t c = input_dims->c, c8 = (c + 7) & ~7;
+    if (ctx == 0 || ctx->buf == 0 || ((uintptr_t)ctx->buf & 3u) != 0 || 24 * c8 > ctx->size) {
+        return 0;
+    }
+    int32_t *prm = (int32_t *)ctx->buf; /* per 8 channels: bias, multiplier, rnd, nk, each even then odd lanes */
+    int32_t *rnd = prm + 4 * c8, *nk = rnd + c8; /* staging for mt_mve_round, channel order */
+    if (!mt_mve_round(q, c, p->output_offset, rnd, nk)) {
+        return 0;
+    }
+    for (int32_t ch = 0; ch < c8; ch++) {
+        const int32_t g = ch >> 3, lane = (ch & 7) >> 1, odd = ch & 1;
+        int32_t *d = prm + 32 * g + 4 * odd + lane; /* [bias e, bias o, mult e, mult o, rnd e, rnd o, nk e, nk o] */
+        const int valid = ch < c;
+        d[0] = valid && bias ? bias[ch] : 0;
+        d[8] = valid ? q->multiplier[ch] : 0;
+        d[16] = valid ? rnd[ch] : 0;
+        d[24] = valid ? nk[ch] : 0;
+    }
+    static const uint32_t even_off[4] = {0, 2, 4, 6};
+    const uint32x4_t evens = vldrwq_u32(even_off), odds = vaddq_n_u32(evens, 1);
+    for (int32_t b = 0; b < input_dims->n; b++) {
+        const int8_t *in = input + b * input_dims->h * input_dims->w * c;
+        for (int32_t oy = 0; oy < output_dims->h; oy++) {
+            const int32_t iy0 = oy * p->stride.h - p->padding.top;
+            const int32_t ky0 = MT_MAX(0, -iy0), ky1 = MT_MIN(f->h, input_dims->h - iy0);
+            for (int32_t ox = 0; ox < output_dims->w; ox++, output += c) {
+                const int32_t ix0 = ox * p->stride.w - p->padding.left;
+                const int32_t kx0 = MT_MAX(0, -ix0), kx1 = MT_MIN(f->w, input_dims->w - ix0);
+                const int32_t taps = kx1 - kx0;
+                for (int32_t ch = 0; ch < c; ch += 8) {
+                    const int32_t *g = prm + 4 * ch;
+                    int32x4_t even = vldrwq_s32(g), odd = vldrwq_s32(g + 4);
+                    const int8_t *xr = in + ((iy0 + ky0) * input_dims->w + ix0 + kx0) * c + ch;
+                    const int8_t *wr = filter + (ky0 * f->w + kx0) * c + ch;
+                    if (ch + 8 <= c) { /* a whole group: no predicates */
+                        for (int32_t ky = ky0; ky < ky1; ky++, xr += input_dims->w * c, wr += f->w * c) {
+                            const int8_t *x = xr, *w = wr;
+                            for (int32_t t = taps; t > 0; t--, x += c, w += c) {
+                                const int16x8_t xv = vaddq_n_s16(vldrbq_s16(x), (int16_t)p->input_offset);
+                                const int16x8_t wv = vldrbq_s16(w);
+                                even = vaddq_s32(even, vmullbq_int_s16(xv, wv));
+                                odd = vaddq_s32(odd, vmulltq_int_s16(xv, wv));
+                            }
+                        }
+                    } else {
+                        const mve_pred16_t p8 = vctp16q((uint32_t)(c - ch));
+                        for (int32_t ky = ky0; ky < ky1; ky++, xr += input_dims->w * c, wr += f->w * c) {
+                            const int8_t *x = xr, *w = wr;
+                            for (int32_t t = taps; t > 0; t--, x += c, w += c) {
+                                const int16x8_t xv = vaddq_n_s16(vldrbq_z_s16(x, p8), (int16_t)p->input_offset);
+                                const int16x8_t wv = vldrbq_z_s16(w, p8);
+                                even = vaddq_s32(even, vmullbq_int_s16(xv, wv));
+                                odd = vaddq_s32(odd, vmulltq_int_s16(xv, wv));
+                            }
+                        }
+                    }
+                    /* even lanes are channels ch, ch + 2, ..; requantise, clamp, scatter the bytes */
+                    for (int32_t half = 0; half < 2; half++) {
+                        const int32x4_t acc = half ? odd : even;
+                        int32x4_t v = vmulhq_s32(acc, vldrwq_s32(g + 8 + 4 * half));
+                        v = vshlq_s32(vaddq_s32(v, vldrwq_s32(g + 16 + 4 * half)), vldrwq_s32(g + 24 + 4 * half));
+                        v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(p->activation.min)), vdupq_n_s32(p->activation.max));
+                        const uint32x4_t offs = half ? odds : evens;
+                        const mve_pred16_t in_range = vcmphiq_u32(vdupq_n_u32((uint32_t)(c - ch)), offs);
+                        vstrbq_scatter_offset_p_s32(output + ch, offs, v, in_range);
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
+#endif
+
 mt_status mt_depthwise_conv_s8(const mt_context *ctx,
                                const mt_dw_conv_params *dw_conv_params,
                                const mt_per_channel_quant_params *quant_params,
@@ -186,7 +535,7 @@ mt_status mt_depthwise_conv_s8(const mt_context *ctx,
                                const mt_dims *output_dims,
                                int8_t *output)
 {
-    (void)ctx;
+    (void)ctx; /* only the DSP path uses scratch */
     if (dw_conv_params == 0 || quant_params == 0 || input_dims == 0 || input == 0 || filter_dims == 0 ||
         filter == 0 || output_dims == 0 || output == 0) {
         return MT_ARG_ERROR;
@@ -202,7 +551,17 @@ mt_status mt_depthwise_conv_s8(const mt_context *ctx,
         output_dims->w != mt_out_len(input_dims->w, p->padding.left, p->padding.right, filter_dims->w, p->stride.w)) {
         return MT_ARG_ERROR;
     }
+#if MT_USE_MVE
+    if (p->ch_mult == 1 &&
+        mt_dw_mve(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output)) {
+        return MT_SUCCESS;
+    }
+#endif
 #if MT_USE_DSP
+    if (p->ch_mult == 1 && input_dims->c >= 4 &&
+        mt_dw_scratch(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output)) {
+        return MT_SUCCESS;
+    }
     if (p->ch_mult == 1) {
         mt_dw_dsp(p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
         return MT_SUCCESS;

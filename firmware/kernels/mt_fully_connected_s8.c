@@ -16,7 +16,7 @@ int32_t mt_fully_connected_s8_get_buffer_size(const mt_dims *filter_dims)
     return 0;
 }
 
-#if MT_USE_DSP
+#if MT_USE_DSP && !MT_USE_MVE
 /* 4 dot products of int8 rows w, w + k, w + 2k, w + 3k with x (groups words), input offset added to x.
  * Rows 1 and 3 are addressed from rows 0 and 2 with a register offset, which keeps the loop within the 14
  * usable registers. */
@@ -110,6 +110,35 @@ static void mt_fc_dsp_row(const int8_t *x, const int8_t *filter, const int32_t *
 }
 #endif
 
+#if MT_USE_MVE
+/* Helium path: 4 rows at a time, 16 K values per VMLADAVA on the raw int8 operands (the input vector loaded once
+ * for the 4 rows), each row's weight sum by VADDVA for the input offset (bias + offset * sum(w)), K tails through
+ * predicated loads; scalar requantisation. */
+static void mt_fc_mve_row(const int8_t *x, const int8_t *filter, const int32_t *bias,
+                          const mt_per_channel_quant_params *q, int32_t k, int32_t m_rows, int32_t input_offset,
+                          int32_t lo, int32_t hi, int32_t out_off, int8_t *out)
+{
+    for (int32_t m = 0; m < m_rows; m += 4) {
+        const int32_t rows = MT_MIN(4, m_rows - m);
+        int32_t a[4] = {0, 0, 0, 0}, sw[4] = {0, 0, 0, 0};
+        for (int32_t i = 0; i < k; i += 16) {
+            const mve_pred16_t pk = vctp8q((uint32_t)(k - i));
+            const int8x16_t xv = vldrbq_z_s8(x + i, pk);
+            for (int32_t r = 0; r < rows; r++) {
+                const int8x16_t wv = vldrbq_z_s8(filter + (m + r) * k + i, pk);
+                a[r] = vmladavaq_s8(a[r], xv, wv);
+                sw[r] = vaddvaq_s8(sw[r], wv);
+            }
+        }
+        for (int32_t r = 0; r < rows; r++) {
+            const uint32_t acc = (uint32_t)(bias ? bias[m + r] : 0) + (uint32_t)a[r]
+                                 + (uint32_t)input_offset * (uint32_t)sw[r];
+            out[m + r] = mt_output_s8((int32_t)acc, q->multiplier[m + r], q->shift[m + r], lo, hi, out_off);
+        }
+    }
+}
+#endif
+
 mt_status mt_fully_connected_s8(const mt_context *ctx,
                                 const mt_fc_params *fc_params,
                                 const mt_per_channel_quant_params *quant_params,
@@ -142,7 +171,9 @@ mt_status mt_fully_connected_s8(const mt_context *ctx,
     for (int32_t b = 0; b < input_dims->n; b++) {
         const int8_t *x = input + b * k;
         int8_t *out = output + b * m_rows;
-#if MT_USE_DSP
+#if MT_USE_MVE
+        mt_fc_mve_row(x, filter, bias, quant_params, k, m_rows, p->input_offset, lo, hi, p->output_offset, out);
+#elif MT_USE_DSP
         mt_fc_dsp_row(x, filter, bias, quant_params->multiplier, quant_params->shift, k, m_rows,
                       mt_pack_off16x2(p->input_offset), p->output_offset, mt_splat4(p->activation.min),
                       mt_splat4(p->activation.max), lo, hi, out);

@@ -14,9 +14,11 @@
  * Conv filters are OHWI [C_out][KH][KW][C_in]; depthwise filters are [1][KH][KW][C_out];
  * fully connected weights are [M][K] (one row per output feature).
  *
- * Every kernel has a plain C reference path and, when __ARM_FEATURE_DSP is defined (Cortex-M4/M7/M33),
- * a SIMD path built on ACLE intrinsics that gives bit-identical results. Define MT_FORCE_REFERENCE to
- * build the reference path on a DSP core (the on-target tests compare both).
+ * Every kernel has a plain C reference path and, when __ARM_FEATURE_DSP is defined (Cortex-M4/M7/M33/M55),
+ * a SIMD path built on ACLE intrinsics and Thumb-2 assembly that gives bit-identical results; with Helium
+ * (__ARM_FEATURE_MVE, Cortex-M55) conv, depthwise and dense take an MVE path first. Define
+ * MT_FORCE_REFERENCE to build the reference path on a DSP core (the on-target tests compare both), and
+ * MT_CONV_LOAD_CHAINS for the conv pass's cycle-tuned inner step (fewer Cortex-M4 cycles, more instructions).
  *
  * No kernel allocates memory: kernels that need scratch take it in an mt_context whose size the caller
  * obtained from the kernel's *_get_buffer_size() query (0 means no scratch is needed). The scratch
@@ -228,7 +230,7 @@ MT_INLINE int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
  * Kernels
  * ------------------------------------------------------------------------------------------------------- */
 
-/** Scratch bytes mt_conv_s8() needs for this filter (0 on the reference path). */
+/** Scratch bytes mt_conv_s8() needs for this input and filter (0 on the reference path). */
 int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims);
 
 /**
@@ -247,7 +249,8 @@ mt_status mt_conv_s8(const mt_context *ctx,
                      const mt_dims *output_dims,
                      int8_t *output);
 
-/** Scratch bytes mt_depthwise_conv_s8() needs (currently always 0). */
+/** Scratch bytes mt_depthwise_conv_s8() wants on the DSP path (0 on the reference path, for ch_mult > 1 and
+ *  for fewer than 4 channels). Given less (or no) scratch the kernel still runs, on a slower DSP path. */
 int32_t mt_depthwise_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims);
 
 /**

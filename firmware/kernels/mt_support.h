@@ -10,6 +10,14 @@
 #include <arm_acle.h>
 #endif
 
+/* Helium (M-profile vector extension, Cortex-M55): the conv, depthwise and dense kernels take an MVE path first. */
+#if MT_USE_DSP && defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#define MT_USE_MVE 1
+#include <arm_mve.h>
+#else
+#define MT_USE_MVE 0
+#endif
+
 #define MT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define MT_MIN(a, b) ((a) < (b) ? (a) : (b))
 
@@ -19,6 +27,14 @@
 #define MT_NO_PRESCHED __attribute__((optimize("no-schedule-insns")))
 #else
 #define MT_NO_PRESCHED
+#endif
+
+/* For short copy / fill loops: GCC would turn them into memcpy / memset calls, which cost more than the loop
+ * for the few bytes they move. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define MT_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define MT_NO_LIBCALLS
 #endif
 
 /* Tell the compiler something the argument checks guaranteed (lets it drop dead branches). */
@@ -203,6 +219,30 @@ MT_INLINE int32_t mt_requant_sat8(int32_t acc, int32_t multiplier, int32_t shift
     return __ssat(__qadd(mt_requantize(acc, multiplier, shift), output_offset), 8);
 }
 
+/* (a * b + 2^31) >> 32 on the exact 64-bit product (SMMULR): a * b / 2^32 rounded, ties towards +infinity. */
+MT_INLINE int32_t mt_smmulr(int32_t a, int32_t b)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b + 0x80000000LL) >> 32);
+#endif
+}
+
+/* acc + mt_smmulr(a, b), exactly (SMMLAR: acc is added as the product's high word). */
+MT_INLINE int32_t mt_smmlar(int32_t a, int32_t b, int32_t acc)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+#else
+    return (int32_t)((((int64_t)acc << 32) + (int64_t)a * b + 0x80000000LL) >> 32);
+#endif
+}
+
 /* Four int8 values (held in int32) packed into one word, v0 in the lowest byte: three BFIs on Thumb-2
  * (GCC does not find them from the C form). */
 MT_INLINE uint32_t mt_pack4(int32_t v0, int32_t v1, int32_t v2, int32_t v3)
@@ -237,6 +277,146 @@ MT_INLINE int32_t mt_pack_off16x2(int32_t offset)
 {
     return (int32_t)(((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16));
 }
+
+/* ---------------------------------------------------------------------------------------------------------
+ * A pass of the conv and depthwise DSP paths: 2 output positions x 4 output channels accumulated in 8 registers,
+ * then requantised, packed, clamped and stored as one word per position. The channel quad's parameters come
+ * from a record in the scratch buffer (MT_PASS_REC_WORDS words, filled by mt_pass_record), followed by the
+ * kernel's widened weights: {bias 0..3, channel offset, then per channel: multiplier, round, k}, with k = ~shift
+ * and round = 2^(k - 1) + output_offset * 2^k. For 1 <= k <= 22, requantize(acc) + output_offset =
+ * (hi + round) >> k exactly, hi the top word of acc * multiplier (SMULL): the rounding bit's constant lies in hi
+ * (the low word only adds a fraction below 1, which the floor drops), the offset is a whole multiple of 2^k, and
+ * nothing overflows (|hi| <= 2^30). Field offsets of mt_pass are used by the assembly passes.
+ * ------------------------------------------------------------------------------------------------------- */
+#define MT_PASS_REC_WORDS 17
+
+typedef struct {
+    const int32_t *w;    /*  0: the first quad's record */
+    int32_t quads;       /*  4: quads in this pass */
+    const int32_t *x;    /*  8: the first input word of the pass */
+    int32_t step;        /* 12: conv: rounds of the MAC loop; depthwise: bytes from one quad's input to the next */
+    int32_t entry;       /* 16: conv: code bytes into the MAC loop where the first round starts */
+    int32_t n;           /* 20: conv: K-pairs */
+    int32_t out_off;     /* 24 */
+    uint32_t min4, max4; /* 28, 32: the activation bounds in every byte */
+    int8_t *out0, *out1; /* 36, 40: channel 0 of the two output positions */
+    int32_t tail;        /* 44: channels stored per quad: 4, or C_out when C_out < 4 */
+} mt_pass;
+
+/* Fills the record of output channels ch .. ch + 3 (channels >= c_out get zeros); returns 1 when the assembly
+ * output stage can take all four (every shift in [-23, -2]). */
+MT_INLINE int mt_pass_record(int32_t *rec, const int32_t *bias, const mt_per_channel_quant_params *q, int32_t ch,
+                             int32_t c_out, int32_t output_offset)
+{
+    int fast = 1;
+    for (int32_t c = 0; c < 4; c++) {
+        const int32_t oc = ch + c;
+        const int valid = oc < c_out;
+        const int32_t k = valid ? ~q->shift[oc] : 1;
+        const int ok = k >= 1 && k <= 22;
+        rec[c] = valid && bias ? bias[oc] : 0;
+        rec[5 + 3 * c] = valid ? q->multiplier[oc] : 0;
+        rec[6 + 3 * c] = ok ? (int32_t)((1u << (k - 1)) + (uint32_t)output_offset * (1u << k)) : 0;
+        rec[7 + 3 * c] = k;
+        fast &= ok;
+    }
+    rec[4] = ch;
+    return fast;
+}
+
+/* The output stage in C: accumulators a[0..3] (first position, channels 0..3) and a[4..7] (second). */
+MT_INLINE void mt_pass_store(const mt_pass *j, const int32_t *rec, const int32_t *a)
+{
+    int32_t v[8];
+    for (int32_t i = 0; i < 8; i++) {
+        const int32_t c = i & 3;
+        v[i] = mt_requant_sat8(a[i], rec[5 + 3 * c], ~rec[7 + 3 * c], j->out_off);
+    }
+    const uint32_t v0 = mt_clamp4(mt_pack4(v[0], v[1], v[2], v[3]), j->min4, j->max4);
+    const uint32_t v1 = mt_clamp4(mt_pack4(v[4], v[5], v[6], v[7]), j->min4, j->max4);
+    if (j->tail == 4) {
+        mt_write_s32(j->out0 + rec[4], (int32_t)v0);
+        mt_write_s32(j->out1 + rec[4], (int32_t)v1);
+    } else {
+        for (int32_t c = 0; c < j->tail; c++) {
+            j->out0[rec[4] + c] = (int8_t)(v0 >> (8 * c));
+            j->out1[rec[4] + c] = (int8_t)(v1 >> (8 * c));
+        }
+    }
+}
+
+#if MT_USE_MVE
+/* The rounding constants of a vector requantisation (see mt_pass_record): for channels 0 .. n - 1, rnd[c] =
+ * 2^(k - 1) + output_offset * 2^k and nk[c] = -k, k = ~shift[c]; returns 1 when every k is in [1, 22]. */
+MT_INLINE int mt_mve_round(const mt_per_channel_quant_params *q, int32_t n, int32_t output_offset, int32_t *rnd,
+                           int32_t *nk)
+{
+    int ok = 1;
+    for (int32_t c = 0; c < n; c++) {
+        const int32_t k = ~q->shift[c];
+        ok &= k >= 1 && k <= 22;
+        rnd[c] = k >= 1 && k <= 22 ? (int32_t)((1u << (k - 1)) + (uint32_t)output_offset * (1u << k)) : 0;
+        nk[c] = -k;
+    }
+    return ok;
+}
+
+/* Four accumulators of channels c .. c + 3 (predicate pc: those < C) requantised, clamped to [lo, hi] (the
+ * activation bounds) and stored as bytes: ((hi(acc * m) + rnd) >> k) per lane, as mt_pass_record explains. */
+MT_INLINE void mt_mve_store4(int32x4_t acc, const int32_t *mult, const int32_t *rnd, const int32_t *nk,
+                             mve_pred16_t pc, int32_t lo, int32_t hi, int8_t *out)
+{
+    int32x4_t v = vmulhq_s32(acc, vldrwq_z_s32(mult, pc));
+    v = vshlq_s32(vaddq_s32(v, vldrwq_z_s32(rnd, pc)), vldrwq_z_s32(nk, pc));
+    v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi));
+    vstrbq_p_s32(out, v, pc);
+}
+#endif
+
+#if defined(__GNUC__) && defined(__thumb2__)
+/* The output stage in assembly (records whose mt_pass_record() returned 1): r0-r3 / r4-r7 the accumulators, r12
+ * the record, [sp] the mt_pass; clobbers r0-r12 and lr. Per channel one LDM of (multiplier, round, k), then for
+ * both positions SMULL, ADD, ASR; SSAT, BFI, SSUB8 / SEL, one STR per position. */
+#define MT_ASM_REQ(p0, p1) \
+    "ldm r12!, {r8, r9, r10}\n\t" \
+    "smull r11, lr, " p0 ", r8\n\t" \
+    "add lr, lr, r9\n\t" \
+    "asr " p0 ", lr, r10\n\t" \
+    "smull r11, lr, " p1 ", r8\n\t" \
+    "add lr, lr, r9\n\t" \
+    "asr " p1 ", lr, r10\n\t"
+#define MT_ASM_PASS_OUTPUT \
+    "add r12, r12, #20\n\t" \
+    MT_ASM_REQ("r0", "r4") MT_ASM_REQ("r1", "r5") MT_ASM_REQ("r2", "r6") MT_ASM_REQ("r3", "r7") \
+    "ssat r0, #8, r0\n\t" \
+    "ssat r1, #8, r1\n\t" \
+    "ssat r2, #8, r2\n\t" \
+    "ssat r3, #8, r3\n\t" \
+    "ssat r4, #8, r4\n\t" \
+    "ssat r5, #8, r5\n\t" \
+    "ssat r6, #8, r6\n\t" \
+    "ssat r7, #8, r7\n\t" \
+    "bfi r0, r1, #8, #8\n\t" \
+    "bfi r0, r2, #16, #8\n\t" \
+    "bfi r0, r3, #24, #8\n\t" \
+    "bfi r4, r5, #8, #8\n\t" \
+    "bfi r4, r6, #16, #8\n\t" \
+    "bfi r4, r7, #24, #8\n\t" \
+    "ldr r8, [sp]\n\t" \
+    "ldrd r9, r10, [r8, #28]\n\t" \
+    "ssub8 r1, r0, r9\n\t" \
+    "sel r0, r0, r9\n\t" \
+    "ssub8 r1, r0, r10\n\t" \
+    "sel r0, r10, r0\n\t" \
+    "ssub8 r1, r4, r9\n\t" \
+    "sel r4, r4, r9\n\t" \
+    "ssub8 r1, r4, r10\n\t" \
+    "sel r4, r10, r4\n\t" \
+    "ldr r11, [r12, #-52]\n\t" \
+    "ldrd r9, r10, [r8, #36]\n\t" \
+    "str r0, [r9, r11]\n\t" \
+    "str r4, [r10, r11]\n\t"
+#endif
 #endif
 
 #endif /* MT_SUPPORT_H */

@@ -121,12 +121,13 @@ class KernelCase:
         return 0
 
     def scratch_bytes(self) -> int:
-        """Upper bound of mt_conv_s8_get_buffer_size() on any path."""
-        if self.op != "conv":
-            return 0
-        k = int(np.prod(self.filter_dims[1:]))
-        col = (k + 3) & ~3
-        return 4 * col + col
+        """The kernel's scratch size query on the DSP path (an upper bound of every path)."""
+        from codegen.lower import conv_scratch_bytes, dwconv_scratch_bytes
+        if self.op == "conv":
+            return conv_scratch_bytes(self.input_dims, *self.kernel, self.c_out, dsp=True)
+        if self.op == "depthwise":
+            return dwconv_scratch_bytes(self.input_dims, *self.kernel, self.input_dims[3] * self.ch_mult, dsp=True)
+        return 0
 
     def describe(self) -> str:
         if self.name:
@@ -201,8 +202,9 @@ def render_cases(cases: list[KernelCase]) -> str:
         max_output=sizes(lambda c: c.output_dims), max_scratch=max([c.scratch_bytes() for c in cases] + [4]))
 
 
-def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False) -> Path:
-    """Build the harness for `board` with the cases compiled in; reference=True forces the plain C path."""
+def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False, defines=()) -> Path:
+    """Build the harness for `board` with the cases compiled in; reference=True forces the plain C path;
+    `defines` are extra preprocessor definitions for the kernels (e.g. MT_CONV_LOAD_CHAINS)."""
     from mcu_train.boards.build import build_elf
     out_dir = Path(out_dir)
     gen = out_dir / ("gen_ref" if reference else "gen_dsp")
@@ -211,7 +213,7 @@ def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = Fal
     sources = [HARNESS_DIR / "mt_kernel_harness.c", *sorted(KERNELS_DIR.glob("mt_*.c"))]
     name = "harness_ref.elf" if reference else "harness_dsp.elf"
     return build_elf(board, sources, out_dir / name, include_dirs=[KERNELS_DIR, HARNESS_DIR, gen],
-                     defines=["MT_FORCE_REFERENCE"] if reference else []).elf
+                     defines=[*(["MT_FORCE_REFERENCE"] if reference else []), *defines]).elf
 
 
 RESULT = re.compile(rb"^R (\d+) (-?\d+) ([0-9a-f]{8})$", re.M)
@@ -296,10 +298,9 @@ def random_cases(seed: int = 0, count: int = 70) -> list[KernelCase]:
 
 
 def conv_1x1_cases(seed: int = 1, count: int = 40) -> list[KernelCase]:
-    """Randomised 1x1 convolutions for mt_conv_s8's 1x1 route on the DSP path (KH = KW = 1, no padding,
-    C_in >= 4, C_out >= 2): C_in a multiple of 16, of 4 only, or not; odd and even C_out and position counts;
-    1-D and 2-D; strides; zero points; clamps; extreme multipliers / shifts; no bias; and a few shapes that stay
-    on the generic path (C_in < 4, C_out = 1)."""
+    """Randomised 1x1 convolutions (widened straight from the input on the DSP path): C_in a multiple of 16, of
+    4 only, or not; odd and even C_out and position counts; 1-D and 2-D; strides; zero points; clamps; extreme
+    multipliers / shifts; no bias; C_in < 4 and C_out = 1."""
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(count):
@@ -319,6 +320,52 @@ def conv_1x1_cases(seed: int = 1, count: int = 40) -> list[KernelCase]:
                                 c_out=co, stride=stride, input_offset=int(rng.integers(-127, 129)),
                                 output_offset=int(rng.integers(-128, 128)), act_min=act[0], act_max=act[1],
                                 bias=bias, multiplier=m, shift=s, name=f"random conv 1x1 #{i}"))
+    return cases
+
+
+def dsp_pass_cases(seed: int = 3, count: int = 40) -> list[KernelCase]:
+    """Randomised convs and depthwise convs aimed at the DSP and Helium passes: 2-D convs with C_in % 4 == 0 (the
+    input band: odd and even output widths, strides 1 and 2, padding up to KW - 1 and beyond, C_out below 4, odd,
+    not a multiple of 4), convs with few input channels (im2col, K tails), 3x3 stride-1 depthwise convs (the
+    assembly pass: odd widths, C % 4 != 0, C < 4) and other depthwise shapes; shifts at the edges of the assembly
+    output stage ([-23, -2]) and beyond it, extreme zero points, biases near the int32 limits."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        depthwise = i % 2 == 1
+        h, w = int(rng.integers(2, 9)), int(rng.integers(1, 12))
+        if depthwise:
+            c = int(rng.choice([3, 4, 5, 8, 12, 13, 16, 20]))
+            kh, kw = (3, 3) if rng.random() < 0.7 else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            stride = (1, 1) if rng.random() < 0.7 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            co = c
+        else:
+            c = int(rng.choice([4, 8, 12, 16, 20, 32])) if rng.random() < 0.75 else int(rng.choice([1, 2, 3, 5]))
+            kh, kw = int(rng.integers(1, 4)), int(rng.integers(2, 4))
+            stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            co = int(rng.choice([1, 2, 3, 5, 7, 8, 12, 13, 16]))
+        kh = min(kh, h)
+        big = rng.random() < 0.15  # padding beyond KW - 1: the band may not fit, im2col instead
+        pad = tuple(int(rng.integers(0, k + (2 if big else 0))) for k in (kh, kw, kh, kw))
+        if (w + pad[1] + pad[3] - kw) < 0 or (h + pad[0] + pad[2] - kh) < 0:
+            pad = (0, 0, 0, 0)
+            w = max(w, kw)
+        taps = kh * kw * (1 if depthwise else c)
+        m, sh = _quant(rng, co, taps, spread=10.0)
+        if rng.random() < 0.4:  # the edges of the assembly output stage, and beyond
+            sh = [int(v) for v in rng.choice([-24, -23, -22, -2, -1, 0], co)]
+            m = [int(v) for v in rng.integers(1 << 30, 2**31, co)]
+        bias = [int(v) for v in rng.integers(-30000, 30000, co)]
+        if rng.random() < 0.2:  # accumulators near the int32 limits
+            bias = [int(v) for v in rng.choice([2**31 - 10**6, -2**31 + 10**6], co)]
+        act = sorted(int(v) for v in rng.integers(-128, 128, 2)) if rng.random() < 0.3 else [-128, 127]
+        cases.append(KernelCase(op="depthwise" if depthwise else "conv", seed=int(rng.integers(1, 2**32)),
+                                input=(int(rng.integers(1, 3)), h, w, c), kernel=(kh, kw), c_out=co, stride=stride,
+                                padding=pad, input_offset=int(rng.choice([-127, 128, int(rng.integers(-127, 129))])),
+                                output_offset=int(rng.choice([-128, 127, int(rng.integers(-128, 128))])),
+                                act_min=act[0], act_max=act[1], bias=bias if rng.random() < 0.9 else None,
+                                multiplier=m, shift=sh,
+                                name=f"random pass {'depthwise' if depthwise else 'conv'} #{i}"))
     return cases
 
 

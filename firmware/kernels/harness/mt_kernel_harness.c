@@ -122,7 +122,11 @@ static int32_t hx_run(const hx_case *c)
     case HX_DEPTHWISE: {
         const mt_dw_conv_params p = {c->input_offset, c->output_offset, c->ch_mult, c->stride, c->padding, {1, 1},
                                      c->activation};
-        const mt_context ctx = {0, 0};
+        const int32_t need = mt_depthwise_conv_s8_get_buffer_size(&c->input, &c->filter);
+        if (need > HX_SCRATCH_BYTES) {
+            return -99;
+        }
+        const mt_context ctx = {hx_scratch, need};
         return mt_depthwise_conv_s8(&ctx, &p, &q, &c->input, hx_input, &c->filter, hx_filter, c->bias, &c->output,
                                     hx_output);
     }
