@@ -2,9 +2,7 @@
 function of one picklable argument): a board's size, memory and cost tables; the kernels under the QEMU
 instruction counter; whole models; the serial link's throughput. The personalisation streams are in
 mcu_train.bench.streams."""
-import importlib.util
 import struct
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mcu_train.errors import McuTrainError
-from mcu_train.resources import DEFAULT_CALIB, DEFAULT_MODEL, FIRMWARE_DIR, OUTPUT_DIR
+from mcu_train.resources import DEFAULT_CALIB, DEFAULT_MODEL, OUTPUT_DIR
 
 TRAIN_MODES = ("exits", "exits+last-block")
 NEVER = 0xFFFFFFFF  # a Q16 threshold no confidence reaches
@@ -126,44 +124,23 @@ def cycle_estimator():
 # ------------------------------------------------------------------------------------------------ models
 
 # MLPerf Tiny architectures: (name, input, candidate builder names in tests/mlperf_tiny.py).
-MLPERF_TINY = (
-    ("ResNet-8", "32x32x3", ("resnet8", "resnet_8")),
-    ("DS-CNN", "49x10", ("ds_cnn", "dscnn")),
-    ("MobileNetV1-0.25", "96x96x3", ("mobilenet_v1_025", "mobilenet_v1", "mobilenet")),
-    ("FC autoencoder", "640", ("fc_autoencoder", "autoencoder")),
+MLPERF_TINY = (  # (name in the report, input, mcu_train.bench.mlperf_tiny.MODELS key)
+    ("ResNet-8", "32x32x3", "resnet8"),
+    ("DS-CNN", "49x10", "ds-cnn"),
+    ("MobileNetV1-0.25", "96x96x3", "mobilenet-v1-0.25"),
+    ("FC autoencoder", "640", "fc-autoencoder"),
 )
 
 
-def _mlperf_module():
-    tests = FIRMWARE_DIR.parent / "tests"
-    path = tests / "mlperf_tiny.py"
-    if not path.is_file():
-        return None
-    sys.path.insert(0, str(tests))
-    try:
-        spec = importlib.util.spec_from_file_location("mlperf_tiny", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(tests))
-
-
-def _mlperf_model(name, candidates, folder):
-    """An ONNX file of the named MLPerf Tiny model from tests/mlperf_tiny.py (a builder under one of the
-    candidate names, returning the model and its calibration inputs): the path, or why it is unavailable."""
+def _mlperf_model(key, folder):
+    """The named MLPerf Tiny model (mcu_train.bench.mlperf_tiny) written as an ONNX file: its path."""
     import onnx
-    module = _mlperf_module()
-    if module is None:
-        return None, "not available in this build (no tests/mlperf_tiny.py)"
-    builder = next((getattr(module, c) for c in candidates if hasattr(module, c)), None)
-    if builder is None:
-        return None, "not available in this build (tests/mlperf_tiny.py has no builder for it)"
-    model, _ = builder()
-    path = Path(folder) / f"{candidates[0]}.onnx"
+
+    from mcu_train.bench import mlperf_tiny
+    path = Path(folder) / f"{key}.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, path)
-    return path, None
+    onnx.save(mlperf_tiny.MODELS[key](), path)
+    return path
 
 
 def _calibration(onnx_path, folder, n=8):
@@ -195,9 +172,7 @@ def model_task(arg):
     else:
         entry = next(m for m in MLPERF_TINY if m[0] == name)
         out["input"] = entry[1]
-        onnx_path, why = _mlperf_model(name, entry[2], work)
-        if onnx_path is None:
-            return dict(out, error=why)
+        onnx_path = _mlperf_model(entry[2], work)
         calib = _calibration(onnx_path, work)
     try:
         compiled = compile_model(onnx_path, board, work / "model", calib=calib, quiet=True)

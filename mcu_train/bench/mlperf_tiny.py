@@ -8,6 +8,10 @@ realistic because the models are calibrated on random inputs like any other).
 - DS-CNN (``ds_cnn``): MLPerf Tiny's keyword-spotting ``ds_cnn``, input 49x10x1: conv 10x4 stride 2 to 64
   channels; four depthwise-separable blocks (3x3 depthwise, 1x1 conv 64); average pool (24, 5) (the reference
   model pools the first 24 of the 25 rows); dense 12. 2.66 M MACs.
+- MobileNetV1 0.25 (``mobilenet_v1_025``): visual wake words, input 96x96x3: conv 3x3 stride 2 to 8 channels,
+  13 depthwise-separable blocks (8 ... 256 channels), ReLU6 (as Clip 0..6), global average pool, dense 2.
+- FC autoencoder (``fc_autoencoder``): anomaly detection, 640 -> 4 x 128 -> 8 -> 4 x 128 -> 640 dense layers with
+  batch norm and ReLU; its output is the reconstruction (values, not classes).
 Padding is TensorFlow's 'same' (the extra row / column at the end), batch norm follows every conv but the
 shortcuts, as in the Keras reference models.
 """
@@ -39,6 +43,12 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [out], name=self._name(f"{op}_"), **attrs))
         return out
 
+    def bn(self, x, c):
+        return self.node("BatchNormalization", [x, self._const(self.rng.uniform(0.7, 1.3, c)),
+                                                self._const(self.rng.normal(0, 0.1, c)),
+                                                self._const(self.rng.normal(0, 0.1, c)),
+                                                self._const(self.rng.uniform(0.7, 1.5, c))])
+
     def conv(self, x, c_in, c_out, kernel, stride=(1, 1), pads=None, group=1, bn=True, relu=True):
         kh, kw = kernel
         fan_in = c_in // group * kh * kw
@@ -47,10 +57,9 @@ class _Graph:
         y = self.node("Conv", [x, self._const(w), self._const(b)], kernel_shape=[kh, kw], strides=list(stride),
                       pads=list(pads or (0, 0, 0, 0)), group=group)
         if bn:
-            y = self.node("BatchNormalization", [y, self._const(self.rng.uniform(0.7, 1.3, c_out)),
-                                                 self._const(self.rng.normal(0, 0.1, c_out)),
-                                                 self._const(self.rng.normal(0, 0.1, c_out)),
-                                                 self._const(self.rng.uniform(0.7, 1.5, c_out))])
+            y = self.bn(y, c_out)
+        if relu == "relu6":
+            return self.node("Clip", [y, self._const(0.0), self._const(6.0)])
         return self.node("Relu", [y]) if relu else y
 
     def dense(self, x, k, m):
@@ -62,7 +71,7 @@ class _Graph:
         from onnx import TensorProto, helper
         g = helper.make_graph(self.nodes, "mlperf_tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                                         input_shape)],
-                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", "classes"])],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", "outputs"])],
                               self.inits)
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         m.ir_version = 8
@@ -110,7 +119,34 @@ def ds_cnn(seed: int = 0):
     return g.model([1, 1, 49, 10], g.dense(x, 64, 12))
 
 
-MODELS = {"resnet8": resnet8, "ds-cnn": ds_cnn}
+def mobilenet_v1_025(seed: int = 0):
+    """MLPerf Tiny MobileNetV1 0.25 (visual wake words, 96x96x3) as an ONNX ModelProto."""
+    g = _Graph(seed)
+    x = g.conv("x", 3, 8, (3, 3), (2, 2), _same_pads((96, 96), (3, 3), (2, 2)), relu="relu6")
+    hw, c = 48, 8
+    for filters, stride in ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2), *[(128, 1)] * 5, (256, 2),
+                            (256, 1)):
+        x = g.conv(x, c, c, (3, 3), (stride, stride), _same_pads((hw, hw), (3, 3), (stride, stride)), group=c,
+                   relu="relu6")
+        hw = -(-hw // stride)
+        x = g.conv(x, c, filters, (1, 1), relu="relu6")
+        c = filters
+    x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
+    return g.model([1, 3, 96, 96], g.dense(x, c, 2))
+
+
+def fc_autoencoder(seed: int = 0, features: int = 640):
+    """MLPerf Tiny's anomaly-detection autoencoder (640 features in, 640 out) as an ONNX ModelProto."""
+    g = _Graph(seed)
+    x, k = "x", features
+    for m in (128, 128, 128, 128, 8, 128, 128, 128, 128):
+        x = g.node("Relu", [g.bn(g.dense(x, k, m), m)])
+        k = m
+    return g.model([1, features], g.dense(x, k, features))
+
+
+MODELS = {"resnet8": resnet8, "ds-cnn": ds_cnn, "mobilenet-v1-0.25": mobilenet_v1_025,
+          "fc-autoencoder": fc_autoencoder}
 
 
 def calibration(model, n: int = 32, seed: int = 0) -> np.ndarray:
