@@ -21,7 +21,7 @@ def test_every_emulated_board_is_known():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [b for b in BOARDS if b != "microbit"])  # its self-test: tests/test_microbit.py
-def test_boot_thousand_pings_and_faults(firmware, name):
+def test_boot_pings_and_faults(firmware, name):
     board = get_board(name)
     t0 = time.monotonic()
     with session(board, firmware(name).elf, handshake_timeout=5.0) as (running, link):
@@ -29,7 +29,8 @@ def test_boot_thousand_pings_and_faults(firmware, name):
         assert link.hello.board == name and link.hello.counter_unit == "instructions"
         before = link.link_stats()
         assert before["stack_unused"] > 0  # stack painting works
-        check = run_pings(link, 1000, seed=hash(name) % 1000)
+        pings = 1000 if name == "mps2-an386" else 250  # the other boards share the protocol code, not the UART
+        check = run_pings(link, pings, seed=hash(name) % 1000)
         assert check.ok, check.detail
         for check in run_faults(link, seed=3):
             assert check.ok, f"{name}: {check.name}: {check.detail}"
@@ -37,7 +38,7 @@ def test_boot_thousand_pings_and_faults(firmware, name):
         # The board never reset: its counters only grew, and the request count covers every request.
         assert all(after[k] >= before[k] for k in before if k != "stack_unused")
         assert 0 < after["stack_unused"] <= before["stack_unused"]
-        assert after["frames_ok"] >= before["frames_ok"] + 1000 + len(FAULTS)
+        assert after["frames_ok"] >= before["frames_ok"] + pings + len(FAULTS)
         assert after["counter"] > before["counter"]
         assert running.process.poll() is None
 
