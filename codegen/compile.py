@@ -62,7 +62,7 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
     """Buffers with lifetimes, then offsets; returns the buffers (name -> Buffer) and the arena size.
     Lifetimes are in step indices, or in the indices `pos[i]` of a longer timeline that interleaves other
     events (the trainer's); `extra` buffers join the plan as they are; `extend` lengthens the lifetime of
-    named tensors (tensor -> last use)."""
+    named tensors and scratch buffers (name -> last use)."""
     pos = pos or list(range(len(steps)))
     last_use = {}
     for i, s in enumerate(steps):
@@ -76,7 +76,8 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
         if name not in buffers:  # the first of the steps writing into a shared buffer starts its lifetime
             buffers[name] = planner.Buffer(name, size, pos[i], max(pos[i], last_use.get(name, pos[i])))
         if s.scratch_bytes:
-            buffers[f"{s.output}.scratch"] = planner.Buffer(f"{s.output}.scratch", s.scratch_bytes, pos[i], pos[i])
+            scratch = f"{s.output}.scratch"
+            buffers[scratch] = planner.Buffer(scratch, s.scratch_bytes, pos[i], max(pos[i], last_use.get(scratch, 0)))
     for b in extra:
         buffers[b.name] = b
     arena = planner.plan(list(buffers.values()))

@@ -25,8 +25,9 @@ The checkpoint image holds these buffers as they are.
 The memory plan places everything in one arena over a timeline of *events*: the int8 steps in schedule
 order, where each unit's steps form one *head* event followed by its exit's *exit* event (the early-exit
 decision); then one *train* event per unit. The training backward reuses the activations the head computed:
-each unit's input and its steps' outputs live until its train event. Error maps, the gradient of one output
-channel and the pruning scores live only during the train event.
+each unit's input and its steps' outputs live until its train event, and their kernels' scratch until training
+starts (a head may be recomputed after later steps). Error maps, the gradient of one output channel and the
+pruning scores live only during the train event.
 """
 from dataclasses import dataclass, field
 
@@ -317,10 +318,12 @@ def events_for(steps, units):
 
 def training_buffers(spec, steps):
     """Buffers of the trainer (persistent and per train event) with lifetimes in event indices; the int8
-    tensors whose lifetime must be extended (tensor -> last event); and each step's event index."""
+    tensors and head scratch buffers whose lifetime must be extended (name -> last event); and each step's
+    event index."""
     pos = {e: n for n, e in enumerate(spec.events)}
     end = len(spec.events) - 1
     step_pos = [pos.get(("step", i)) for i in range(len(steps))]
+    first_train = pos[("train", 0)]
     bufs, extend = [], {}
     for u, unit in enumerate(spec.units):
         head, train = pos[("head", u)], pos[("train", u)]
@@ -338,6 +341,11 @@ def training_buffers(spec, steps):
         # The backward reads the head's activations and the unit's input: they live until training.
         for t in [unit.input] + [steps[i].output for i in unit.steps]:
             extend[t] = max(extend.get(t, 0), train)
+        # A head runs again, after later steps, whenever the window needs the head it did not serve
+        # (firmware/trainer.c complete()): its kernels' scratch must not hold anything alive until training.
+        for i in unit.steps:
+            if steps[i].scratch_bytes:
+                extend[f"{steps[i].output}.scratch"] = first_train - 1
     bufs.append(planner.Buffer("train.state", spec.state_bytes, 0, end))
     for s in steps:  # exit logits are read at the exit event
         if s.exit_index >= 0:

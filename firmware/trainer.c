@@ -216,7 +216,8 @@ static mt_status predict(int force_exit, const uint32_t *thr, int *taken)
 
 /* What a stage of training needs beyond what the window has computed, in schedule order: the backbone steps
  * the exits in `exits` (bit k) need, the generic heads of the exits in `generic`, and the personalised head of
- * every unit in `units` whose buffers do not hold it (its MACs count as macs_forward). */
+ * every unit in `units` whose buffers do not hold it (its MACs count as macs_forward). A head may so run after
+ * later steps: the memory plan keeps its kernels' scratch clear of everything alive until training. */
 static mt_status complete(uint32_t exits, uint32_t generic, uint32_t units, uint32_t *macs_forward)
 {
     const uint32_t mask = exits | generic;

@@ -638,6 +638,29 @@ def test_memory_report_and_plan(har):
     assert "malloc" not in c and "tr_default_config" in c
 
 
+@pytest.mark.parametrize("mode", ["exits", "exits+last-block"])
+def test_a_recomputed_head_overwrites_nothing_alive(tmp_path, mode):
+    """The trainer recomputes a head it did not serve after later steps ran (firmware/trainer.c complete()), so
+    what a head's kernels write, its outputs and their scratch (DSP kernels on Cortex-M4 have some), must overlap
+    no buffer alive from its head event until training starts. Once relu19.scratch overwrote unit 1's relu47
+    there and the board's weights left the reference's."""
+    from codegen.compile import build
+    onnx_path, calib = th.default_model(tmp_path)
+    compiled = build(onnx_path, get_board("mps2-an386"), calib=calib, train=mode)
+    spec, steps = compiled.train, compiled.steps
+    first_train = spec.events.index(("train", 0))
+    for u, unit in enumerate(spec.units):
+        head = spec.events.index(("head", u))
+        written = {steps[i].output for i in unit.steps} | {f"{steps[i].output}.scratch" for i in unit.steps}
+        assert any(b.name.endswith(".scratch") and b.size for b in compiled.buffers if b.name in written)
+        for w in (b for b in compiled.buffers if b.name in written and b.size):
+            for other in compiled.buffers:
+                alive = other.size and other.first < first_train and other.last >= head
+                if alive and other.name not in written:
+                    assert not (w.offset < other.offset + other.size and other.offset < w.offset + w.size), \
+                        f"unit {u}'s {w.name} overlaps {other.name} ({mode})"
+
+
 def test_trainable_layers_are_each_exits_head(har):
     compiled = har[0]
     spec = compiled.train
