@@ -26,6 +26,7 @@ WEIGHT_REFIT = 120  # a channel's largest |weight| right after its scale is refi
 WEIGHT_LOW = 96  # below this the channel's scale is refitted (when its values fit)
 UPDATE_RANGE = 1 << 30  # an update that takes a weight beyond this many steps is never applied
 INT32_MAX = 2**31 - 1
+DNH_WINS = 3  # do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies
 
 
 # ------------------------------------------------------------------------------------- unit parameters
@@ -441,8 +442,7 @@ class TrainerReference:
             return True
         if mode == ServeMode.GENERIC:
             return False
-        e = self.exits[k]
-        return e.labelled >= self.cfg.dnh_min_labels and F(e.acc_personalised) >= F(e.acc_generic)
+        return serves_personalised(self.exits[k], self.cfg)
 
     def _run_head(self, win, u, personal):
         """Unit u's steps with its generic (flash) or personalised (params) arrays; records the logits."""
@@ -610,19 +610,23 @@ class TrainerReference:
         # prediction reached; a pseudo-label needed the whole backbone: all), with their personalised heads and,
         # on a labelled window, the generic heads the do-no-harm comparison needs.
         train_units = [u for u, unit in enumerate(self.units) if not labelled or unit.exit <= k]
+        # Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
+        # pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving).
+        evidence = [u for u in train_units if labelled or self.exits[self.units[u].exit].labelled == 0]
         if target is not None:
             exits = {self.units[u].exit for u in train_units}
-            self._complete(win, exits, exits if labelled else set(), train_units, macs)
-        if labelled:
+            self._complete(win, exits, {self.units[u].exit for u in evidence}, train_units, macs)
             rate = F(cfg.dnh_rate)
-            for u in train_units:
+            for u in evidence:
                 kk = self.units[u].exit
                 e = self.exits[kk]
+                if labelled and e.labelled == 0:  # the first label replaces the label-free estimate
+                    e.acc_personalised = e.acc_generic = 0.0
                 cp = F(1 if fmath.argmax(win.personal[kk]) == target else 0)
                 cg = F(1 if fmath.argmax(win.generic[kk]) == target else 0)
                 e.acc_personalised = float(F(F(e.acc_personalised) + rate * F(cp - F(e.acc_personalised))))
                 e.acc_generic = float(F(F(e.acc_generic) + rate * F(cg - F(e.acc_generic))))
-                e.labelled += 1
+                e.labelled += 1 if labelled else 0
         self._adapt_thresholds(win)
         if target is None:
             c["no_target"] += 1
@@ -699,6 +703,15 @@ class TrainerReference:
                 self._run_step(win, i)
         self._run_head(win, u, True)
         return win.acts
+
+
+def serves_personalised(e, cfg):
+    """The do-no-harm rule: an exit serves its personalised head only when its moving accuracy beats the generic
+    head's by DNH_WINS steps of the moving average (about that many more windows won than lost lately), on
+    labelled evidence once it has dnh_min_labels labels, or before its first label on the label-free evidence."""
+    if 0 < e.labelled < cfg.dnh_min_labels:
+        return False
+    return F(F(e.acc_personalised) - F(e.acc_generic)) >= F(F(DNH_WINS) * F(cfg.dnh_rate))
 
 
 def filter_features(z_q, table):

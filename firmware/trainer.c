@@ -7,6 +7,7 @@
 #include "fmath.h"
 
 #define K MODEL_NUM_EXITS
+#define DNH_WINS 3 /* do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies */
 #define CHECK(call)                        \
     do {                                   \
         mt_status status_ = (call);        \
@@ -115,8 +116,13 @@ uint8_t trainer_serving(int k)
         return 255;
     if (cfg.serve_mode != TR_SERVE_AUTO)
         return cfg.serve_mode == TR_SERVE_PERSONALISED;
+    /* Do no harm: the personalised head serves only with a lead of DNH_WINS steps of the moving accuracies, on
+     * labelled evidence once the exit has dnh_min_labels labels, or before its first label on label-free
+     * evidence (docs/training.md). */
     const tr_exit_state *e = &trainer_state()->exits[k];
-    return e->labelled >= cfg.dnh_min_labels && e->acc_personal >= e->acc_generic;
+    if (e->labelled > 0 && e->labelled < cfg.dnh_min_labels)
+        return 0;
+    return e->acc_personal - e->acc_generic >= (float)DNH_WINS * cfg.dnh_rate;
 }
 
 uint32_t trainer_threshold_q16(int k) { return (uint32_t)(trainer_state()->exits[k].threshold * 65536.0f); }
@@ -404,27 +410,38 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
     /* The units to train: those whose input the window computed (a labelled window: the exits its prediction
      * reached; a pseudo-label needed the whole backbone: all), with their personalised heads and, on a labelled
      * window, the generic heads the do-no-harm comparison needs. */
-    uint32_t units = 0, exits = 0;
+    uint32_t units = 0, exits = 0, evidence = 0;
     for (int u = 0; u < tr_num_units; u++)
         if (!has_label || tr_units[u].exit <= taken) {
             units |= 1u << u;
             exits |= 1u << tr_units[u].exit;
+            /* Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
+             * pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving). */
+            if (has_label || s->exits[tr_units[u].exit].labelled == 0)
+                evidence |= 1u << u;
         }
-    if (target >= 0)
-        CHECK(complete(exits, has_label ? exits : 0, units, &r->macs_forward));
-    counters.macs_forward += r->macs_forward;
-    if (has_label)
+    uint32_t evidence_exits = 0;
+    for (int u = 0; u < tr_num_units; u++)
+        if ((evidence >> u) & 1u)
+            evidence_exits |= 1u << tr_units[u].exit;
+    if (target >= 0) {
+        CHECK(complete(exits, evidence_exits, units, &r->macs_forward));
         for (int u = 0; u < tr_num_units; u++) {
-            if (!((units >> u) & 1u))
+            if (!((evidence >> u) & 1u))
                 continue;
             const int k = tr_units[u].exit, n = model_exit_classes[k];
             tr_exit_state *es = &s->exits[k];
+            if (has_label && es->labelled == 0) /* the first label replaces the label-free estimate */
+                es->acc_personal = es->acc_generic = 0.0f;
             const float cp = argmax8(win.personal[k], n) == target ? 1.0f : 0.0f;
             const float cg = argmax8(win.generic[k], n) == target ? 1.0f : 0.0f;
             es->acc_personal = es->acc_personal + cfg.dnh_rate * (cp - es->acc_personal);
             es->acc_generic = es->acc_generic + cfg.dnh_rate * (cg - es->acc_generic);
-            es->labelled++;
+            if (has_label)
+                es->labelled++;
         }
+    }
+    counters.macs_forward += r->macs_forward;
     adapt_thresholds();
     if (target < 0) {
         counters.no_target++;

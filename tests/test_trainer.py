@@ -17,7 +17,7 @@ from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.link import BoardError
 from mcu_train.link.protocol import Reason
-from mcu_train.link.trainer_client import (STEP_LABEL, STEP_PSEUDO, FilterMode, Outcome, ServeMode, TrainConfig,
+from mcu_train.link.trainer_client import (STEP_LABEL, STEP_PERSONALISED, STEP_PSEUDO, FilterMode, Outcome, ServeMode, TrainConfig,
                                            Trainer, TrainStats, TrainStep, checkpoint_crc)
 
 HOST = get_board("host")
@@ -79,8 +79,11 @@ def test_300_hapt_windows_match_the_reference(har, board):
     trained = [s for s in got if s.outcome == Outcome.TRAINED]
     assert all(s.cost_training > 0 and s.macs_backward < s.macs_backward_dense for s in trained)
     assert all(s.cost_inference > 0 for s in got)
-    # The training reused the prediction's activations wherever the window computed them.
-    assert any(s.flags & STEP_LABEL and s.macs_forward == 0 for s in trained)
+    # The training reused the prediction's activations wherever the window computed them: a labelled window
+    # answered at exit 0 by its personalised head needs no more forward work, one answered by the generic head
+    # (the do-no-harm guard's choice) computes the personalised head for training.
+    first = [s for s in trained if s.flags & STEP_LABEL and s.exit == 0]
+    assert first and all((s.macs_forward == 0) == bool(s.flags & STEP_PERSONALISED) for s in first)
     assert image != TrainerReference(har[0]).checkpoint()  # the heads did change
 
 
@@ -357,6 +360,22 @@ def test_do_no_harm_serves_the_generic_head_when_personalisation_goes_wrong(har,
             want_c = compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)
             assert (got_c.exit, got_c.logits_q.tolist(), got_c.confidence_q16) == \
                 (want_c[0], want_c[1].tolist(), want_c[2])
+
+
+def test_do_no_harm_without_labels_uses_the_teachers_pseudo_labels(har, board):
+    """With no labels at all the guard's evidence is the confident generic final exit (the teacher): the
+    board gathers it and decides which head serves exactly as the reference does."""
+    _, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, filter_mode=FilterMode.OFF, lr=0.3)
+    rows, y, _ = th.hapt_stream(meta, 120, person=27, shift=True)
+    got, want = th.run_both(board, ref, rows, y, np.zeros(len(rows), bool))
+    assert_same(got, want)
+    stats = board.stats()
+    assert stats == ref.stats()
+    assert any(s.flags & STEP_PSEUDO for s in got)
+    trainable = [e for e in stats.exits if e.serving != 255]
+    assert trainable and all(e.labelled == 0 and e.acc_generic > 0 for e in trainable)
 
 
 def test_classify_serves_personalised_heads(har, board):
