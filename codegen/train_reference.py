@@ -566,14 +566,16 @@ class TrainerReference:
             return step
         # Instance filter on exit 0's served logits.
         features, score = None, F(0)
-        if cfg.filter_mode == FilterMode.LEARNED:
+        scored = cfg.filter_mode in (FilterMode.LEARNED, FilterMode.GRADNORM)
+        if scored:
             features = filter_features(win.served(0), self.tables[0])
-            score = filter_score(flt.w, features)
+            score = filter_score(flt.w, features) if cfg.filter_mode == FilterMode.LEARNED else \
+                gradient_bound(features)
             step.filter_score = float(score)
             if score >= F(flt.cut):
                 step.flags |= STEP_PREDICTED_HARD
         if not labelled and cfg.filter_mode != FilterMode.OFF:
-            if cfg.filter_mode == FilterMode.LEARNED:
+            if scored:
                 keep = bool(score >= F(flt.cut))
                 if not keep and (self.prng.next() >> 8) < fmath.q24(cfg.filter_epsilon):
                     keep = True
@@ -583,7 +585,7 @@ class TrainerReference:
                 keep = (self.prng.next() >> 8) < fmath.q24(cfg.filter_keep)
             kept = F(1 if keep else 0)
             flt.kept = F(F(flt.kept) + F(cfg.filter_rate) * F(kept - F(flt.kept)))
-            if cfg.filter_mode == FilterMode.LEARNED:
+            if scored:
                 flt.cut = F(F(flt.cut) + F(cfg.filter_step) * F(kept - F(cfg.filter_keep)))
             if not keep:
                 c["filtered"] += 1
@@ -606,10 +608,9 @@ class TrainerReference:
                 step.flags |= STEP_PSEUDO
             else:
                 target = None
-        # The units to train: those whose input the window computed (a labelled window: the exits its
-        # prediction reached; a pseudo-label needed the whole backbone: all), with their personalised heads and,
-        # on a labelled window, the generic heads the do-no-harm comparison needs.
-        train_units = [u for u, unit in enumerate(self.units) if not labelled or unit.exit <= k]
+        # Every unit trains, with its personalised head (and the generic heads the do-no-harm comparison
+        # needs): a label is rare, so it teaches every exit and is evidence for every exit's guard.
+        train_units = list(range(len(self.units)))
         # Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
         # pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving).
         evidence = [u for u in train_units if labelled or self.exits[self.units[u].exit].labelled == 0]
@@ -727,6 +728,13 @@ def filter_features(z_q, table):
         if j != i1 and p[j] > p2:
             p2 = p[j]
     return np.array([F(1), p[i1], F(p[i1] - p2), fmath.seq_sum(p * p)], F)
+
+
+def gradient_bound(f):
+    """|p - onehot(argmax p)|^2 = 1 - 2 p1 + sum p^2 from filter_features: the squared norm of the cross-entropy's
+    gradient at exit 0's logits with its own prediction as target, a cheap bound on the window's gradient norm
+    (Katharopoulos & Fleuret 2018)."""
+    return F(F(F(1) - F(F(2) * f[1])) + f[3])
 
 
 def filter_score(w, f):

@@ -28,6 +28,7 @@ class FilterMode(IntEnum):
     OFF = 0  # train on every window
     LEARNED = 1  # the self-supervised instance filter decides
     RANDOM = 2  # keep a random filter_keep fraction (the baseline the filter must beat)
+    GRADNORM = 3  # keep the windows with the largest gradient-norm bound at exit 0 (Katharopoulos & Fleuret 2018)
 
 
 class ServeMode(IntEnum):

@@ -70,7 +70,7 @@ int trainer_set_config(const tr_config *c)
     int ok = finite_in(c->lr, 0, big) && finite_in(c->momentum, 0, tr_momentum_compiled ? 0.999999f : 0.0f) &&
              finite_in(c->weight_decay, 0, big) && finite_in(c->clip_norm, 0, big) &&
              finite_in(c->prune_keep, 1e-6f, 1) && finite_in(c->prune_weight_l1, 0, big) && c->prune_dense <= 1 &&
-             c->filter_mode <= TR_FILTER_RANDOM && c->serve_mode <= TR_SERVE_GENERIC && c->adapt_thresholds <= 1 &&
+             c->filter_mode <= TR_FILTER_GRADNORM && c->serve_mode <= TR_SERVE_GENERIC && c->adapt_thresholds <= 1 &&
              c->pseudo_threshold_q16 <= MODEL_Q16_ONE && finite_in(c->filter_keep, 0, 1) &&
              finite_in(c->filter_epsilon, 0, 1) && finite_in(c->filter_lr, 0, big) &&
              finite_in(c->filter_step, 0, 0.5f) && finite_in(c->filter_rate, 0, 1) && finite_in(c->dnh_rate, 0, 1) &&
@@ -359,16 +359,19 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
     }
     /* Instance filter on exit 0's served logits. */
     float features[IF_FEATURES] = {0}, score = 0.0f;
-    if (cfg.filter_mode == TR_FILTER_LEARNED) {
+    const int scored = cfg.filter_mode == TR_FILTER_LEARNED || cfg.filter_mode == TR_FILTER_GRADNORM;
+    if (scored) {
         if_features(served(0), model_exit_classes[0], model_exit_table(0), features);
-        score = if_score(&s->filter, features);
+        /* learned: the logistic score; gradnorm: |p - onehot(argmax p)|^2 = 1 - 2 p1 + sum p^2 */
+        score = cfg.filter_mode == TR_FILTER_LEARNED ? if_score(&s->filter, features)
+                                                     : (1.0f - 2.0f * features[1]) + features[3];
         r->filter_score = score;
         if (score >= s->filter.cut)
             r->flags |= TR_STEP_PREDICTED_HARD;
     }
     if (!has_label && cfg.filter_mode != TR_FILTER_OFF) {
         int keep;
-        if (cfg.filter_mode == TR_FILTER_LEARNED) {
+        if (scored) {
             keep = score >= s->filter.cut;
             if (!keep && (if_prng_next(&s->filter) >> 8) < if_q24(cfg.filter_epsilon)) {
                 keep = 1;
@@ -378,7 +381,7 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
         } else {
             keep = (if_prng_next(&s->filter) >> 8) < if_q24(cfg.filter_keep);
         }
-        if_note_decision(&s->filter, keep, cfg.filter_rate, cfg.filter_mode == TR_FILTER_LEARNED, cfg.filter_step,
+        if_note_decision(&s->filter, keep, cfg.filter_rate, scored, cfg.filter_step,
                          cfg.filter_keep);
         if (!keep) {
             counters.filtered++;
@@ -407,19 +410,17 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
             r->flags |= TR_STEP_PSEUDO;
         }
     }
-    /* The units to train: those whose input the window computed (a labelled window: the exits its prediction
-     * reached; a pseudo-label needed the whole backbone: all), with their personalised heads and, on a labelled
-     * window, the generic heads the do-no-harm comparison needs. */
+    /* Every unit trains, with its personalised head (and the generic heads the do-no-harm comparison needs): a
+     * label is rare, so it teaches every exit and is evidence for every exit's guard. */
     uint32_t units = 0, exits = 0, evidence = 0;
-    for (int u = 0; u < tr_num_units; u++)
-        if (!has_label || tr_units[u].exit <= taken) {
-            units |= 1u << u;
-            exits |= 1u << tr_units[u].exit;
-            /* Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
-             * pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving). */
-            if (has_label || s->exits[tr_units[u].exit].labelled == 0)
-                evidence |= 1u << u;
-        }
+    for (int u = 0; u < tr_num_units; u++) {
+        units |= 1u << u;
+        exits |= 1u << tr_units[u].exit;
+        /* Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
+         * pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving). */
+        if (has_label || s->exits[tr_units[u].exit].labelled == 0)
+            evidence |= 1u << u;
+    }
     uint32_t evidence_exits = 0;
     for (int u = 0; u < tr_num_units; u++)
         if ((evidence >> u) & 1u)

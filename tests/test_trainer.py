@@ -17,8 +17,9 @@ from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.link import BoardError
 from mcu_train.link.protocol import Reason
-from mcu_train.link.trainer_client import (STEP_LABEL, STEP_PERSONALISED, STEP_PSEUDO, FilterMode, Outcome, ServeMode, TrainConfig,
-                                           Trainer, TrainStats, TrainStep, checkpoint_crc)
+from mcu_train.link.trainer_client import (STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD, STEP_PSEUDO,
+                                           FilterMode, Outcome, ServeMode, TrainConfig, Trainer, TrainStats,
+                                           TrainStep, checkpoint_crc)
 
 HOST = get_board("host")
 
@@ -80,10 +81,12 @@ def test_300_hapt_windows_match_the_reference(har, board):
     assert all(s.cost_training > 0 and s.macs_backward < s.macs_backward_dense for s in trained)
     assert all(s.cost_inference > 0 for s in got)
     # The training reused the prediction's activations wherever the window computed them: a labelled window
-    # answered at exit 0 by its personalised head needs no more forward work, one answered by the generic head
-    # (the do-no-harm guard's choice) computes the personalised head for training.
+    # answered at exit 0 runs the deeper units' personalised heads for training, and exit 0's own only when
+    # its generic head answered (the do-no-harm guard's choice).
+    macs = [u["forward_macs"] for u in board.meta["train"]["units"]]
     first = [s for s in trained if s.flags & STEP_LABEL and s.exit == 0]
-    assert first and all((s.macs_forward == 0) == bool(s.flags & STEP_PERSONALISED) for s in first)
+    assert first and all(s.macs_forward == sum(macs[1:]) + (0 if s.flags & STEP_PERSONALISED else macs[0])
+                         for s in first)
     assert image != TrainerReference(har[0]).checkpoint()  # the heads did change
 
 
@@ -268,6 +271,23 @@ def test_filter_keep_ratio_converges_to_target(har):
         late = kept[350:].mean()
         assert abs(late - target) < 0.07, f"target {target}: kept {late:.3f} of the last 350 windows"
         assert ref.stats().explored > 0
+
+
+def test_gradient_norm_filter_matches_the_reference(har, board):
+    """filter_mode gradnorm: the board keeps the windows whose gradient-norm bound at exit 0 reaches the adapted
+    cut, exactly as the reference, and ends near its keep target."""
+    _, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, filter_mode=FilterMode.GRADNORM, filter_keep=0.4, pseudo_threshold_q16=0)
+    rows, y, mask = th.hapt_stream(meta, 200, person=26, shift=True)
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    assert board.stats() == ref.stats()
+    kept = np.array([s.outcome != Outcome.FILTERED for s, m in zip(got, mask) if not m])
+    assert abs(kept[len(kept) // 2:].mean() - 0.4) < 0.15
+    hard = [s.filter_score for s in got if s.flags & STEP_PREDICTED_HARD]
+    easy = [s.filter_score for s in got if not s.flags & STEP_PREDICTED_HARD]
+    assert hard and easy and 0 <= min(easy) and max(hard) <= 2
 
 
 def test_pruning_keeps_the_asked_fraction_of_channels(har):
