@@ -26,7 +26,7 @@ WEIGHT_REFIT = 120  # a channel's largest |weight| right after its scale is refi
 WEIGHT_LOW = 96  # below this the channel's scale is refitted (when its values fit)
 UPDATE_RANGE = 1 << 30  # an update that takes a weight beyond this many steps is never applied
 INT32_MAX = 2**31 - 1
-DNH_WINS = 3  # do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies
+DNH_WINS = 1  # do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies
 
 
 # ------------------------------------------------------------------------------------- unit parameters

@@ -7,7 +7,7 @@
 #include "fmath.h"
 
 #define K MODEL_NUM_EXITS
-#define DNH_WINS 3 /* do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies */
+#define DNH_WINS 1 /* do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies */
 #define CHECK(call)                        \
     do {                                   \
         mt_status status_ = (call);        \

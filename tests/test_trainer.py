@@ -64,8 +64,10 @@ def assert_same(got, want):
 # --- the board equals the reference --------------------------------------------------------------------------
 
 def test_300_hapt_windows_match_the_reference(har, board):
-    """Default parameters (learned filter, pruning at 0.5), 10% labels, one person's real windows."""
+    """Default parameters (learned filter, pruning at 0.5) with pseudo-labels at 0.9 (off by default), 10%
+    labels, one person's real windows."""
     ref = new_reference(har)
+    configure(board, ref, pseudo_threshold_q16=58982)
     rows, y, mask = th.hapt_stream(board.meta, 300, person=25)
     got, want = th.run_both(board, ref, rows, y, mask)
     assert_same(got, want)
