@@ -389,7 +389,7 @@ def test_do_no_harm_without_labels_uses_the_teachers_pseudo_labels(har, board):
     board gathers it and decides which head serves exactly as the reference does."""
     _, _, _, meta = har
     ref = new_reference(har)
-    configure(board, ref, filter_mode=FilterMode.OFF, lr=0.3)
+    configure(board, ref, filter_mode=FilterMode.OFF, lr=0.3, pseudo_threshold_q16=58982)
     rows, y, _ = th.hapt_stream(meta, 120, person=27, shift=True)
     got, want = th.run_both(board, ref, rows, y, np.zeros(len(rows), bool))
     assert_same(got, want)
