@@ -26,6 +26,7 @@ WEIGHT_REFIT = 120  # a channel's largest |weight| right after its scale is refi
 WEIGHT_LOW = 96  # below this the channel's scale is refitted (when its values fit)
 UPDATE_RANGE = 1 << 30  # an update that takes a weight beyond this many steps is never applied
 INT32_MAX = 2**31 - 1
+DNH_WINS = 1  # do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies
 
 
 # ------------------------------------------------------------------------------------- unit parameters
@@ -441,8 +442,7 @@ class TrainerReference:
             return True
         if mode == ServeMode.GENERIC:
             return False
-        e = self.exits[k]
-        return e.labelled >= self.cfg.dnh_min_labels and F(e.acc_personalised) >= F(e.acc_generic)
+        return serves_personalised(self.exits[k], self.cfg)
 
     def _run_head(self, win, u, personal):
         """Unit u's steps with its generic (flash) or personalised (params) arrays; records the logits."""
@@ -566,14 +566,16 @@ class TrainerReference:
             return step
         # Instance filter on exit 0's served logits.
         features, score = None, F(0)
-        if cfg.filter_mode == FilterMode.LEARNED:
+        scored = cfg.filter_mode in (FilterMode.LEARNED, FilterMode.GRADNORM)
+        if scored:
             features = filter_features(win.served(0), self.tables[0])
-            score = filter_score(flt.w, features)
+            score = filter_score(flt.w, features) if cfg.filter_mode == FilterMode.LEARNED else \
+                gradient_bound(features)
             step.filter_score = float(score)
             if score >= F(flt.cut):
                 step.flags |= STEP_PREDICTED_HARD
         if not labelled and cfg.filter_mode != FilterMode.OFF:
-            if cfg.filter_mode == FilterMode.LEARNED:
+            if scored:
                 keep = bool(score >= F(flt.cut))
                 if not keep and (self.prng.next() >> 8) < fmath.q24(cfg.filter_epsilon):
                     keep = True
@@ -583,7 +585,7 @@ class TrainerReference:
                 keep = (self.prng.next() >> 8) < fmath.q24(cfg.filter_keep)
             kept = F(1 if keep else 0)
             flt.kept = F(F(flt.kept) + F(cfg.filter_rate) * F(kept - F(flt.kept)))
-            if cfg.filter_mode == FilterMode.LEARNED:
+            if scored:
                 flt.cut = F(F(flt.cut) + F(cfg.filter_step) * F(kept - F(cfg.filter_keep)))
             if not keep:
                 c["filtered"] += 1
@@ -606,23 +608,26 @@ class TrainerReference:
                 step.flags |= STEP_PSEUDO
             else:
                 target = None
-        # The units to train: those whose input the window computed (a labelled window: the exits its
-        # prediction reached; a pseudo-label needed the whole backbone: all), with their personalised heads and,
-        # on a labelled window, the generic heads the do-no-harm comparison needs.
-        train_units = [u for u, unit in enumerate(self.units) if not labelled or unit.exit <= k]
+        # Every unit trains, with its personalised head (and the generic heads the do-no-harm comparison
+        # needs): a label is rare, so it teaches every exit and is evidence for every exit's guard.
+        train_units = list(range(len(self.units)))
+        # Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
+        # pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving).
+        evidence = [u for u in train_units if labelled or self.exits[self.units[u].exit].labelled == 0]
         if target is not None:
             exits = {self.units[u].exit for u in train_units}
-            self._complete(win, exits, exits if labelled else set(), train_units, macs)
-        if labelled:
+            self._complete(win, exits, {self.units[u].exit for u in evidence}, train_units, macs)
             rate = F(cfg.dnh_rate)
-            for u in train_units:
+            for u in evidence:
                 kk = self.units[u].exit
                 e = self.exits[kk]
+                if labelled and e.labelled == 0:  # the first label replaces the label-free estimate
+                    e.acc_personalised = e.acc_generic = 0.0
                 cp = F(1 if fmath.argmax(win.personal[kk]) == target else 0)
                 cg = F(1 if fmath.argmax(win.generic[kk]) == target else 0)
                 e.acc_personalised = float(F(F(e.acc_personalised) + rate * F(cp - F(e.acc_personalised))))
                 e.acc_generic = float(F(F(e.acc_generic) + rate * F(cg - F(e.acc_generic))))
-                e.labelled += 1
+                e.labelled += 1 if labelled else 0
         self._adapt_thresholds(win)
         if target is None:
             c["no_target"] += 1
@@ -701,6 +706,15 @@ class TrainerReference:
         return win.acts
 
 
+def serves_personalised(e, cfg):
+    """The do-no-harm rule: an exit serves its personalised head only when its moving accuracy beats the generic
+    head's by DNH_WINS steps of the moving average (about that many more windows won than lost lately), on
+    labelled evidence once it has dnh_min_labels labels, or before its first label on the label-free evidence."""
+    if 0 < e.labelled < cfg.dnh_min_labels:
+        return False
+    return F(F(e.acc_personalised) - F(e.acc_generic)) >= F(F(DNH_WINS) * F(cfg.dnh_rate))
+
+
 def filter_features(z_q, table):
     """(1, top probability, margin to the second, sum of squared probabilities) of exit 0's int8 logits, with
     the probabilities from the exit's confidence table (p_j = T_j / S)."""
@@ -714,6 +728,13 @@ def filter_features(z_q, table):
         if j != i1 and p[j] > p2:
             p2 = p[j]
     return np.array([F(1), p[i1], F(p[i1] - p2), fmath.seq_sum(p * p)], F)
+
+
+def gradient_bound(f):
+    """|p - onehot(argmax p)|^2 = 1 - 2 p1 + sum p^2 from filter_features: the squared norm of the cross-entropy's
+    gradient at exit 0's logits with its own prediction as target, a cheap bound on the window's gradient norm
+    (Katharopoulos & Fleuret 2018)."""
+    return F(F(F(1) - F(F(2) * f[1])) + f[3])
 
 
 def filter_score(w, f):

@@ -28,6 +28,7 @@ class FilterMode(IntEnum):
     OFF = 0  # train on every window
     LEARNED = 1  # the self-supervised instance filter decides
     RANDOM = 2  # keep a random filter_keep fraction (the baseline the filter must beat)
+    GRADNORM = 3  # keep the windows with the largest gradient-norm bound at exit 0 (Katharopoulos & Fleuret 2018)
 
 
 class ServeMode(IntEnum):
@@ -53,8 +54,9 @@ STEP_PERSONALISED = 0x10  # the exit taken served its personalised head
 
 @dataclass
 class TrainConfig:
-    """Every runtime parameter of the trainer (CONFIG). Defaults are the firmware's boot values."""
-    lr: float = 0.1
+    """Every runtime parameter of the trainer (CONFIG). Defaults are the firmware's boot values, chosen by the
+    sweep on the validation people (mcu_train.bench.defaults, docs/training.md)."""
+    lr: float = 0.3
     momentum: float = 0.0  # > 0 only on a build compiled with --momentum
     weight_decay: float = 0.0
     clip_norm: float = 0.5  # per output channel: its gradient's L2 norm clipped to this (0: no clipping)
@@ -64,16 +66,16 @@ class TrainConfig:
     filter_mode: int = FilterMode.LEARNED
     serve_mode: int = ServeMode.AUTO
     adapt_thresholds: int = 1
-    pseudo_threshold_q16: int = 58982  # 0.9: final-exit confidence needed for a pseudo-label
+    pseudo_threshold_q16: int = 65536  # 1.0: final-exit confidence needed for a pseudo-label (1.0: only if certain)
     max_saturated: int = 16  # input samples at -128 or 127 tolerated before a window is not trained on
-    dnh_min_labels: int = 0  # labelled windows an exit needs before its personalised head may serve
+    dnh_min_labels: int = 4  # labelled windows an exit needs before its personalised head may serve
     seed: int = 1  # instance filter's PRNG (xorshift32); setting CONFIG restarts it from this seed
     filter_keep: float = 0.3  # target fraction of (unlabelled) windows the filter keeps
     filter_epsilon: float = 0.1  # fraction of predicted-easy windows trained anyway
     filter_lr: float = 0.05
     filter_step: float = 0.02  # adaptation step of the loss threshold (relative) and of the score cut
     filter_rate: float = 0.02  # EMA rate of the kept fraction
-    dnh_rate: float = 0.05  # EMA rate of the per-exit accuracy on labelled windows
+    dnh_rate: float = 0.02  # EMA rate of the per-exit accuracy on labelled windows
     agree_rate: float = 0.02  # EMA rate of each exit's agreement with the final exit
     agree_target: float = 0.95  # agreement above which an exit's threshold goes down
     threshold_step: float = 0.002
@@ -86,7 +88,7 @@ class TrainConfig:
 
     @classmethod
     def default(cls, num_exits):
-        return cls(thresholds=[0.9] * num_exits, threshold_min=[0.6] * num_exits, threshold_max=[0.99] * num_exits)
+        return cls(thresholds=[0.9] * num_exits, threshold_min=[0.9] * num_exits, threshold_max=[0.99] * num_exits)
 
     def pack(self):
         head = [getattr(self, f.name) for f in fields(self)[:-3]]

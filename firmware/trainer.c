@@ -7,6 +7,7 @@
 #include "fmath.h"
 
 #define K MODEL_NUM_EXITS
+#define DNH_WINS 1 /* do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies */
 #define CHECK(call)                        \
     do {                                   \
         mt_status status_ = (call);        \
@@ -69,7 +70,7 @@ int trainer_set_config(const tr_config *c)
     int ok = finite_in(c->lr, 0, big) && finite_in(c->momentum, 0, tr_momentum_compiled ? 0.999999f : 0.0f) &&
              finite_in(c->weight_decay, 0, big) && finite_in(c->clip_norm, 0, big) &&
              finite_in(c->prune_keep, 1e-6f, 1) && finite_in(c->prune_weight_l1, 0, big) && c->prune_dense <= 1 &&
-             c->filter_mode <= TR_FILTER_RANDOM && c->serve_mode <= TR_SERVE_GENERIC && c->adapt_thresholds <= 1 &&
+             c->filter_mode <= TR_FILTER_GRADNORM && c->serve_mode <= TR_SERVE_GENERIC && c->adapt_thresholds <= 1 &&
              c->pseudo_threshold_q16 <= MODEL_Q16_ONE && finite_in(c->filter_keep, 0, 1) &&
              finite_in(c->filter_epsilon, 0, 1) && finite_in(c->filter_lr, 0, big) &&
              finite_in(c->filter_step, 0, 0.5f) && finite_in(c->filter_rate, 0, 1) && finite_in(c->dnh_rate, 0, 1) &&
@@ -115,8 +116,13 @@ uint8_t trainer_serving(int k)
         return 255;
     if (cfg.serve_mode != TR_SERVE_AUTO)
         return cfg.serve_mode == TR_SERVE_PERSONALISED;
+    /* Do no harm: the personalised head serves only with a lead of DNH_WINS steps of the moving accuracies, on
+     * labelled evidence once the exit has dnh_min_labels labels, or before its first label on label-free
+     * evidence (docs/training.md). */
     const tr_exit_state *e = &trainer_state()->exits[k];
-    return e->labelled >= cfg.dnh_min_labels && e->acc_personal >= e->acc_generic;
+    if (e->labelled > 0 && e->labelled < cfg.dnh_min_labels)
+        return 0;
+    return e->acc_personal - e->acc_generic >= (float)DNH_WINS * cfg.dnh_rate;
 }
 
 uint32_t trainer_threshold_q16(int k) { return (uint32_t)(trainer_state()->exits[k].threshold * 65536.0f); }
@@ -354,16 +360,19 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
     }
     /* Instance filter on exit 0's served logits. */
     float features[IF_FEATURES] = {0}, score = 0.0f;
-    if (cfg.filter_mode == TR_FILTER_LEARNED) {
+    const int scored = cfg.filter_mode == TR_FILTER_LEARNED || cfg.filter_mode == TR_FILTER_GRADNORM;
+    if (scored) {
         if_features(served(0), model_exit_classes[0], model_exit_table(0), features);
-        score = if_score(&s->filter, features);
+        /* learned: the logistic score; gradnorm: |p - onehot(argmax p)|^2 = 1 - 2 p1 + sum p^2 */
+        score = cfg.filter_mode == TR_FILTER_LEARNED ? if_score(&s->filter, features)
+                                                     : (1.0f - 2.0f * features[1]) + features[3];
         r->filter_score = score;
         if (score >= s->filter.cut)
             r->flags |= TR_STEP_PREDICTED_HARD;
     }
     if (!has_label && cfg.filter_mode != TR_FILTER_OFF) {
         int keep;
-        if (cfg.filter_mode == TR_FILTER_LEARNED) {
+        if (scored) {
             keep = score >= s->filter.cut;
             if (!keep && (if_prng_next(&s->filter) >> 8) < if_q24(cfg.filter_epsilon)) {
                 keep = 1;
@@ -373,7 +382,7 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
         } else {
             keep = (if_prng_next(&s->filter) >> 8) < if_q24(cfg.filter_keep);
         }
-        if_note_decision(&s->filter, keep, cfg.filter_rate, cfg.filter_mode == TR_FILTER_LEARNED, cfg.filter_step,
+        if_note_decision(&s->filter, keep, cfg.filter_rate, scored, cfg.filter_step,
                          cfg.filter_keep);
         if (!keep) {
             counters.filtered++;
@@ -402,30 +411,39 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
             r->flags |= TR_STEP_PSEUDO;
         }
     }
-    /* The units to train: those whose input the window computed (a labelled window: the exits its prediction
-     * reached; a pseudo-label needed the whole backbone: all), with their personalised heads and, on a labelled
-     * window, the generic heads the do-no-harm comparison needs. */
-    uint32_t units = 0, exits = 0;
+    /* Every unit trains, with its personalised head (and the generic heads the do-no-harm comparison needs): a
+     * label is rare, so it teaches every exit and is evidence for every exit's guard. */
+    uint32_t units = 0, exits = 0, evidence = 0;
+    for (int u = 0; u < tr_num_units; u++) {
+        units |= 1u << u;
+        exits |= 1u << tr_units[u].exit;
+        /* Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
+         * pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving). */
+        if (has_label || s->exits[tr_units[u].exit].labelled == 0)
+            evidence |= 1u << u;
+    }
+    uint32_t evidence_exits = 0;
     for (int u = 0; u < tr_num_units; u++)
-        if (!has_label || tr_units[u].exit <= taken) {
-            units |= 1u << u;
-            exits |= 1u << tr_units[u].exit;
-        }
-    if (target >= 0)
-        CHECK(complete(exits, has_label ? exits : 0, units, &r->macs_forward));
-    counters.macs_forward += r->macs_forward;
-    if (has_label)
+        if ((evidence >> u) & 1u)
+            evidence_exits |= 1u << tr_units[u].exit;
+    if (target >= 0) {
+        CHECK(complete(exits, evidence_exits, units, &r->macs_forward));
         for (int u = 0; u < tr_num_units; u++) {
-            if (!((units >> u) & 1u))
+            if (!((evidence >> u) & 1u))
                 continue;
             const int k = tr_units[u].exit, n = model_exit_classes[k];
             tr_exit_state *es = &s->exits[k];
+            if (has_label && es->labelled == 0) /* the first label replaces the label-free estimate */
+                es->acc_personal = es->acc_generic = 0.0f;
             const float cp = argmax8(win.personal[k], n) == target ? 1.0f : 0.0f;
             const float cg = argmax8(win.generic[k], n) == target ? 1.0f : 0.0f;
             es->acc_personal = es->acc_personal + cfg.dnh_rate * (cp - es->acc_personal);
             es->acc_generic = es->acc_generic + cfg.dnh_rate * (cg - es->acc_generic);
-            es->labelled++;
+            if (has_label)
+                es->labelled++;
         }
+    }
+    counters.macs_forward += r->macs_forward;
     adapt_thresholds();
     if (target < 0) {
         counters.no_target++;

@@ -264,7 +264,7 @@ def build_parser():
     s.add_argument("--labels", type=float, default=0.1,
                    help="fraction of windows sent with their label (--data: of the windows that have one)")
     s.add_argument("--shift", action="store_true", help="rotate the person's axes (a phone worn differently)")
-    s.add_argument("--filter", default="learned", choices=["off", "learned", "random"])
+    s.add_argument("--filter", default="learned", choices=["off", "learned", "random", "gradnorm"])
     s.add_argument("--keep", type=float, default=0.3, help="instance filter: fraction of windows kept")
     s.add_argument("--prune", type=float, default=0.5, help="error-map pruning: fraction of channels kept")
     s.add_argument("--seed", type=int, default=0)
@@ -298,10 +298,11 @@ def build_parser():
     s.add_argument("--resume", action="store_true", help="continue the run in --log from its checkpoint")
     s.add_argument("--listen", action="store_true", help="only log and display what the board reports by itself")
     s.add_argument("--windows", type=int, help="stream at most this many windows (default: all of the person's)")
-    s.add_argument("--lr", type=float, default=0.3, help="the trainer's learning rate")
-    s.add_argument("--pseudo-threshold", type=float, default=1.0,
-                   help="final-exit confidence for a pseudo-label (default 1.0: only when it is certain)")
-    s.add_argument("--filter", default="learned", choices=["off", "learned", "random"], help="instance filter")
+    s.add_argument("--lr", type=float, help="the trainer's learning rate (default: the firmware's)")
+    s.add_argument("--pseudo-threshold", type=float,
+                   help="final-exit confidence for a pseudo-label (default: the firmware's)")
+    s.add_argument("--filter", choices=["off", "learned", "random", "gradnorm"],
+                   help="instance filter (default: the firmware's)")
     s.add_argument("--keep", type=float, help="instance filter: fraction of unlabelled windows kept")
     s.add_argument("--checkpoint-every", type=int, default=100, help="windows between checkpoints")
     s.add_argument("--rate", type=float, help="send at most this many windows per second (default: as fast as "

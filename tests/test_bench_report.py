@@ -116,3 +116,15 @@ def test_bench_cli_refuses_bad_options(args, message, tmp_path):
 def _env():
     import os
     return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def test_defaults_sweep_scores_a_candidate_on_the_reference():
+    """The defaults sweep (mcu_train.bench.defaults): a candidate's overrides reach the trainer (lr 0 trains
+    nothing useful: the board answers as the generic model), and its score ranks by the shifted streams."""
+    from mcu_train.bench import defaults
+    task = StreamTask(21, 0, 0.1, "rotate", windows=60)
+    frozen = defaults.evaluate((task, (("lr", 0.0), ("dnh_wins", 1))))
+    assert frozen["board"] == frozen["generic"] and frozen["trained"] > 0
+    assert defaults.config(4, [("threshold_min", 0.75), ("pseudo_threshold", 1.0)]).threshold_min == [0.75] * 4
+    summary = defaults.summarise([dict(frozen, shift=s, labels=l) for s, l in defaults.STREAMS])
+    assert defaults.score(summary) == (True, frozen["board"], frozen["board"])

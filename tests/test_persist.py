@@ -98,6 +98,7 @@ def test_every_n_trained_windows_host(fresh_host):
         trainer = Trainer(link, meta)
         cfg = trainer.config()
         cfg.persist_every = 7
+        cfg.pseudo_threshold_q16 = 58982  # pseudo-labels (off by default): enough trained windows
         assert trainer.config(cfg).persist_every == 7
         train(trainer, rows, y, mask)
         trained = trainer.stats().trained

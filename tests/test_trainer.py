@@ -17,8 +17,9 @@ from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.link import BoardError
 from mcu_train.link.protocol import Reason
-from mcu_train.link.trainer_client import (STEP_LABEL, STEP_PSEUDO, FilterMode, Outcome, ServeMode, TrainConfig,
-                                           Trainer, TrainStats, TrainStep, checkpoint_crc)
+from mcu_train.link.trainer_client import (STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD, STEP_PSEUDO,
+                                           FilterMode, Outcome, ServeMode, TrainConfig, Trainer, TrainStats,
+                                           TrainStep, checkpoint_crc)
 
 HOST = get_board("host")
 
@@ -63,8 +64,10 @@ def assert_same(got, want):
 # --- the board equals the reference --------------------------------------------------------------------------
 
 def test_300_hapt_windows_match_the_reference(har, board):
-    """Default parameters (learned filter, pruning at 0.5), 10% labels, one person's real windows."""
+    """Default parameters (learned filter, pruning at 0.5) with pseudo-labels at 0.9 (off by default), 10%
+    labels, one person's real windows."""
     ref = new_reference(har)
+    configure(board, ref, pseudo_threshold_q16=58982)
     rows, y, mask = th.hapt_stream(board.meta, 300, person=25)
     got, want = th.run_both(board, ref, rows, y, mask)
     assert_same(got, want)
@@ -79,8 +82,13 @@ def test_300_hapt_windows_match_the_reference(har, board):
     trained = [s for s in got if s.outcome == Outcome.TRAINED]
     assert all(s.cost_training > 0 and s.macs_backward < s.macs_backward_dense for s in trained)
     assert all(s.cost_inference > 0 for s in got)
-    # The training reused the prediction's activations wherever the window computed them.
-    assert any(s.flags & STEP_LABEL and s.macs_forward == 0 for s in trained)
+    # The training reused the prediction's activations wherever the window computed them: a labelled window
+    # answered at exit 0 runs the deeper units' personalised heads for training, and exit 0's own only when
+    # its generic head answered (the do-no-harm guard's choice).
+    macs = [u["forward_macs"] for u in board.meta["train"]["units"]]
+    first = [s for s in trained if s.flags & STEP_LABEL and s.exit == 0]
+    assert first and all(s.macs_forward == sum(macs[1:]) + (0 if s.flags & STEP_PERSONALISED else macs[0])
+                         for s in first)
     assert image != TrainerReference(har[0]).checkpoint()  # the heads did change
 
 
@@ -267,6 +275,23 @@ def test_filter_keep_ratio_converges_to_target(har):
         assert ref.stats().explored > 0
 
 
+def test_gradient_norm_filter_matches_the_reference(har, board):
+    """filter_mode gradnorm: the board keeps the windows whose gradient-norm bound at exit 0 reaches the adapted
+    cut, exactly as the reference, and ends near its keep target."""
+    _, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, filter_mode=FilterMode.GRADNORM, filter_keep=0.4, pseudo_threshold_q16=0)
+    rows, y, mask = th.hapt_stream(meta, 200, person=26, shift=True)
+    got, want = th.run_both(board, ref, rows, y, mask)
+    assert_same(got, want)
+    assert board.stats() == ref.stats()
+    kept = np.array([s.outcome != Outcome.FILTERED for s, m in zip(got, mask) if not m])
+    assert abs(kept[len(kept) // 2:].mean() - 0.4) < 0.15
+    hard = [s.filter_score for s in got if s.flags & STEP_PREDICTED_HARD]
+    easy = [s.filter_score for s in got if not s.flags & STEP_PREDICTED_HARD]
+    assert hard and easy and 0 <= min(easy) and max(hard) <= 2
+
+
 def test_pruning_keeps_the_asked_fraction_of_channels(har):
     compiled = har[0]
     ref = TrainerReference(compiled)
@@ -357,6 +382,22 @@ def test_do_no_harm_serves_the_generic_head_when_personalisation_goes_wrong(har,
             want_c = compiled.reference.run(r.reshape(meta["input_dims_nhwc"]), force_exit=k)
             assert (got_c.exit, got_c.logits_q.tolist(), got_c.confidence_q16) == \
                 (want_c[0], want_c[1].tolist(), want_c[2])
+
+
+def test_do_no_harm_without_labels_uses_the_teachers_pseudo_labels(har, board):
+    """With no labels at all the guard's evidence is the confident generic final exit (the teacher): the
+    board gathers it and decides which head serves exactly as the reference does."""
+    _, _, _, meta = har
+    ref = new_reference(har)
+    configure(board, ref, filter_mode=FilterMode.OFF, lr=0.3, pseudo_threshold_q16=58982)
+    rows, y, _ = th.hapt_stream(meta, 120, person=27, shift=True)
+    got, want = th.run_both(board, ref, rows, y, np.zeros(len(rows), bool))
+    assert_same(got, want)
+    stats = board.stats()
+    assert stats == ref.stats()
+    assert any(s.flags & STEP_PSEUDO for s in got)
+    trainable = [e for e in stats.exits if e.serving != 255]
+    assert trainable and all(e.labelled == 0 and e.acc_generic > 0 for e in trainable)
 
 
 def test_classify_serves_personalised_heads(har, board):

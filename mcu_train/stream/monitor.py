@@ -42,11 +42,6 @@ DEFAULT_MODEL_DIR = Path("build") / "demo" / "model"
 CHECKPOINT_EVERY = 100  # acknowledged windows between two checkpoints
 MAX_RECONNECTS = 10
 LOG_VERSION = 1
-# Runtime parameters the stream sets (docs/RESULTS.md, "Streaming and personalisation"): with 10% labels
-# under the placement shift, a higher learning rate than the firmware's default and pseudo-labels only from a
-# final exit at confidence 1.0 (it is confidently wrong after the shift) personalise best on every person tried.
-STREAM_LR = 0.3
-STREAM_PSEUDO_THRESHOLD = 1.0
 LIVE_RESUME = ("--resume replays the windows logged since the checkpoint, and a live stream from stdin cannot be "
                "read again: start a new run (with another --log)")
 SHIFT_NOTE = ("placement shift: this person's phone is carried differently (axes turned {angle:.0f} degrees), "
@@ -198,16 +193,21 @@ def generic_predictions(compiled, rows, thresholds):
     return pred, exits
 
 
-def stream_config(num_exits, lr=STREAM_LR, pseudo_threshold=STREAM_PSEUDO_THRESHOLD, filter_mode="learned",
-                  keep=None, seed=1):
+def stream_config(num_exits, lr=None, pseudo_threshold=None, filter_mode=None, keep=None, seed=None):
+    """The firmware's boot configuration (TrainConfig.default, from the sweep in docs/training.md), with the
+    parameters given here (not None) overriding it."""
     from codegen.reference import threshold_to_q16
     cfg = TrainConfig.default(num_exits)
-    cfg.lr = lr
-    cfg.pseudo_threshold_q16 = threshold_to_q16(pseudo_threshold)
-    cfg.filter_mode = FilterMode[filter_mode.upper()]
+    if lr is not None:
+        cfg.lr = lr
+    if pseudo_threshold is not None:
+        cfg.pseudo_threshold_q16 = threshold_to_q16(pseudo_threshold)
+    if filter_mode is not None:
+        cfg.filter_mode = FilterMode[filter_mode.upper()]
     if keep is not None:
         cfg.filter_keep = keep
-    cfg.seed = seed
+    if seed is not None:
+        cfg.seed = seed
     return cfg.rounded()
 
 
@@ -725,8 +725,8 @@ def serial_line(port=None, board=None):
 
 
 def monitor(*, port=None, board=None, model=None, calib=None, source=None, person=None, labels=0.1, shift="none",
-            seed=0, log="runs/monitor.jsonl", resume=False, listen_only=False, windows=None, lr=STREAM_LR,
-            pseudo_threshold=STREAM_PSEUDO_THRESHOLD, filter_mode="learned", keep=None,
+            seed=0, log="runs/monitor.jsonl", resume=False, listen_only=False, windows=None, lr=None,
+            pseudo_threshold=None, filter_mode=None, keep=None,
             checkpoint_every=CHECKPOINT_EVERY, rate=None, in_flight=REPLAY_DEPTH, resample=False, quiet=False):
     """`mcu-train monitor`: stream windows to the board at serial URL `port` (running the compiled model in
     `model`): a HAPT person's (default 27), or with `source` a user's recordings (a CSV, Edge Impulse JSON or
