@@ -16,10 +16,11 @@ from codegen import fmath
 from codegen.fmath import F, pow2, round_shift, scaled
 from codegen.reference import _run_step, confidence_q16
 from codegen.trainer import (CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, ERROR_BITS,
-                             EXIT_STATE_WORDS, FILTER_STATE_WORDS, param_layout)
-from codegen.trainer_abi import (NO_CLASS, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
-                                 STEP_PSEUDO, ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats,
-                                 TrainStep, checkpoint_crc)
+                             EXIT_STATE_WORDS, FILTER_STATE_WORDS, MEMORY_HEADER_BYTES, param_layout)
+from codegen.trainer_abi import (ASK_CREDIT_MAX, ASK_CUT_START, ASK_SPACING, ASK_STEP, NO_CLASS, STEP_ASKED,
+                                 STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD, STEP_PSEUDO,
+                                 ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats, TrainStep,
+                                 checkpoint_crc)
 
 WEIGHT_MAX = 127  # int8 weights are symmetric, [-127, 127]
 WEIGHT_REFIT = 120  # a channel's largest |weight| right after its scale is refitted (1/16 headroom)
@@ -335,6 +336,86 @@ class FilterState:
     cut: float = 0.0  # predicted hard when the score reaches it
 
 
+MEMORY_SEED = 0x6D656D30  # the replay memory's PRNG starts from CONFIG's seed XOR this ("mem0")
+
+
+class ReplayMemory:
+    """The replay memory (firmware/trainer.c; layout: codegen.trainer.memory_layout): labelled examples of the
+    trainable units' int8 inputs, a pending slot for the window the board asked a label for, and the state of
+    its label requests."""
+
+    def __init__(self, layout, classes):
+        self.layout, self.slots, self.classes = layout, layout["slots"], classes
+        self.prng = fmath.XorShift32(0)
+        self.clear()
+
+    def clear(self):
+        n = self.slots + 1
+        self.credit, self.cut, self.since_ask = F(0), F(ASK_CUT_START), 0
+        self.labels, self.masks = [NO_CLASS] * n, [0] * n  # slot `slots` is the pending one
+        self.examples = np.zeros((n, self.layout["example_bytes"]), np.int8)
+
+    def seed(self, seed):
+        self.prng = fmath.XorShift32((int(seed) ^ MEMORY_SEED) & 0xFFFFFFFF)
+
+    def unit_input(self, slot, u):
+        off, n = self.layout["unit_offsets"][u], self.layout["unit_bytes"][u]
+        return self.examples[slot, off:off + n]
+
+    def count(self, c):
+        return sum(1 for s in range(self.slots) if self.labels[s] == c)
+
+    def store(self, label, mask, inputs):
+        """A labelled example (unit u's input: inputs(u) for the units in mask) into a free slot, else over an
+        example of the most frequent class (of its own class when that is among the most frequent), chosen at
+        random. Returns the slot."""
+        free = [s for s in range(self.slots) if self.labels[s] == NO_CLASS]
+        if free:
+            slot = free[0]
+        else:
+            counts = [self.count(c) for c in range(self.classes)]
+            most = max(counts)
+            c = label if counts[label] == most else counts.index(most)
+            members = [s for s in range(self.slots) if self.labels[s] == c]
+            slot = members[self.prng.next() % len(members)]
+        self.labels[slot], self.masks[slot] = label, mask
+        for u in range(8):
+            if mask >> u & 1:
+                self.unit_input(slot, u)[:] = inputs(u)
+        return slot
+
+    def pick(self, u, skip):
+        """Class-balanced: a random class among the examples unit u can replay (not slot `skip`), then a random
+        example of it; None when there is none."""
+        cands = [s for s in range(self.slots) if s != skip and self.labels[s] != NO_CLASS and self.masks[s] >> u & 1]
+        if not cands:
+            return None
+        classes = sorted({self.labels[s] for s in cands})
+        c = classes[self.prng.next() % len(classes)]
+        members = [s for s in cands if self.labels[s] == c]
+        return members[self.prng.next() % len(members)]
+
+    def to_bytes(self):
+        n = self.slots + 1
+        head = struct.pack("<IffI", self.prng.state, self.credit, self.cut, self.since_ask)
+        marks = bytes(self.labels) + bytes(self.masks)
+        marks += bytes(self.layout["examples_offset"] - MEMORY_HEADER_BYTES - 2 * n)
+        return head + marks + self.examples.tobytes()
+
+    def load(self, raw):
+        n = self.slots + 1
+        self.prng.state, credit, cut, self.since_ask = struct.unpack_from("<IffI", raw)
+        self.credit, self.cut = F(credit), F(cut)
+        self.labels = list(raw[MEMORY_HEADER_BYTES:MEMORY_HEADER_BYTES + n])
+        self.masks = list(raw[MEMORY_HEADER_BYTES + n:MEMORY_HEADER_BYTES + 2 * n])
+        off = self.layout["examples_offset"]
+        self.examples = np.frombuffer(raw, np.int8, n * self.layout["example_bytes"], off).reshape(n, -1).copy()
+
+
+class LabelRefused(Exception):
+    """LABEL refused (the board answers BAD_PAYLOAD): no pending request, another window's, or a bad label."""
+
+
 class Window:
     """What one window has computed so far (firmware/trainer.c: `win`)."""
 
@@ -369,6 +450,7 @@ class TrainerReference:
                                        "nonfinite", "labelled", "pseudo_labelled", "explored", "macs_forward",
                                        "macs_backward", "macs_backward_dense"), 0)
         self.filter = FilterState()
+        self.memory = ReplayMemory(self.spec.memory, self.meta["exits"][-1]["classes"])
         self.exits = []
         self.set_config(config or TrainConfig.default(self.num_exits))
 
@@ -377,6 +459,7 @@ class TrainerReference:
         cfg = cfg.rounded()
         self.cfg = cfg
         self.prng = fmath.XorShift32(cfg.seed)
+        self.memory.seed(cfg.seed)
         ths = [F(min(max(F(t), F(lo)), F(hi))) for t, lo, hi in zip(cfg.thresholds, cfg.threshold_min,
                                                                    cfg.threshold_max)]
         if not self.exits:
@@ -410,12 +493,14 @@ class TrainerReference:
         head = struct.pack("<IHBB16sII", CHECKPOINT_MAGIC, CHECKPOINT_VERSION, self.num_exits, len(self.units),
                            self.model_hash, self.spec.params_bytes, len(state))
         assert len(head) == CHECKPOINT_HEADER_BYTES
-        body = head + b"".join(p.to_bytes() for p in self.params) + state
+        memory = self.memory.to_bytes() if self.memory.slots else b""
+        body = head + b"".join(p.to_bytes() for p in self.params) + state + memory
         return body + struct.pack("<I", checkpoint_crc(body))
 
     def load_checkpoint(self, image):
         """Validate and apply an image; returns None on success or the reason code (as the board's detail)."""
-        reason = check_checkpoint(image, self.model_hash, self.num_exits, self.units)
+        reason = check_checkpoint(image, self.model_hash, self.num_exits, self.units, self.spec.memory,
+                                  self.memory.classes)
         if reason:
             return reason
         pos = CHECKPOINT_HEADER_BYTES
@@ -430,6 +515,8 @@ class TrainerReference:
             t, a, ap, ag, n = struct.unpack_from("<4fI", image, pos)
             e.threshold, e.agreement, e.acc_personalised, e.acc_generic, e.labelled = t, a, ap, ag, n
             pos += 4 * EXIT_STATE_WORDS
+        if self.memory.slots:
+            self.memory.load(image[pos:pos + self.spec.memory["bytes"]])
         return None
 
     # --- forward ---
@@ -543,7 +630,124 @@ class TrainerReference:
     # --- TRAIN ---
     def train(self, x_q, label=None, invalid=False):
         with np.errstate(all="ignore"):  # IEEE overflow to inf is part of the arithmetic (and guarded)
-            return self._train(x_q, label, invalid)
+            step, win = self._train(x_q, label, invalid)
+            if self.memory.slots:
+                self._ask(step, win, label is None)
+            return step
+
+    def _ask(self, step, win, unlabelled):
+        """After every TRAIN: the label credit grows by label_budget; an unlabelled window the board trained
+        or filtered asks for its label when a credit is there, no recent request waits, and its uncertainty
+        score reaches the adaptive cut. Its units' inputs go to the pending slot."""
+        mem, cfg = self.memory, self.cfg
+        pending = self.memory.slots
+        if mem.masks[pending]:
+            mem.since_ask = min(mem.since_ask + 1, 0xFFFFFFFF)
+        mem.credit = F(min(F(mem.credit + F(cfg.label_budget)), F(ASK_CREDIT_MAX)))
+        if not unlabelled or step.outcome in (Outcome.INVALID, Outcome.SATURATED) or not mem.credit >= F(1):
+            return
+        if mem.masks[pending] and mem.since_ask < ASK_SPACING:
+            return
+        score = F(F(1) - F(F(step.confidence_q16) * F(2.0 ** -16)))
+        if mem.count(step.prediction) * mem.classes < mem.slots:  # a class the memory has few examples of
+            score = F(score + F(0.5))
+        if any(win.served(k) is not None and fmath.argmax(win.served(k)) != step.prediction
+               for k in range(self.num_exits)):  # the exits computed disagree
+            score = F(score + F(0.5))
+        asked = score >= mem.cut
+        mem.cut = F(mem.cut + F(F(ASK_STEP) * F(3 if asked else -1)))
+        if not asked:
+            return
+        mem.credit = F(mem.credit - F(1))
+        mask = sum(1 << u for u, unit in enumerate(self.units) if unit.exit <= step.exit)
+        for u in range(len(self.units)):
+            if mask >> u & 1:
+                mem.unit_input(pending, u)[:] = win.acts[self.units[u].input].reshape(-1)
+        mem.masks[pending], mem.since_ask = mask, 0
+        step.flags |= STEP_ASKED
+
+    def _replay(self, mask, new_slot, macs):
+        """After training on a labelled example: per unit in mask, cfg.replays examples of the memory (not the
+        new one, in slot new_slot) through the same forward and backward. Returns the skipped updates."""
+        skipped = 0
+        for u, unit in enumerate(self.units):
+            if not mask >> u & 1:
+                continue
+            for _ in range(self.cfg.replays):
+                slot = self.memory.pick(u, new_slot)
+                if slot is None:
+                    break
+                win = self._unit_window(u, self.memory.unit_input(slot, u))
+                self._run_head(win, u, True)
+                macs["forward"] += unit.forward_macs
+                back = Backward(unit, self.params[u], self.cfg, macs)
+                back.run(win.acts, self.memory.labels[slot], self.tables[unit.exit])
+                skipped += back.skipped
+        return skipped
+
+    def _unit_window(self, u, x):
+        win = Window(np.zeros(0, np.int8), self.input_name, self.num_exits, [False] * self.num_exits, True)
+        unit = self.units[u]
+        win.acts[unit.input] = np.asarray(x, np.int8).reshape(unit.layers[0].in_dims[1:])
+        return win
+
+    def label(self, label, age):
+        """LABEL: the label of the window the board asked about, `age` TRAIN requests ago. Trains each unit on
+        it (after its generic head for do no harm), stores it, replays. Raises LabelRefused."""
+        with np.errstate(all="ignore"):
+            return self._label(label, age)
+
+    def _label(self, label, age):
+        mem, cfg = self.memory, self.cfg
+        pending = mem.slots
+        if not mem.slots or not mem.masks[pending]:
+            raise LabelRefused("no label request is pending")
+        if age != mem.since_ask:
+            raise LabelRefused(f"the pending request is {mem.since_ask} windows old, not {age}")
+        if not 0 <= label < mem.classes:
+            raise LabelRefused(f"label {label} is not a class")
+        mask = mem.masks[pending]
+        macs = dict(forward=0, backward=0, backward_dense=0)
+        step = TrainStep(Outcome.TRAINED, NO_CLASS, NO_CLASS, label, STEP_LABEL, 0, 0.0, 0.0, 0, 0, 0, 0, 0)
+        self.counters["labelled"] += 1
+        loss_sum, skipped, n = F(0), 0, 0
+        rate = F(cfg.dnh_rate)
+        for u, unit in enumerate(self.units):
+            if not mask >> u & 1:
+                continue
+            win = self._unit_window(u, mem.unit_input(pending, u))
+            self._run_head(win, u, False)
+            self._run_head(win, u, True)
+            macs["forward"] += 2 * unit.forward_macs
+            e = self.exits[unit.exit]
+            cp = F(1 if fmath.argmax(win.personal[unit.exit]) == label else 0)
+            cg = F(1 if fmath.argmax(win.generic[unit.exit]) == label else 0)
+            e.acc_personalised = float(F(F(e.acc_personalised) + rate * F(cp - F(e.acc_personalised))))
+            e.acc_generic = float(F(F(e.acc_generic) + rate * F(cg - F(e.acc_generic))))
+            e.labelled += 1
+            back = Backward(unit, self.params[u], cfg, macs)
+            loss_sum = F(loss_sum + back.run(win.acts, label, self.tables[unit.exit]))
+            skipped += back.skipped
+            n += 1
+        slot = mem.store(label, mask, lambda u: mem.unit_input(pending, u))
+        mem.masks[pending] = 0
+        skipped += self._replay(mask, slot, macs)
+        return self._finish(step, F(loss_sum / F(n)), skipped, macs)
+
+    def _finish(self, step, loss, skipped, macs):
+        """A trained step's loss, MACs and outcome, and the counters."""
+        c = self.counters
+        step.loss = float(loss)
+        step.macs_forward, step.macs_backward = macs["forward"], macs["backward"]
+        step.macs_backward_dense = macs["backward_dense"]
+        for key in ("forward", "backward", "backward_dense"):
+            c[f"macs_{key}"] += macs[key]
+        c["nonfinite"] += skipped
+        if skipped:
+            step.outcome = Outcome.SKIPPED
+        else:
+            c["trained"] += 1
+        return step
 
     def _train(self, x_q, label, invalid):
         cfg, c, flt = self.cfg, self.counters, self.filter
@@ -559,11 +763,11 @@ class TrainerReference:
         if invalid:
             c["invalid"] += 1
             step.outcome = Outcome.INVALID
-            return step
+            return step, win
         if int(np.sum((x_q == -128) | (x_q == 127))) > cfg.max_saturated:
             c["saturated"] += 1
             step.outcome = Outcome.SATURATED
-            return step
+            return step, win
         # Instance filter on exit 0's served logits.
         features, score = None, F(0)
         if cfg.filter_mode == FilterMode.LEARNED:
@@ -588,7 +792,7 @@ class TrainerReference:
             if not keep:
                 c["filtered"] += 1
                 step.outcome = Outcome.FILTERED
-                return step
+                return step, win
         # The target: the label, or the generic final exit's confident prediction (the teacher).
         macs = dict(forward=0, backward=0, backward_dense=0)
         final = self.num_exits - 1
@@ -629,7 +833,7 @@ class TrainerReference:
             step.outcome = Outcome.NO_TARGET
             step.macs_forward = macs["forward"]
             c["macs_forward"] += macs["forward"]
-            return step
+            return step, win
         step.target = target
         loss_sum, skipped = F(0), 0
         for u in train_units:
@@ -638,19 +842,14 @@ class TrainerReference:
             loss_sum = F(loss_sum + back.run(win.acts, target, self.tables[unit.exit]))
             skipped += back.skipped
         loss = F(loss_sum / F(len(train_units))) if train_units else F(0)
-        step.loss = float(loss)
-        step.macs_forward, step.macs_backward = macs["forward"], macs["backward"]
-        step.macs_backward_dense = macs["backward_dense"]
-        for key in ("forward", "backward", "backward_dense"):
-            c[f"macs_{key}"] += macs[key]
-        c["nonfinite"] += skipped
-        if skipped:
-            step.outcome = Outcome.SKIPPED
-        else:
-            c["trained"] += 1
-            if cfg.filter_mode == FilterMode.LEARNED:
-                self._filter_feedback(features, score, loss)
-        return step
+        if labelled and self.memory.slots:  # remember the example, then replay others
+            mask = sum(1 << u for u in train_units)
+            slot = self.memory.store(target, mask, lambda u: win.acts[self.units[u].input].reshape(-1))
+            skipped += self._replay(mask, slot, macs)
+        self._finish(step, loss, skipped, macs)
+        if not skipped and cfg.filter_mode == FilterMode.LEARNED:
+            self._filter_feedback(features, score, loss)
+        return step, win
 
     def _adapt_thresholds(self, win):
         """Per early exit: agreement of its served head with the final exit's, when both were computed."""
@@ -727,11 +926,13 @@ CHECKPOINT_REASONS = {1: "size", 2: "format", 3: "model hash", 4: "CRC", 5: "val
                       7: "commit pass differs from the verified image"}
 
 
-def check_checkpoint(image, model_hash, num_exits, units):
-    """0 when the image is valid for this model, else the BAD_CHECKPOINT detail code (CHECKPOINT_REASONS)."""
+def check_checkpoint(image, model_hash, num_exits, units, memory=None, classes=0):
+    """0 when the image is valid for this model, else the BAD_CHECKPOINT detail code (CHECKPOINT_REASONS).
+    `memory`: the replay memory's layout (codegen.trainer.memory_layout), `classes` the labels it may hold."""
     params = sum(u.params_bytes for u in units)
     state = 4 * (FILTER_STATE_WORDS + EXIT_STATE_WORDS * num_exits)
-    if len(image) != CHECKPOINT_HEADER_BYTES + params + state + 4:
+    mem_bytes = memory["bytes"] if memory else 0
+    if len(image) != CHECKPOINT_HEADER_BYTES + params + state + mem_bytes + 4:
         return 1
     magic, version, ne, nu, h, npar, nstate = struct.unpack_from("<IHBB16sII", image)
     if (magic, version, ne, nu, npar, nstate) != (CHECKPOINT_MAGIC, CHECKPOINT_VERSION, num_exits, len(units),
@@ -756,4 +957,12 @@ def check_checkpoint(image, model_hash, num_exits, units):
     exf = ex[:, :4].copy().view("<f4")
     if not (np.all(np.isfinite(fstate)) and np.all(np.isfinite(exf))):
         return 5
+    if mem_bytes:  # label credit and cut finite, each label a class or none, each mask a set of units
+        pos += state
+        n = memory["slots"] + 1
+        marks = image[pos + MEMORY_HEADER_BYTES:pos + MEMORY_HEADER_BYTES + 2 * n]
+        if not (np.all(np.isfinite(np.frombuffer(image, "<f4", 2, pos + 4)))
+                and all(v < classes or v == NO_CLASS for v in marks[:n]) and all(v >> len(units) == 0
+                                                                                 for v in marks[n:])):
+            return 5
     return 0

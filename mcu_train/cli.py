@@ -88,7 +88,7 @@ def cmd_compile(args):
     from mcu_train import api
     exits = [e.strip() for e in args.exits.split(",")] if args.exits else None
     api.compile_model(args.model, args.output, calib=args.calib, board=args.board, exits=exits, train=args.train,
-                      quiet=False, momentum=args.momentum)
+                      quiet=False, momentum=args.momentum, replay_bytes=args.replay_bytes)
 
 
 def cmd_infer(args):
@@ -216,6 +216,10 @@ def build_parser():
     s.add_argument("--momentum", action="store_true",
                    help="with --train: compile SGD momentum buffers (2 bytes per trainable weight), so CONFIG may "
                         "set momentum > 0")
+    s.add_argument("--replay-bytes", type=int, metavar="N",
+                   help="with --train: bytes of the replay memory of labelled examples, replayed when training and "
+                        "holding the window whose label the board asks for (default 24576; 0: none, and the board "
+                        "never asks for labels)")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("infer", help="run a compiled model on a board for every input of an .npz")
