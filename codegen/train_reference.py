@@ -630,23 +630,22 @@ class TrainerReference:
     # --- TRAIN ---
     def train(self, x_q, label=None, invalid=False):
         with np.errstate(all="ignore"):  # IEEE overflow to inf is part of the arithmetic (and guarded)
-            step, win = self._train(x_q, label, invalid)
-            if self.memory.slots:
-                self._ask(step, win, label is None)
-            return step
+            return self._train(x_q, label, invalid)
 
-    def _ask(self, step, win, unlabelled):
-        """After every TRAIN: the label credit grows by label_budget; an unlabelled window the board trained
-        or filtered asks for its label when a credit is there, no recent request waits, and its uncertainty
-        score reaches the adaptive cut. Its units' inputs go to the pending slot."""
-        mem, cfg = self.memory, self.cfg
-        pending = self.memory.slots
-        if mem.masks[pending]:
+    def _note_window(self):
+        """Every TRAIN: the label credit grows by label_budget; a pending request ages."""
+        mem = self.memory
+        if mem.masks[mem.slots]:
             mem.since_ask = min(mem.since_ask + 1, 0xFFFFFFFF)
-        mem.credit = F(min(F(mem.credit + F(cfg.label_budget)), F(ASK_CREDIT_MAX)))
-        if not unlabelled or step.outcome in (Outcome.INVALID, Outcome.SATURATED) or not mem.credit >= F(1):
-            return
-        if mem.masks[pending] and mem.since_ask < ASK_SPACING:
+        mem.credit = F(min(F(mem.credit + F(self.cfg.label_budget)), F(ASK_CREDIT_MAX)))
+
+    def _ask(self, step, win):
+        """An unlabelled window, filtered or not, before any training (which reuses the arena): the board asks
+        for its label when a credit is there, no recent request waits, and its uncertainty score reaches the
+        adaptive cut. Its units' inputs go to the pending slot."""
+        mem = self.memory
+        pending = self.memory.slots
+        if not pending or not mem.credit >= F(1) or (mem.masks[pending] and mem.since_ask < ASK_SPACING):
             return
         score = F(F(1) - F(F(step.confidence_q16) * F(2.0 ** -16)))
         if mem.count(step.prediction) * mem.classes < mem.slots:  # a class the memory has few examples of
@@ -752,6 +751,8 @@ class TrainerReference:
     def _train(self, x_q, label, invalid):
         cfg, c, flt = self.cfg, self.counters, self.filter
         c["windows"] += 1
+        if self.memory.slots:
+            self._note_window()
         x_q = np.asarray(x_q, np.int8).reshape(-1)
         labelled = label is not None
         serve = [self._serve_personalised(k) for k in range(self.num_exits)]
@@ -763,11 +764,11 @@ class TrainerReference:
         if invalid:
             c["invalid"] += 1
             step.outcome = Outcome.INVALID
-            return step, win
+            return step
         if int(np.sum((x_q == -128) | (x_q == 127))) > cfg.max_saturated:
             c["saturated"] += 1
             step.outcome = Outcome.SATURATED
-            return step, win
+            return step
         # Instance filter on exit 0's served logits.
         features, score = None, F(0)
         if cfg.filter_mode == FilterMode.LEARNED:
@@ -791,8 +792,9 @@ class TrainerReference:
                 flt.cut = F(F(flt.cut) + F(cfg.filter_step) * F(kept - F(cfg.filter_keep)))
             if not keep:
                 c["filtered"] += 1
+                self._ask(step, win)
                 step.outcome = Outcome.FILTERED
-                return step, win
+                return step
         # The target: the label, or the generic final exit's confident prediction (the teacher).
         macs = dict(forward=0, backward=0, backward_dense=0)
         final = self.num_exits - 1
@@ -830,11 +832,18 @@ class TrainerReference:
         self._adapt_thresholds(win)
         if target is None:
             c["no_target"] += 1
+            self._ask(step, win)
             step.outcome = Outcome.NO_TARGET
             step.macs_forward = macs["forward"]
             c["macs_forward"] += macs["forward"]
-            return step, win
+            return step
         step.target = target
+        slot = None
+        if not labelled:
+            self._ask(step, win)
+        elif self.memory.slots:  # remember the example (replayed after training)
+            slot = self.memory.store(target, sum(1 << u for u in train_units),
+                                     lambda u: win.acts[self.units[u].input].reshape(-1))
         loss_sum, skipped = F(0), 0
         for u in train_units:
             unit = self.units[u]
@@ -842,14 +851,12 @@ class TrainerReference:
             loss_sum = F(loss_sum + back.run(win.acts, target, self.tables[unit.exit]))
             skipped += back.skipped
         loss = F(loss_sum / F(len(train_units))) if train_units else F(0)
-        if labelled and self.memory.slots:  # remember the example, then replay others
-            mask = sum(1 << u for u in train_units)
-            slot = self.memory.store(target, mask, lambda u: win.acts[self.units[u].input].reshape(-1))
-            skipped += self._replay(mask, slot, macs)
+        if slot is not None:
+            skipped += self._replay(sum(1 << u for u in train_units), slot, macs)
         self._finish(step, loss, skipped, macs)
         if not skipped and cfg.filter_mode == FilterMode.LEARNED:
             self._filter_feedback(features, score, loss)
-        return step, win
+        return step
 
     def _adapt_thresholds(self, win):
         """Per early exit: agreement of its served head with the final exit's, when both were computed."""

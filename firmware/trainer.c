@@ -440,21 +440,24 @@ static mt_status replay(uint8_t mask, int skip, tr_step_result *r, uint32_t *ski
     return MT_SUCCESS;
 }
 
-/* After every TRAIN (codegen/train_reference.py _ask): the label credit grows by label_budget; an unlabelled
- * window trained or filtered asks for its label when a credit is there, no recent request waits, and its
- * uncertainty score (1 - confidence, + 1/2 for a class the memory has few examples of, + 1/2 when the exits
+/* Every TRAIN (codegen/train_reference.py _note_window, _ask): the label credit grows by label_budget. An
+ * unlabelled window, filtered or not, before any training (which reuses the arena) asks for its label when a
+ * credit is there, no recent request waits, and its uncertainty score (1 - confidence, + 1/2 for a class the memory has few examples of, + 1/2 when the exits
  * computed disagree) reaches the adaptive cut. Its units' inputs go to the pending slot. */
-static void ask(int unlabelled, tr_step_result *r)
+static void note_window(void)
 {
     tr_memory_head *h = mem_head();
-    const int pending = tr_memory_slots;
-    if (mem_masks()[pending] && h->since_ask < 0xFFFFFFFFu)
+    if (mem_masks()[tr_memory_slots] && h->since_ask < 0xFFFFFFFFu)
         h->since_ask++;
     const float credit = h->credit + cfg.label_budget;
     h->credit = credit < ASK_CREDIT_MAX ? credit : ASK_CREDIT_MAX;
-    if (!unlabelled || r->outcome == TR_INVALID || r->outcome == TR_SATURATED || !(h->credit >= 1.0f))
-        return;
-    if (mem_masks()[pending] && h->since_ask < ASK_SPACING)
+}
+
+static void ask(tr_step_result *r)
+{
+    tr_memory_head *h = mem_head();
+    const int pending = tr_memory_slots;
+    if (!pending || !(h->credit >= 1.0f) || (mem_masks()[pending] && h->since_ask < ASK_SPACING))
         return;
     float score = 1.0f - (float)r->confidence_q16 * (1.0f / 65536.0f);
     if (mem_count(r->prediction) * model_exit_classes[K - 1] < tr_memory_slots)
@@ -553,6 +556,8 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
 {
     tr_state *s = trainer_state();
     counters.windows++;
+    if (tr_memory_slots)
+        note_window();
     uint32_t saturated = 0; /* counted before the forward pass reuses the input's memory */
     for (int i = 0; i < MODEL_INPUT_SIZE; i++)
         saturated += input[i] == -128 || input[i] == 127;
@@ -605,6 +610,7 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
                          cfg.filter_keep);
         if (!keep) {
             counters.filtered++;
+            ask(r);
             r->outcome = TR_FILTERED;
             return MT_SUCCESS;
         }
@@ -649,10 +655,16 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
     adapt_thresholds();
     if (target < 0) {
         counters.no_target++;
+        ask(r);
         r->outcome = TR_NO_TARGET;
         return MT_SUCCESS;
     }
     r->target = (uint8_t)target;
+    int slot = -1;
+    if (!has_label)
+        ask(r);
+    else if (tr_memory_slots) /* remember the example (replayed after training) */
+        slot = mem_store(target, (uint8_t)units, -1);
     float loss_sum = 0.0f;
     uint32_t skipped = 0, trained_units = 0;
     for (int u = 0; u < tr_num_units; u++)
@@ -661,8 +673,8 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
             trained_units++;
         }
     r->loss = trained_units ? loss_sum / (float)trained_units : 0.0f;
-    if (has_label && tr_memory_slots) /* remember the example, then replay others */
-        CHECK(replay((uint8_t)units, mem_store(target, (uint8_t)units, -1), r, &skipped));
+    if (slot >= 0)
+        CHECK(replay((uint8_t)units, slot, r, &skipped));
     counters.macs_backward += r->macs_backward;
     counters.macs_backward_dense += r->macs_backward_dense;
     counters.skipped_updates += skipped;
@@ -683,8 +695,6 @@ mt_status trainer_train(const int8_t *input, int has_label, int label, int inval
         return MT_ARG_ERROR;
     window_start = prediction_end = board_counter();
     mt_status status = train_window(input, has_label, label, invalid, r);
-    if (status == MT_SUCCESS && tr_memory_slots)
-        ask(!has_label, r);
     /* The prediction's cost: up to the exit taken, less heads computed only for the do-no-harm comparison;
      * everything else is the cost of training. */
     const uint64_t end = board_counter(), predict_cost = prediction_end - window_start - extra_cost;
