@@ -141,7 +141,7 @@ def cmd_personalise(args):
 def cmd_monitor(args):
     from mcu_train import api
     api.monitor(args.port, board=args.board, model=args.model, calib=args.calib, source=args.data, person=args.person,
-                labels=args.labels,
+                labels=args.labels, label_policy=args.label_policy,
                 shift=args.shift, seed=args.seed, log=args.log, resume=args.resume, listen_only=args.listen,
                 windows=args.windows, lr=args.lr, pseudo_threshold=args.pseudo_threshold, filter_mode=args.filter,
                 keep=args.keep, checkpoint_every=args.checkpoint_every, rate=args.rate, in_flight=args.in_flight,
@@ -295,6 +295,9 @@ def build_parser():
     _add_data_arguments(s, default_person=27)
     s.add_argument("--labels", type=float, default=0.1,
                    help="fraction of windows sent with their label (--data: of the windows that have one)")
+    s.add_argument("--label-policy", default="random", choices=["random", "active"],
+                   help="random: labels of a random fraction of the windows go with TRAIN; active: the host answers "
+                        "the board's label requests (LABEL), at most --labels of the windows so far")
     s.add_argument("--shift", default="none", choices=["none", "rotate"],
                    help="rotate: the placement shift (the phone carried differently; docs/data.md)")
     s.add_argument("--seed", type=int, default=0, help="seed of the rotation and the label mask")

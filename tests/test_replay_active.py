@@ -146,3 +146,35 @@ def test_qemu_board_equals_reference_with_replay_and_label_requests(tmp_path):
         assert bad is None, f"reply {bad[0]}: board {bad[1]} != reference {bad[2]}"
         assert trainer.checkpoint_get() == ref.checkpoint()
         assert np.array_equal(np.array(ref.memory.labels[:-1]) != 0xFF, np.ones(ref.memory.slots, bool))
+
+
+def test_monitor_active_labels_host(tmp_path, har):
+    """`mcu-train monitor --label-policy active`: labels go only to windows the board asked about, within the
+    budget, with up to 4 requests in flight; the log says which windows asked and were labelled (and when the
+    LABEL went), and replaying that order on the golden model gives every decision and the final checkpoint."""
+    from mcu_train.stream.monitor import load_checkpoint, person_stream, run_monitor, stream_config
+    from mcu_train.stream.runlog import read_log
+    compiled, _, elf, meta = har
+    stream = person_stream(meta, 28, 0.1, "rotate", seed=0, limit=150)
+    stream.label_policy = "active"
+    cfg = stream_config(len(meta["exits"]), label_budget=0.1)
+    log = tmp_path / "active.jsonl"
+    with session(HOST, elf) as (running, link):
+        run_monitor(link, running.url, meta, compiled, stream, cfg, log, live=False, checkpoint_every=50)
+    run, windows, summary, _ = read_log(log)
+    assert run["label_policy"] == "active" and run["config"]["label_budget"] == pytest.approx(0.1)
+    labelled = [w["seq"] for w in windows if w["labelled"]]
+    assert labelled and all(windows[i]["asked"] for i in labelled)
+    assert all(sum(w["labelled"] for w in windows[:i + 1]) <= 0.1 * (i + 1) for i in range(len(windows)))
+    assert all(0 <= windows[i]["label_age"] < 4 for i in labelled) and summary["labelled"] == len(labelled)
+    ref = TrainerReference(compiled, cfg)
+    after = {}
+    for i in labelled:
+        after.setdefault(i + windows[i]["label_age"], []).append(i)
+    for w, row, invalid in zip(windows, stream.rows, stream.invalid):
+        step = ref.train(row, None, invalid)
+        assert (w["prediction"], w["exit"], w["outcome"], w["asked"]) == (
+            step.prediction, step.exit, step.outcome_name, bool(step.flags & STEP_ASKED)), w["seq"]
+        for i in after.get(w["seq"], []):
+            ref.label(int(stream.truth[i]), w["seq"] - i)
+    assert load_checkpoint(log.with_name("active.jsonl.ckpt"))[1] == ref.checkpoint()

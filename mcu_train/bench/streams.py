@@ -14,9 +14,10 @@ import numpy as np
 from mcu_train.errors import McuTrainError
 from mcu_train.resources import DEFAULT_CALIB, DEFAULT_MODEL, OUTPUT_DIR
 
-# Labels the host sends: "random" (a fixed random subset, data.label_mask) is what exists; "active" (the board
-# asks for the labels it wants, issue 14) joins this tuple when the board can ask.
-LABEL_POLICIES = ("random",)
+# Labels the host sends: "random" (a fixed random subset, data.keep_labels, sent with TRAIN); "active" (the
+# board asks for the labels it wants, TRAIN reply flag STEP_ASKED, and the host answers with LABEL, at most the
+# same fraction of the windows so far).
+LABEL_POLICIES = ("random", "active")
 
 # Trainer settings on top of the streaming configuration (mcu_train.stream.monitor.stream_config, what
 # `mcu-train monitor` and `mcu-train demo` run). "random" keeps the fraction of unlabelled windows that makes it
@@ -41,6 +42,7 @@ class StreamTask:
     train: str = "exits"  # or "exits+last-block"
     setting: str = "stream"  # a key of SETTINGS
     windows: int | None = None  # the first N windows of the person (default: all)
+    replays: int | None = None  # CONFIG replays (None: the firmware's default; 0: the replay memory is not replayed)
     board: str | None = None  # None: the numpy reference
     model: str = str(DEFAULT_MODEL)
     calib: str = str(DEFAULT_CALIB)
@@ -80,6 +82,9 @@ def task_config(task, num_exits, keep=None):
         setattr(cfg, key, value)
     if keep is not None:
         cfg.filter_keep = keep
+    if task.replays is not None:
+        cfg.replays = task.replays
+    cfg.label_budget = task.labels if task.label_policy == "active" else cfg.label_budget
     return cfg.rounded()
 
 
@@ -120,12 +125,32 @@ def _steps_arrays(steps):
     return {n: np.array([getattr(s, n) for s in steps]) for n in names}
 
 
-def _run_reference(compiled, stream, cfg):
+def labelled_stream(stream, policy, budget, train, label):
+    """Every window through train(row, label or None, invalid) -> TrainStep: "random" sends the stream's labels
+    with TRAIN; "active" answers a window whose reply asks (STEP_ASKED) with label(class) -> TrainStep while
+    the labels given stay within `budget` x the windows so far, and folds that reply's cost into the window's.
+    Returns (steps, which windows were labelled, which asked)."""
+    from codegen.trainer_abi import STEP_ASKED
+    steps, given, asked = [], np.zeros(len(stream.truth), bool), np.zeros(len(stream.truth), bool)
+    for i, (r, y, m, b) in enumerate(zip(stream.rows, stream.truth, stream.labelled, stream.invalid)):
+        step = train(r, int(y) if m and policy == "random" else None, bool(b))
+        asked[i] = bool(step.flags & STEP_ASKED)
+        if policy == "random":
+            given[i] = bool(m)
+        elif asked[i] and y >= 0 and given.sum() + 1 <= budget * (i + 1):
+            given[i] = True
+            lab = label(int(y))
+            for key in ("cost_training", "macs_forward", "macs_backward", "macs_backward_dense"):
+                setattr(step, key, getattr(step, key) + getattr(lab, key))
+        steps.append(step)
+    return steps, given, asked
+
+
+def _run_reference(compiled, stream, cfg, policy="random", budget=0.0):
     rec = _Recorder(compiled, cfg)
-    steps = [rec.train(r, int(y) if m else None, bool(b)) for r, y, m, b in
-             zip(stream.rows, stream.truth, stream.labelled, stream.invalid)]
+    steps, given, asked = labelled_stream(stream, policy, budget, rec.train, lambda y: rec.trainer.label(y, 0))
     out = {k: np.array(v) for k, v in rec.rows.items()}
-    return steps, out
+    return steps, dict(out, labelled=given, asked=asked)
 
 
 def _run_board(task, compiled, stream, cfg):
@@ -136,8 +161,7 @@ def _run_board(task, compiled, stream, cfg):
     with session(get_board(task.board), elf) as (_, link):
         trainer = Trainer(link, meta)
         trainer.config(cfg)
-        return [trainer.train(r, int(y) if m else None, bool(b)) for r, y, m, b in
-                zip(stream.rows, stream.truth, stream.labelled, stream.invalid)]
+        return labelled_stream(stream, task.label_policy, task.labels, trainer.train, trainer.label)[0]
 
 
 def trained_windows(task, keep=None):
@@ -167,8 +191,8 @@ def run_stream(task):
     compiled, stream = task_stream(task)
     keep = matched_keep(replace(task, board=None)) if task.setting == "random" else None
     cfg = task_config(task, len(compiled.meta["exits"]), keep)
-    ref_steps, per_exit = _run_reference(compiled, stream, cfg)
-    out = dict(task=asdict(task), keep=cfg.filter_keep, truth=stream.truth, labelled=stream.labelled, **per_exit)
+    ref_steps, per_exit = _run_reference(compiled, stream, cfg, task.label_policy, task.labels)
+    out = dict(task=asdict(task), keep=cfg.filter_keep, truth=stream.truth, **per_exit)
     steps = ref_steps
     if task.board:
         steps = _run_board(task, compiled, stream, cfg)
