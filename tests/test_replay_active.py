@@ -178,3 +178,31 @@ def test_monitor_active_labels_host(tmp_path, har):
         for i in after.get(w["seq"], []):
             ref.label(int(stream.truth[i]), w["seq"] - i)
     assert load_checkpoint(log.with_name("active.jsonl.ckpt"))[1] == ref.checkpoint()
+
+
+def test_monitor_active_labels_resume_host(tmp_path, har, monkeypatch):
+    """--resume with active labels: the restored board (its memory and pending request in the checkpoint) gets
+    the logged windows since the checkpoint and their LABELs in the logged order, decides as the log says, and
+    ends where an uninterrupted run ends."""
+    from mcu_train.stream import monitor as mon
+    compiled, _, elf, meta = har
+    stream = mon.person_stream(meta, 29, 0.1, "rotate", seed=1, limit=100)
+    stream.label_policy = "active"
+    cfg = mon.stream_config(len(meta["exits"]), label_budget=0.1)
+    log = tmp_path / "resume.jsonl"
+    with session(HOST, elf) as (running, link):
+        mon.run_monitor(link, running.url, meta, compiled, stream, cfg, log, live=False, checkpoint_every=45)
+    final = mon.load_checkpoint(log.with_name("resume.jsonl.ckpt"))
+    assert final[0] == 100
+    save = mon.save_checkpoint
+    monkeypatch.setattr(mon, "save_checkpoint", lambda path, n, image: save(path, n, image) if n < 100 else None)
+    with session(HOST, elf) as (running, link):  # the checkpoint after window 90, the log up to 100
+        mon.run_monitor(link, running.url, meta, compiled, stream, cfg, tmp_path / "first.jsonl", live=False,
+                        checkpoint_every=45)
+    ckpt = mon.load_checkpoint(tmp_path / "first.jsonl.ckpt")
+    assert ckpt[0] == 90 and ckpt[1] != final[1]
+    monkeypatch.setattr(mon, "save_checkpoint", save)
+    with session(HOST, elf) as (running, link):
+        summary, _, m = mon.run_monitor(link, running.url, meta, compiled, stream, cfg, tmp_path / "first.jsonl",
+                                        resume=True, live=False, checkpoint_every=45)
+    assert summary["complete"] and mon.load_checkpoint(tmp_path / "first.jsonl.ckpt") == final
