@@ -255,7 +255,7 @@ def _layer(step, qparams):
                        f"{', '.join(TRAINABLE_KERNELS)}; choose exits whose heads use only those")
 
 
-DEFAULT_REPLAY_BYTES = 24576  # the replay memory's budget when `--replay-bytes` is not given
+DEFAULT_REPLAY_BYTES = 37888  # the replay memory's budget when `--replay-bytes` is not given
 MEMORY_HEADER_BYTES = 16  # prng u32, label credit f32, ask cut f32, windows since the pending ask u32
 
 

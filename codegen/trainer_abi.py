@@ -85,7 +85,7 @@ class TrainConfig:
     threshold_step: float = 0.002
     persist_every: int = 0  # trained windows between writes of the trained state to the board's flash; 0: never
     label_budget: float = 0.1  # fraction of windows the board may ask the label of (STEP_ASKED); 0: never asks
-    replays: int = 2  # per labelled example trained on: examples of the replay memory replayed per unit
+    replays: int = 8  # per labelled example trained on: examples of the replay memory replayed per unit
     thresholds: list = field(default_factory=list)  # per exit (the last is ignored): current threshold
     threshold_min: list = field(default_factory=list)
     threshold_max: list = field(default_factory=list)

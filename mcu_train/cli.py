@@ -218,7 +218,7 @@ def build_parser():
                         "set momentum > 0")
     s.add_argument("--replay-bytes", type=int, metavar="N",
                    help="with --train: bytes of the replay memory of labelled examples, replayed when training and "
-                        "holding the window whose label the board asks for (default 24576; 0: none, and the board "
+                        "holding the window whose label the board asks for (default 37888; 0: none, and the board "
                         "never asks for labels)")
     s.set_defaults(func=cmd_compile)
 
