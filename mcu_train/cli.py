@@ -218,8 +218,8 @@ def build_parser():
                         "set momentum > 0")
     s.add_argument("--replay-bytes", type=int, metavar="N",
                    help="with --train: bytes of the replay memory of labelled examples, replayed when training and "
-                        "holding the window whose label the board asks for (default 37888; 0: none, and the board "
-                        "never asks for labels)")
+                        "holding the window whose label the board asks for (default 0: none, and the board never asks "
+                        "for labels; 37888 holds 11 examples of the default model, docs/training.md)")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("infer", help="run a compiled model on a board for every input of an .npz")

@@ -10,6 +10,7 @@ import train_helpers as th
 
 from codegen.ir import CompileError
 from codegen.train_reference import LabelRefused, TrainerReference
+from codegen.trainer import RECOMMENDED_REPLAY_BYTES
 from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.link import BoardError
@@ -72,9 +73,9 @@ def test_budget_that_holds_no_example_is_refused(tmp_path):
     with pytest.raises(CompileError, match=r"--replay-bytes 5000: the replay memory needs at least 6,164 B"):
         th.compile_model(onnx_path, HOST, tmp_path / "o", calib=calib, quiet=True, train="exits", replay_bytes=5000)
     assert not (tmp_path / "o" / "model.c").exists()
-    off = th.compile_model(onnx_path, HOST, tmp_path / "off", calib=calib, quiet=True, train="exits",
-                           replay_bytes=0)
-    assert off.memory["train"]["replay"]["slots"] == 0 and "train.memory" not in off.train.offsets
+    off = th.compile_model(onnx_path, HOST, tmp_path / "off", calib=calib, quiet=True, train="exits")
+    assert off.memory["train"]["replay"] == dict(budget_bytes=0, bytes=0, slots=0, example_bytes=3072)
+    assert "train.memory" not in off.train.offsets  # the default: none, issue 13's peak SRAM stays
 
 
 def test_host_board_equals_reference_with_replay_and_label_requests(har):
@@ -134,8 +135,13 @@ def test_label_nobody_asked_for_is_refused(har):
 
 @pytest.mark.slow
 def test_qemu_board_equals_reference_with_replay_and_label_requests(tmp_path):
-    compiled, out, elf = th.compile_trainer(tmp_path, QEMU, "exits")
+    onnx_path, calib = th.default_model(tmp_path)
+    out = tmp_path / "qemu"
+    compiled = th.compile_model(onnx_path, QEMU, out, calib=calib, quiet=True, train="exits",
+                                replay_bytes=RECOMMENDED_REPLAY_BYTES)
+    elf = th.build_firmware(QEMU, out, out / "fw").elf
     meta = th.load_meta(out)
+    assert compiled.memory["train"]["replay"]["slots"] == 11
     rows, labels, mask = th.hapt_stream(meta, 120, person=27, shift=True, label_fraction=0.1)
     with session(QEMU, elf) as (_, link):
         trainer = Trainer(link, meta)

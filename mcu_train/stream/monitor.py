@@ -75,7 +75,8 @@ def load_model(model_dir, calib=None):
     if not source.is_file():
         raise McuTrainError(f"the model's source {meta['source']} (named in {model_dir}/model.json) is missing")
     calib = Path(calib) if calib else DEFAULT_CALIB
-    compiled = build(source, get_board(meta["board"]), calib, train=meta["train"]["mode"])
+    compiled = build(source, get_board(meta["board"]), calib, train=meta["train"]["mode"],
+                     replay_bytes=meta["train"].get("replay_bytes", 0))
     _, digest = render(compiled, source.name)
     if digest != meta["model_hash"]:
         raise McuTrainError(f"rebuilding {model_dir} from {source} with calibration {calib} gives model "
@@ -801,7 +802,7 @@ def monitor(*, port=None, board=None, model=None, calib=None, source=None, perso
         raise McuTrainError(f"--label-policy {label_policy!r}: one of {', '.join(LABEL_POLICIES)}")
     if label_policy == "active" and not meta["train"].get("replay_slots"):
         raise McuTrainError(f"--label-policy active: the board in {model or DEFAULT_MODEL_DIR} was compiled without a "
-                            "replay memory (--replay-bytes 0), so it cannot ask for labels")
+                            "replay memory (the default: compile with --replay-bytes 37888), so it cannot ask for labels")
     stream.label_policy = label_policy
     cfg = stream_config(len(meta["exits"]), lr, pseudo_threshold, filter_mode, keep,
                         label_budget=labels if label_policy == "active" else None)
