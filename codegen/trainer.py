@@ -279,6 +279,9 @@ def memory_layout(units, budget):
         offsets[t] = example
         example += _align4(sizes[t])
     slots = 0
+    if budget and len(units) > 8:
+        raise CompileError(f"--replay-bytes: the replay memory marks each example's units in one byte; this model "
+                           f"trains {len(units)} units (at most 8): use --replay-bytes 0")
     if budget and units:
         def need(n):
             return MEMORY_HEADER_BYTES + _align4(2 * (n + 1)) + (n + 1) * example
