@@ -294,3 +294,6 @@ def print_summary(compiled, out_dir, seconds):
               f"{m['trainable_parameters']:,} parameters in {len(t['units'])} exit(s), served in int8; arena "
               f"{m['arena_bytes']:,} B for inference only, {m['training_arena_bytes']:,} B with training "
               f"(checkpoint {t['checkpoint_bytes']:,} B)")
+        if t["replay"]["slots"]:
+            print(f"  replay memory: {t['replay']['slots']} labelled examples of {t['replay']['example_bytes']:,} B and "
+                  f"the pending slot, {t['replay']['bytes']:,} B of the {t['replay']['budget_bytes']:,} B budget")
