@@ -87,9 +87,13 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
     return buffers, arena
 
 
-def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False):
+def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False, replay_bytes=None):
     if momentum and train is None:
         raise CompileError("--momentum needs --train (it adds the trainer's momentum buffers)")
+    if replay_bytes is not None and train is None:
+        raise CompileError("--replay-bytes needs --train (it sizes the trainer's replay memory)")
+    if replay_bytes is not None and replay_bytes < 0:
+        raise CompileError(f"--replay-bytes {replay_bytes}: a number of bytes, at least 0")
     graph, onnx_model = import_onnx(onnx_path, exits)
     if train is not None and graph.values:
         raise CompileError(f"{onnx_path} has no classes (its output is values): --train personalises "
@@ -117,7 +121,8 @@ def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False):
     if train is not None:
         if any(s.view for s in steps):
             raise CompileError(f"{onnx_path}: --train cannot train a model whose Concat is written in place")
-        train_spec = trainer.plan(graph, steps, train, momentum)
+        train_spec = trainer.plan(graph, steps, train, momentum,
+                                  trainer.DEFAULT_REPLAY_BYTES if replay_bytes is None else replay_bytes)
         tbufs, extend, step_pos = trainer.training_buffers(train_spec, steps)
         buffers, arena = _plan(steps, graph.input, input_size, tbufs, step_pos, extend)
         train_spec.offsets = {b.name: b.offset for b in tbufs}
@@ -250,10 +255,11 @@ def write_outputs(out_dir, files):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False, train=None, momentum=False):
+def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False, train=None, momentum=False,
+                  replay_bytes=None):
     from codegen.qdq_export import export_qdq
     t0 = time.monotonic()
-    compiled = build(onnx_path, board, calib, exits, train, momentum)
+    compiled = build(onnx_path, board, calib, exits, train, momentum, replay_bytes)
     sources, model_hash = render(compiled, Path(onnx_path).name)
     compiled.meta["model_hash"] = model_hash
     compiled.memory["model_hash"] = model_hash
@@ -289,3 +295,6 @@ def print_summary(compiled, out_dir, seconds):
               f"{m['trainable_parameters']:,} parameters in {len(t['units'])} exit(s), served in int8; arena "
               f"{m['arena_bytes']:,} B for inference only, {m['training_arena_bytes']:,} B with training "
               f"(checkpoint {t['checkpoint_bytes']:,} B)")
+        if t["replay"]["slots"]:
+            print(f"  replay memory: {t['replay']['slots']} labelled examples of {t['replay']['example_bytes']:,} B and "
+                  f"the pending slot, {t['replay']['bytes']:,} B of the {t['replay']['budget_bytes']:,} B budget")

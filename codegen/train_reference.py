@@ -16,10 +16,11 @@ from codegen import fmath
 from codegen.fmath import F, pow2, round_shift, scaled
 from codegen.reference import _run_step, confidence_q16
 from codegen.trainer import (CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, ERROR_BITS,
-                             EXIT_STATE_WORDS, FILTER_STATE_WORDS, param_layout)
-from codegen.trainer_abi import (NO_CLASS, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
-                                 STEP_PSEUDO, ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats,
-                                 TrainStep, checkpoint_crc)
+                             EXIT_STATE_WORDS, FILTER_STATE_WORDS, MEMORY_HEADER_BYTES, param_layout)
+from codegen.trainer_abi import (ASK_CREDIT_MAX, ASK_CUT_START, ASK_SPACING, ASK_STEP, NO_CLASS, STEP_ASKED,
+                                 STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD, STEP_PSEUDO,
+                                 ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats, TrainStep,
+                                 checkpoint_crc)
 
 WEIGHT_MAX = 127  # int8 weights are symmetric, [-127, 127]
 WEIGHT_REFIT = 120  # a channel's largest |weight| right after its scale is refitted (1/16 headroom)
@@ -336,6 +337,86 @@ class FilterState:
     cut: float = 0.0  # predicted hard when the score reaches it
 
 
+MEMORY_SEED = 0x6D656D30  # the replay memory's PRNG starts from CONFIG's seed XOR this ("mem0")
+
+
+class ReplayMemory:
+    """The replay memory (firmware/trainer.c; layout: codegen.trainer.memory_layout): labelled examples of the
+    trainable units' int8 inputs, a pending slot for the window the board asked a label for, and the state of
+    its label requests."""
+
+    def __init__(self, layout, classes):
+        self.layout, self.slots, self.classes = layout, layout["slots"], classes
+        self.prng = fmath.XorShift32(0)
+        self.clear()
+
+    def clear(self):
+        n = self.slots + 1
+        self.credit, self.cut, self.since_ask = F(0), F(ASK_CUT_START), 0
+        self.labels, self.masks = [NO_CLASS] * n, [0] * n  # slot `slots` is the pending one
+        self.examples = np.zeros((n, self.layout["example_bytes"]), np.int8)
+
+    def seed(self, seed):
+        self.prng = fmath.XorShift32((int(seed) ^ MEMORY_SEED) & 0xFFFFFFFF)
+
+    def unit_input(self, slot, u):
+        off, n = self.layout["unit_offsets"][u], self.layout["unit_bytes"][u]
+        return self.examples[slot, off:off + n]
+
+    def count(self, c):
+        return sum(1 for s in range(self.slots) if self.labels[s] == c)
+
+    def store(self, label, mask, inputs):
+        """A labelled example (unit u's input: inputs(u) for the units in mask) into a free slot, else over an
+        example of the most frequent class (of its own class when that is among the most frequent), chosen at
+        random. Returns the slot."""
+        free = [s for s in range(self.slots) if self.labels[s] == NO_CLASS]
+        if free:
+            slot = free[0]
+        else:
+            counts = [self.count(c) for c in range(self.classes)]
+            most = max(counts)
+            c = label if counts[label] == most else counts.index(most)
+            members = [s for s in range(self.slots) if self.labels[s] == c]
+            slot = members[self.prng.next() % len(members)]
+        self.labels[slot], self.masks[slot] = label, mask
+        for u in range(8):
+            if mask >> u & 1:
+                self.unit_input(slot, u)[:] = inputs(u)
+        return slot
+
+    def pick(self, u, skip):
+        """Class-balanced: a random class among the examples unit u can replay (not slot `skip`), then a random
+        example of it; None when there is none."""
+        cands = [s for s in range(self.slots) if s != skip and self.labels[s] != NO_CLASS and self.masks[s] >> u & 1]
+        if not cands:
+            return None
+        classes = sorted({self.labels[s] for s in cands})
+        c = classes[self.prng.next() % len(classes)]
+        members = [s for s in cands if self.labels[s] == c]
+        return members[self.prng.next() % len(members)]
+
+    def to_bytes(self):
+        n = self.slots + 1
+        head = struct.pack("<IffI", self.prng.state, self.credit, self.cut, self.since_ask)
+        marks = bytes(self.labels) + bytes(self.masks)
+        marks += bytes(self.layout["examples_offset"] - MEMORY_HEADER_BYTES - 2 * n)
+        return head + marks + self.examples.tobytes()
+
+    def load(self, raw):
+        n = self.slots + 1
+        self.prng.state, credit, cut, self.since_ask = struct.unpack_from("<IffI", raw)
+        self.credit, self.cut = F(credit), F(cut)
+        self.labels = list(raw[MEMORY_HEADER_BYTES:MEMORY_HEADER_BYTES + n])
+        self.masks = list(raw[MEMORY_HEADER_BYTES + n:MEMORY_HEADER_BYTES + 2 * n])
+        off = self.layout["examples_offset"]
+        self.examples = np.frombuffer(raw, np.int8, n * self.layout["example_bytes"], off).reshape(n, -1).copy()
+
+
+class LabelRefused(Exception):
+    """LABEL refused (the board answers BAD_PAYLOAD): no pending request, another window's, or a bad label."""
+
+
 class Window:
     """What one window has computed so far (firmware/trainer.c: `win`)."""
 
@@ -370,6 +451,7 @@ class TrainerReference:
                                        "nonfinite", "labelled", "pseudo_labelled", "explored", "macs_forward",
                                        "macs_backward", "macs_backward_dense"), 0)
         self.filter = FilterState()
+        self.memory = ReplayMemory(self.spec.memory, self.meta["exits"][-1]["classes"])
         self.exits = []
         self.set_config(config or TrainConfig.default(self.num_exits))
 
@@ -378,6 +460,7 @@ class TrainerReference:
         cfg = cfg.rounded()
         self.cfg = cfg
         self.prng = fmath.XorShift32(cfg.seed)
+        self.memory.seed(cfg.seed)
         ths = [F(min(max(F(t), F(lo)), F(hi))) for t, lo, hi in zip(cfg.thresholds, cfg.threshold_min,
                                                                    cfg.threshold_max)]
         if not self.exits:
@@ -411,12 +494,14 @@ class TrainerReference:
         head = struct.pack("<IHBB16sII", CHECKPOINT_MAGIC, CHECKPOINT_VERSION, self.num_exits, len(self.units),
                            self.model_hash, self.spec.params_bytes, len(state))
         assert len(head) == CHECKPOINT_HEADER_BYTES
-        body = head + b"".join(p.to_bytes() for p in self.params) + state
+        memory = self.memory.to_bytes() if self.memory.slots else b""
+        body = head + b"".join(p.to_bytes() for p in self.params) + state + memory
         return body + struct.pack("<I", checkpoint_crc(body))
 
     def load_checkpoint(self, image):
         """Validate and apply an image; returns None on success or the reason code (as the board's detail)."""
-        reason = check_checkpoint(image, self.model_hash, self.num_exits, self.units)
+        reason = check_checkpoint(image, self.model_hash, self.num_exits, self.units, self.spec.memory,
+                                  self.memory.classes)
         if reason:
             return reason
         pos = CHECKPOINT_HEADER_BYTES
@@ -431,6 +516,8 @@ class TrainerReference:
             t, a, ap, ag, n = struct.unpack_from("<4fI", image, pos)
             e.threshold, e.agreement, e.acc_personalised, e.acc_generic, e.labelled = t, a, ap, ag, n
             pos += 4 * EXIT_STATE_WORDS
+        if self.memory.slots:
+            self.memory.load(image[pos:pos + self.spec.memory["bytes"]])
         return None
 
     # --- forward ---
@@ -545,9 +632,122 @@ class TrainerReference:
         with np.errstate(all="ignore"):  # IEEE overflow to inf is part of the arithmetic (and guarded)
             return self._train(x_q, label, invalid)
 
+    def _note_window(self):
+        """Every TRAIN: the label credit grows by label_budget; a pending request ages."""
+        mem = self.memory
+        if mem.masks[mem.slots]:
+            mem.since_ask = min(mem.since_ask + 1, 0xFFFFFFFF)
+        mem.credit = F(min(F(mem.credit + F(self.cfg.label_budget)), F(ASK_CREDIT_MAX)))
+
+    def _ask(self, step, win):
+        """An unlabelled window, filtered or not, before any training (which reuses the arena): the board asks
+        for its label when a credit is there, no recent request waits, and its uncertainty score reaches the
+        adaptive cut. Its units' inputs go to the pending slot."""
+        mem = self.memory
+        pending = self.memory.slots
+        if not pending or not mem.credit >= F(1) or (mem.masks[pending] and mem.since_ask < ASK_SPACING):
+            return
+        score = F(F(1) - F(F(step.confidence_q16) * F(2.0 ** -16)))
+        if mem.count(step.prediction) * mem.classes < mem.slots:  # a class the memory has few examples of
+            score = F(score + F(0.5))
+        if any(win.served(k) is not None and fmath.argmax(win.served(k)) != step.prediction
+               for k in range(self.num_exits)):  # the exits computed disagree
+            score = F(score + F(0.5))
+        asked = score >= mem.cut
+        mem.cut = F(mem.cut + F(F(ASK_STEP) * F(3 if asked else -1)))
+        if not asked:
+            return
+        mem.credit = F(mem.credit - F(1))
+        mask = sum(1 << u for u, unit in enumerate(self.units) if unit.exit <= step.exit)
+        for u in range(len(self.units)):
+            if mask >> u & 1:
+                mem.unit_input(pending, u)[:] = win.acts[self.units[u].input].reshape(-1)
+        mem.masks[pending], mem.since_ask = mask, 0
+        step.flags |= STEP_ASKED
+
+    def _replay(self, mask, new_slot, macs):
+        """After training on a labelled example: per unit in mask, cfg.replays examples of the memory (not the
+        new one, in slot new_slot) through the same forward and backward. Returns the skipped updates."""
+        skipped = 0
+        for u, unit in enumerate(self.units):
+            if not mask >> u & 1:
+                continue
+            for _ in range(self.cfg.replays):
+                slot = self.memory.pick(u, new_slot)
+                if slot is None:
+                    break
+                win = self._unit_window(u, self.memory.unit_input(slot, u))
+                self._run_head(win, u, True)
+                macs["forward"] += unit.forward_macs
+                back = Backward(unit, self.params[u], self.cfg, macs)
+                back.run(win.acts, self.memory.labels[slot], self.tables[unit.exit])
+                skipped += back.skipped
+        return skipped
+
+    def _unit_window(self, u, x):
+        win = Window(np.zeros(0, np.int8), self.input_name, self.num_exits, [False] * self.num_exits, True)
+        unit = self.units[u]
+        win.acts[unit.input] = np.asarray(x, np.int8).reshape(unit.layers[0].in_dims[1:])
+        return win
+
+    def label(self, label, age):
+        """LABEL: the label of the window the board asked about, `age` TRAIN requests ago. Trains each unit on
+        it (after its generic head for do no harm), stores it, replays. Raises LabelRefused."""
+        with np.errstate(all="ignore"):
+            return self._label(label, age)
+
+    def _label(self, label, age):
+        mem, cfg = self.memory, self.cfg
+        pending = mem.slots
+        if not mem.slots or not mem.masks[pending]:
+            raise LabelRefused("no label request is pending")
+        if age != mem.since_ask:
+            raise LabelRefused(f"the pending request is {mem.since_ask} windows old, not {age}")
+        if not 0 <= label < mem.classes:
+            raise LabelRefused(f"label {label} is not a class")
+        mask = mem.masks[pending]
+        macs = dict(forward=0, backward=0, backward_dense=0)
+        step = TrainStep(Outcome.TRAINED, NO_CLASS, NO_CLASS, label, STEP_LABEL, 0, 0.0, 0.0, 0, 0, 0, 0, 0)
+        self.counters["labelled"] += 1
+        loss_sum, skipped, n = F(0), 0, 0
+        rate = F(cfg.dnh_rate)
+        for u, unit in enumerate(self.units):
+            if not mask >> u & 1:
+                continue
+            win = self._unit_window(u, mem.unit_input(pending, u))
+            self._run_head(win, u, False)
+            self._run_head(win, u, True)
+            macs["forward"] += 2 * unit.forward_macs
+            self._note_evidence(win, unit.exit, label, True)
+            back = Backward(unit, self.params[u], cfg, macs)
+            loss_sum = F(loss_sum + back.run(win.acts, label, self.tables[unit.exit]))
+            skipped += back.skipped
+            n += 1
+        slot = mem.store(label, mask, lambda u: mem.unit_input(pending, u))
+        mem.masks[pending] = 0
+        skipped += self._replay(mask, slot, macs)
+        return self._finish(step, F(loss_sum / F(n)), skipped, macs)
+
+    def _finish(self, step, loss, skipped, macs):
+        """A trained step's loss, MACs and outcome, and the counters."""
+        c = self.counters
+        step.loss = float(loss)
+        step.macs_forward, step.macs_backward = macs["forward"], macs["backward"]
+        step.macs_backward_dense = macs["backward_dense"]
+        for key in ("forward", "backward", "backward_dense"):
+            c[f"macs_{key}"] += macs[key]
+        c["nonfinite"] += skipped
+        if skipped:
+            step.outcome = Outcome.SKIPPED
+        else:
+            c["trained"] += 1
+        return step
+
     def _train(self, x_q, label, invalid):
         cfg, c, flt = self.cfg, self.counters, self.filter
         c["windows"] += 1
+        if self.memory.slots:
+            self._note_window()
         x_q = np.asarray(x_q, np.int8).reshape(-1)
         labelled = label is not None
         serve = [self._serve_personalised(k) for k in range(self.num_exits)]
@@ -589,6 +789,7 @@ class TrainerReference:
                 flt.cut = F(F(flt.cut) + F(cfg.filter_step) * F(kept - F(cfg.filter_keep)))
             if not keep:
                 c["filtered"] += 1
+                self._ask(step, win)
                 step.outcome = Outcome.FILTERED
                 return step
         # The target: the label, or the generic final exit's confident prediction (the teacher).
@@ -617,25 +818,23 @@ class TrainerReference:
         if target is not None:
             exits = {self.units[u].exit for u in train_units}
             self._complete(win, exits, {self.units[u].exit for u in evidence}, train_units, macs)
-            rate = F(cfg.dnh_rate)
             for u in evidence:
-                kk = self.units[u].exit
-                e = self.exits[kk]
-                if labelled and e.labelled == 0:  # the first label replaces the label-free estimate
-                    e.acc_personalised = e.acc_generic = 0.0
-                cp = F(1 if fmath.argmax(win.personal[kk]) == target else 0)
-                cg = F(1 if fmath.argmax(win.generic[kk]) == target else 0)
-                e.acc_personalised = float(F(F(e.acc_personalised) + rate * F(cp - F(e.acc_personalised))))
-                e.acc_generic = float(F(F(e.acc_generic) + rate * F(cg - F(e.acc_generic))))
-                e.labelled += 1 if labelled else 0
+                self._note_evidence(win, self.units[u].exit, target, labelled)
         self._adapt_thresholds(win)
         if target is None:
             c["no_target"] += 1
+            self._ask(step, win)
             step.outcome = Outcome.NO_TARGET
             step.macs_forward = macs["forward"]
             c["macs_forward"] += macs["forward"]
             return step
         step.target = target
+        slot = None
+        if not labelled:
+            self._ask(step, win)
+        elif self.memory.slots:  # remember the example (replayed after training)
+            slot = self.memory.store(target, sum(1 << u for u in train_units),
+                                     lambda u: win.acts[self.units[u].input].reshape(-1))
         loss_sum, skipped = F(0), 0
         for u in train_units:
             unit = self.units[u]
@@ -643,19 +842,24 @@ class TrainerReference:
             loss_sum = F(loss_sum + back.run(win.acts, target, self.tables[unit.exit]))
             skipped += back.skipped
         loss = F(loss_sum / F(len(train_units))) if train_units else F(0)
-        step.loss = float(loss)
-        step.macs_forward, step.macs_backward = macs["forward"], macs["backward"]
-        step.macs_backward_dense = macs["backward_dense"]
-        for key in ("forward", "backward", "backward_dense"):
-            c[f"macs_{key}"] += macs[key]
-        c["nonfinite"] += skipped
-        if skipped:
-            step.outcome = Outcome.SKIPPED
-        else:
-            c["trained"] += 1
-            if cfg.filter_mode == FilterMode.LEARNED:
-                self._filter_feedback(features, score, loss)
+        if slot is not None:
+            skipped += self._replay(sum(1 << u for u in train_units), slot, macs)
+        self._finish(step, loss, skipped, macs)
+        if not skipped and cfg.filter_mode == FilterMode.LEARNED:
+            self._filter_feedback(features, score, loss)
         return step
+
+    def _note_evidence(self, win, k, target, labelled):
+        """Do-no-harm bookkeeping of exit k: is each head's prediction the target? A pseudo-label is evidence only
+        until the exit's first label, which replaces that label-free estimate."""
+        e, rate = self.exits[k], F(self.cfg.dnh_rate)
+        if labelled and e.labelled == 0:
+            e.acc_personalised = e.acc_generic = 0.0
+        cp = F(1 if fmath.argmax(win.personal[k]) == target else 0)
+        cg = F(1 if fmath.argmax(win.generic[k]) == target else 0)
+        e.acc_personalised = float(F(F(e.acc_personalised) + rate * F(cp - F(e.acc_personalised))))
+        e.acc_generic = float(F(F(e.acc_generic) + rate * F(cg - F(e.acc_generic))))
+        e.labelled += 1 if labelled else 0
 
     def _adapt_thresholds(self, win):
         """Per early exit: agreement of its served head with the final exit's, when both were computed."""
@@ -748,11 +952,13 @@ CHECKPOINT_REASONS = {1: "size", 2: "format", 3: "model hash", 4: "CRC", 5: "val
                       7: "commit pass differs from the verified image"}
 
 
-def check_checkpoint(image, model_hash, num_exits, units):
-    """0 when the image is valid for this model, else the BAD_CHECKPOINT detail code (CHECKPOINT_REASONS)."""
+def check_checkpoint(image, model_hash, num_exits, units, memory=None, classes=0):
+    """0 when the image is valid for this model, else the BAD_CHECKPOINT detail code (CHECKPOINT_REASONS).
+    `memory`: the replay memory's layout (codegen.trainer.memory_layout), `classes` the labels it may hold."""
     params = sum(u.params_bytes for u in units)
     state = 4 * (FILTER_STATE_WORDS + EXIT_STATE_WORDS * num_exits)
-    if len(image) != CHECKPOINT_HEADER_BYTES + params + state + 4:
+    mem_bytes = memory["bytes"] if memory else 0
+    if len(image) != CHECKPOINT_HEADER_BYTES + params + state + mem_bytes + 4:
         return 1
     magic, version, ne, nu, h, npar, nstate = struct.unpack_from("<IHBB16sII", image)
     if (magic, version, ne, nu, npar, nstate) != (CHECKPOINT_MAGIC, CHECKPOINT_VERSION, num_exits, len(units),
@@ -777,4 +983,12 @@ def check_checkpoint(image, model_hash, num_exits, units):
     exf = ex[:, :4].copy().view("<f4")
     if not (np.all(np.isfinite(fstate)) and np.all(np.isfinite(exf))):
         return 5
+    if mem_bytes:  # label credit and cut finite, each label a class or none, each mask a set of units
+        pos += state
+        n = memory["slots"] + 1
+        marks = image[pos + MEMORY_HEADER_BYTES:pos + MEMORY_HEADER_BYTES + 2 * n]
+        if not (np.all(np.isfinite(np.frombuffer(image, "<f4", 2, pos + 4)))
+                and all(v < classes or v == NO_CLASS for v in marks[:n]) and all(v >> len(units) == 0
+                                                                                 for v in marks[n:])):
+            return 5
     return 0

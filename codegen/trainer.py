@@ -43,7 +43,7 @@ FILTER_STATE_WORDS = 8  # w[4], tau, kept_rate, prng, cut
 EXIT_STATE_WORDS = 5  # threshold, agreement, acc_personal, acc_generic, labelled
 CHECKPOINT_HEADER_BYTES = 32  # magic, version, num_exits, num_units, model hash (16), param bytes, state bytes
 CHECKPOINT_MAGIC = 0x4B43544D  # "MTCK"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3  # 3: the replay memory follows the state
 ACTS = {"none": 0, "relu": 1, "clip": 2}
 KINDS = {"conv": 0, "maxpool": 1, "avgpool": 2, "act": 3}
 WEIGHT_BOUND_FACTOR = 8.0  # a weight or bias may not exceed this times its layer's largest initial magnitude
@@ -182,6 +182,7 @@ class TrainSpec:
     unit_of_exit: dict  # exit -> unit index
     momentum: bool = False
     offsets: dict = field(default_factory=dict)  # training buffer -> arena offset, after planning
+    memory: dict = field(default_factory=lambda: memory_layout([], 0))  # the replay memory (memory_layout)
 
     @property
     def trainable_parameters(self):
@@ -197,7 +198,7 @@ class TrainSpec:
 
     @property
     def checkpoint_bytes(self):
-        return CHECKPOINT_HEADER_BYTES + self.params_bytes + self.state_bytes + 4
+        return CHECKPOINT_HEADER_BYTES + self.params_bytes + self.state_bytes + self.memory["bytes"] + 4
 
 
 def _trainable_arrays(step):
@@ -253,6 +254,48 @@ def _layer(step, qparams):
         return TrainLayer("act", **common)
     raise CompileError(f"step '{step.name}' ({k}) cannot be trained on the board: trainable layers are "
                        f"{', '.join(TRAINABLE_KERNELS)}; choose exits whose heads use only those")
+
+
+# The replay memory's budget when `--replay-bytes` is not given: none, so a default `--train exits` build keeps
+# issue 13's training peak SRAM (24 KB); the budget docs/training.md recommends (the largest with which a training
+# build of the default model fits the 64 KB of lm3s6965evb: 11 examples), what the benchmarks measure.
+DEFAULT_REPLAY_BYTES = 0
+RECOMMENDED_REPLAY_BYTES = 37888
+MEMORY_HEADER_BYTES = 16  # prng u32, label credit f32, ask cut f32, windows since the pending ask u32
+
+
+def memory_layout(units, budget):
+    """The replay memory (docs/training.md, "Replay memory and active labels"): `slots` labelled examples and
+    one pending slot (the inputs of the window the board asked a label for). An example holds each unit's
+    frozen int8 input once per distinct tensor (units reading the same tensor share it):
+
+        prng u32 | credit f32 | cut f32 | since_ask u32 | label u8[slots + 1] | mask u8[slots + 1] (pad 4) |
+        example[slots + 1] of `example_bytes`, tensor t at `tensor_offsets[t]`
+
+    The most slots that fit in `budget` bytes; 0 slots (no memory at all) when the budget is 0."""
+    tensors = list(dict.fromkeys(u.input for u in units))
+    sizes = {u.input: u.layers[0].in_size for u in units}
+    offsets, example = {}, 0
+    for t in tensors:
+        offsets[t] = example
+        example += _align4(sizes[t])
+    slots = 0
+    if budget and len(units) > 8:
+        raise CompileError(f"--replay-bytes: the replay memory marks each example's units in one byte; this model "
+                           f"trains {len(units)} units (at most 8): use --replay-bytes 0")
+    if budget and units:
+        def need(n):
+            return MEMORY_HEADER_BYTES + _align4(2 * (n + 1)) + (n + 1) * example
+        while need(slots + 1) <= budget:
+            slots += 1
+        if slots == 0:
+            raise CompileError(f"--replay-bytes {budget}: the replay memory needs at least {need(1):,} B for one "
+                               f"example and the pending slot ({example:,} B per example: the int8 inputs of "
+                               f"{len(units)} trainable unit(s)); give at least that, or 0 to leave it out")
+    total = MEMORY_HEADER_BYTES + _align4(2 * (slots + 1)) + (slots + 1) * example if slots else 0
+    return dict(budget=budget, slots=slots, example_bytes=example, bytes=total,
+                examples_offset=MEMORY_HEADER_BYTES + _align4(2 * (slots + 1)),
+                unit_offsets=[offsets[u.input] for u in units], unit_bytes=[sizes[u.input] for u in units])
 
 
 def find_units(graph, steps, mode, momentum=False):
@@ -347,6 +390,8 @@ def training_buffers(spec, steps):
             if steps[i].scratch_bytes:
                 extend[f"{steps[i].output}.scratch"] = first_train - 1
     bufs.append(planner.Buffer("train.state", spec.state_bytes, 0, end))
+    if spec.memory["bytes"]:
+        bufs.append(planner.Buffer("train.memory", spec.memory["bytes"], 0, end))
     for s in steps:  # exit logits are read at the exit event
         if s.exit_index >= 0:
             extend[s.output] = max(extend.get(s.output, 0), pos[("exit", s.exit_index)])
@@ -357,20 +402,22 @@ WORK_BUFFERS = ("error0", "error1", "input_error", "fold", "row", "scores", "kep
 MAX_FILTER_CLASSES = 32  # firmware/instance_filter.c: the filter's features of exit 0 work on at most this many
 
 
-def plan(graph, steps, mode, momentum=False):
+def plan(graph, steps, mode, momentum=False, replay_bytes=DEFAULT_REPLAY_BYTES):
     units = find_units(graph, steps, mode, momentum)
     classes = graph.shapes[graph.exits[0]][1]
     if classes > MAX_FILTER_CLASSES:
         raise CompileError(f"exit 0 has {classes} classes; the instance filter handles at most {MAX_FILTER_CLASSES}")
     events, unit_of_exit = events_for(steps, units)
-    return TrainSpec(mode, units, events, len(graph.exits), unit_of_exit, momentum)
+    return TrainSpec(mode, units, events, len(graph.exits), unit_of_exit, momentum,
+                     memory=memory_layout(units, replay_bytes))
 
 
 def describe(spec):
     """What model.json says about training (the host's Trainer and the reference read it)."""
     return dict(
         mode=spec.mode, trainable_parameters=spec.trainable_parameters, checkpoint_bytes=spec.checkpoint_bytes,
-        params_bytes=spec.params_bytes, momentum=spec.momentum,
+        params_bytes=spec.params_bytes, momentum=spec.momentum, replay_bytes=spec.memory["budget"],
+        replay_slots=spec.memory["slots"],
         units=[dict(exit=u.exit, input=u.input, parameters=u.num_params, weights=u.num_weights,
                     channels=u.num_channels, params_bytes=u.params_bytes, forward_macs=u.forward_macs,
                     layers=[dict(kind=l.kind, name=l.name, step=l.step, dense=l.dense, in_dims=list(l.in_dims),
@@ -401,7 +448,9 @@ def memory_report(spec, buffers):
                 weights_bytes=sum(u.num_weights for u in spec.units),
                 channel_bytes=16 * sum(u.num_channels for u in spec.units),
                 params_bytes=total(".params"), momentum_bytes=total(".momentum"), state_bytes=spec.state_bytes,
-                checkpoint_bytes=spec.checkpoint_bytes, checkpoint_staging_bytes=0, units=units)
+                checkpoint_bytes=spec.checkpoint_bytes, checkpoint_staging_bytes=0, units=units,
+                replay=dict(budget_bytes=spec.memory["budget"], bytes=spec.memory["bytes"],
+                            slots=spec.memory["slots"], example_bytes=spec.memory["example_bytes"]))
 
 
 def f32_literal(v):
@@ -427,11 +476,13 @@ def render_context(spec, compiled, config):
                           init=init, input_offset=off[unit.input], params_offset=off[f"u{u}.params"],
                           momentum_offset=off.get(f"u{u}.momentum", 0),
                           error_offsets=[off[f"u{u}.error0"], off[f"u{u}.error1"]],
-                          work={n: off[f"u{u}.{n}"] for n in WORK_BUFFERS[2:]}, forward_macs=unit.forward_macs))
+                          work={n: off[f"u{u}.{n}"] for n in WORK_BUFFERS[2:]}, forward_macs=unit.forward_macs,
+                          memory_offset=spec.memory["unit_offsets"][u], input_bytes=spec.memory["unit_bytes"][u]))
     kinds = {"step": 0, "head": 1, "exit": 2, "train": 3}
     events = [(kinds[e[0]], e[1]) for e in spec.events]
     exit_unit = [spec.unit_of_exit.get(k, -1) for k in range(spec.num_exits)]
     return dict(mode=spec.mode, units=units, events=events, exit_unit=exit_unit, state_offset=off["train.state"],
                 checkpoint_bytes=spec.checkpoint_bytes, num_params=spec.trainable_parameters,
-                params_bytes=spec.params_bytes, momentum=int(spec.momentum), config=config,
+                params_bytes=spec.params_bytes, momentum=int(spec.momentum), config=config, memory=spec.memory,
+                memory_offset=off.get("train.memory", 0),
                 exits=compiled.meta["exits"])

@@ -50,6 +50,12 @@ STEP_PSEUDO = 0x02  # trained on the final exit's pseudo-label
 STEP_EXPLORED = 0x04  # the filter predicted easy, trained anyway (epsilon)
 STEP_PREDICTED_HARD = 0x08  # the filter's score reached its cut
 STEP_PERSONALISED = 0x10  # the exit taken served its personalised head
+STEP_ASKED = 0x20  # the board asks for this window's label (answer with LABEL; docs/protocol.md)
+# Active labelling (docs/training.md, "Replay memory and active labels")
+ASK_SPACING = 4  # no new label request while an unanswered one is younger than this many windows
+ASK_CREDIT_MAX = 2.0  # label credit (label_budget per window) is capped here
+ASK_STEP = 0.02  # the cut on the uncertainty score: + 3 steps per request, - 1 per window that could ask
+ASK_CUT_START = 0.5
 
 
 @dataclass
@@ -80,11 +86,13 @@ class TrainConfig:
     agree_target: float = 0.95  # agreement above which an exit's threshold goes down
     threshold_step: float = 0.002
     persist_every: int = 0  # trained windows between writes of the trained state to the board's flash; 0: never
+    label_budget: float = 0.1  # fraction of windows the board may ask the label of (STEP_ASKED); 0: never asks
+    replays: int = 8  # per labelled example trained on: examples of the replay memory replayed per unit
     thresholds: list = field(default_factory=list)  # per exit (the last is ignored): current threshold
     threshold_min: list = field(default_factory=list)
     threshold_max: list = field(default_factory=list)
 
-    HEAD = struct.Struct("<6f4BIHHI9fI")
+    HEAD = struct.Struct("<6f4BIHHI9fIfI")
 
     @classmethod
     def default(cls, num_exits):

@@ -8,7 +8,7 @@
 #include "trainer.h"
 
 #define MAGIC 0x4B43544Du /* "MTCK" */
-#define VERSION 2u
+#define VERSION 3u /* 3: the replay memory follows the state */
 #define HEADER_BYTES 32u
 
 _Static_assert(sizeof(tr_state) == 4 * (8 + 5 * MODEL_NUM_EXITS), "tr_state must be 4-byte words, unpadded");
@@ -64,10 +64,17 @@ static uint8_t *locate(uint32_t offset, int *seg, uint32_t *rel, uint32_t *left)
         }
         offset -= tr_units[u].params_bytes;
     }
-    *seg = tr_num_units;
+    if (offset < sizeof(tr_state)) {
+        *seg = tr_num_units;
+        *rel = offset;
+        *left = (uint32_t)sizeof(tr_state) - offset;
+        return (uint8_t *)trainer_state() + offset;
+    }
+    offset -= (uint32_t)sizeof(tr_state);
+    *seg = tr_num_units + 1;
     *rel = offset;
-    *left = (uint32_t)sizeof(tr_state) - offset;
-    return (uint8_t *)trainer_state() + offset;
+    *left = tr_memory_bytes - offset;
+    return trainer_memory() + offset;
 }
 
 /* The image without its CRC. */
@@ -152,6 +159,20 @@ static int state_word_ok(uint32_t rel, uint32_t word)
     return !is_float || fm_isfinite(as_float(word));
 }
 
+/* Whether byte rel of the replay memory is valid (codegen/trainer.py memory_layout): its label credit and
+ * cut finite (checked at their last byte), each label a class or none, each mask a set of units. */
+static int memory_byte_ok(uint32_t rel, uint8_t b)
+{
+    const uint32_t n = tr_memory_slots + 1u, marks = 16;
+    if (rel == 7 || rel == 11)
+        return fm_isfinite(as_float(put.word));
+    if (rel >= marks && rel < marks + n)
+        return b == 0xFF || b < model_exit_classes[MODEL_NUM_EXITS - 1];
+    if (rel >= marks + n && rel < marks + 2 * n)
+        return (b >> tr_num_units) == 0;
+    return 1;
+}
+
 /* First pass: checks one body byte. Returns CKPT_OK or the header's reason; remembers a bad value. */
 static int check_byte(uint32_t at, uint8_t b)
 {
@@ -176,7 +197,10 @@ static int check_byte(uint32_t at, uint8_t b)
             put.bad_value = 1;
         else if (rel % 4 == 3 && !params_word_ok(seg, rel - 3, put.word))
             put.bad_value = 1;
-    } else if (rel % 4 == 3 && !state_word_ok(rel - 3, put.word)) {
+    } else if (seg == tr_num_units) {
+        if (rel % 4 == 3 && !state_word_ok(rel - 3, put.word))
+            put.bad_value = 1;
+    } else if (!memory_byte_ok(rel, b)) {
         put.bad_value = 1;
     }
     return CKPT_OK;

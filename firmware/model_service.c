@@ -194,6 +194,7 @@ const mt_route model_routes[] = {
     {MSG_STATS, handle_stats},
     {MSG_CHECKPOINT_GET, handle_checkpoint_get},
     {MSG_CHECKPOINT_PUT, handle_checkpoint_put},
+    {MSG_LABEL, handle_label},
     {MSG_PERSIST, handle_persist},
 #endif
 };

@@ -36,6 +36,7 @@ enum mt_msg_type {
     MSG_CHECKPOINT_GET = 0x23,
     MSG_CHECKPOINT_PUT = 0x24,
     MSG_PERSIST = 0x25, /* the trained state in the board's own flash (firmware/persist.h) */
+    MSG_LABEL = 0x26,   /* the label of the window the board asked about (TRAIN reply flag 0x20) */
     MSG_REPORT = 0x30, /* never requested: sent unsolicited (as MSG_REPORT | MT_REPLY) by protocol_send_report */
     MSG_ERROR = 0x7F,
 };
@@ -61,6 +62,7 @@ enum mt_error_reason {
     ERR_BAD_INPUT_CHUNK = 10, /* request: INPUT_PUT refused a chunk (detail: which check failed) */
     ERR_NO_INPUT = 11,      /* request: CLASSIFY/TRAIN without input bytes, and no whole input staged */
     ERR_STORAGE_FAILED = 12, /* request: PERSIST could not write or verify a slot (detail: which step) */
+    ERR_NOT_ASKED = 13,      /* request: LABEL refused (detail 1: no request pending, 2: a newer one replaced it) */
 };
 
 /* ERR_BAD_INPUT_CHUNK details: the INPUT_PUT check that failed */

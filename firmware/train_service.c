@@ -52,6 +52,26 @@ static float r_f32(rd *r)
 
 /* Request: u8 flags (bit 0 label, bit 1 invalid readings), u8 label, int8 input[MODEL_INPUT_SIZE] or no input
  * bytes (the staged input). */
+/* The TRAIN (and LABEL) reply. */
+static int step_to_wire(const tr_step_result *r, uint8_t *reply)
+{
+    wr w = {reply};
+    w_u8(&w, r->outcome);
+    w_u8(&w, r->exit);
+    w_u8(&w, r->prediction);
+    w_u8(&w, r->target);
+    w_u8(&w, r->flags);
+    w_u32(&w, r->confidence_q16);
+    w_f32(&w, r->loss);
+    w_f32(&w, r->filter_score);
+    w_u32(&w, r->cost_inference);
+    w_u32(&w, r->cost_training);
+    w_u32(&w, r->macs_forward);
+    w_u32(&w, r->macs_backward);
+    w_u32(&w, r->macs_backward_dense);
+    return (int)(w.p - reply);
+}
+
 int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply)
 {
     const uint32_t staged = model_service_unstage_input(); /* training reuses the arena */
@@ -69,21 +89,29 @@ int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply)
     if (trainer_train(input, has_label, payload[1], payload[0] & TRAIN_FLAG_INVALID, &r) != MT_SUCCESS)
         return -ERR_MODEL_FAILED;
     persist_after_train();
-    wr w = {reply};
-    w_u8(&w, r.outcome);
-    w_u8(&w, r.exit);
-    w_u8(&w, r.prediction);
-    w_u8(&w, r.target);
-    w_u8(&w, r.flags);
-    w_u32(&w, r.confidence_q16);
-    w_f32(&w, r.loss);
-    w_f32(&w, r.filter_score);
-    w_u32(&w, r.cost_inference);
-    w_u32(&w, r.cost_training);
-    w_u32(&w, r.macs_forward);
-    w_u32(&w, r.macs_backward);
-    w_u32(&w, r.macs_backward_dense);
-    return (int)(w.p - reply);
+    return step_to_wire(&r, reply);
+}
+
+/* Request: u8 label, u32 age (TRAIN requests since the one whose reply asked). Reply: as TRAIN's. */
+int handle_label(const uint8_t *payload, uint16_t len, uint8_t *reply)
+{
+    model_service_unstage_input(); /* training reuses the arena */
+    checkpoint_interrupt();
+    if (len != 5)
+        return -ERR_BAD_PAYLOAD;
+    rd r = {payload};
+    const int label = r_u8(&r);
+    const uint32_t age = r_u32(&r);
+    tr_step_result step;
+    const int refused = trainer_label(label, age, &step);
+    if (refused == TR_LABEL_BAD_CLASS)
+        return -ERR_BAD_PAYLOAD;
+    if (refused > 0)
+        return -MT_ERROR_WITH_DETAIL(ERR_NOT_ASKED, refused);
+    if (refused < 0)
+        return -ERR_MODEL_FAILED;
+    persist_after_train();
+    return step_to_wire(&step, reply);
 }
 
 int train_config_to_wire(uint8_t *out)
@@ -107,6 +135,8 @@ int train_config_to_wire(uint8_t *out)
     for (int i = 0; i < 9; i++)
         w_f32(&w, tail[i]);
     w_u32(&w, c->persist_every);
+    w_f32(&w, c->label_budget);
+    w_u32(&w, c->replays);
     for (int k = 0; k < K; k++) {
         w_f32(&w, s->exits[k].threshold); /* the current (adapted) threshold */
         w_f32(&w, c->threshold_min[k]);
@@ -145,6 +175,8 @@ int train_config_from_wire(const uint8_t *payload, uint16_t len)
     c.agree_target = r_f32(&r);
     c.threshold_step = r_f32(&r);
     c.persist_every = r_u32(&r);
+    c.label_budget = r_f32(&r);
+    c.replays = r_u32(&r);
     for (int k = 0; k < K; k++) {
         c.threshold[k] = r_f32(&r);
         c.threshold_min[k] = r_f32(&r);

@@ -6,14 +6,15 @@
 
 #include "model.h"
 
-/* Bytes of the CONFIG payload (docs/protocol.md): an 80-byte scalar head, then 12 bytes per exit. */
-#define TRAIN_CONFIG_BYTES (80 + 12 * MODEL_NUM_EXITS)
+/* Bytes of the CONFIG payload (docs/protocol.md): an 88-byte scalar head, then 12 bytes per exit. */
+#define TRAIN_CONFIG_BYTES (88 + 12 * MODEL_NUM_EXITS)
 
 int handle_train(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_config(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_stats(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_checkpoint_get(const uint8_t *payload, uint16_t len, uint8_t *reply);
 int handle_checkpoint_put(const uint8_t *payload, uint16_t len, uint8_t *reply);
+int handle_label(const uint8_t *payload, uint16_t len, uint8_t *reply);
 
 /* The CONFIG payload: write the configuration in force (returns its length); set one (0, or -1 when it is
  * malformed or out of range: nothing changed). */

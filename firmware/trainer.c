@@ -52,6 +52,101 @@ static tl_params unit_params(int u)
     return p;
 }
 
+/* --- the replay memory (codegen/trainer.py memory_layout) ----------------------------------------------- */
+
+#define MEMORY_SEED 0x6D656D30u /* its PRNG starts from CONFIG's seed XOR this ("mem0") */
+#define ASK_SPACING 4u          /* no new label request while an unanswered one is younger (windows) */
+#define ASK_CREDIT_MAX 2.0f
+#define ASK_STEP 0.02f
+#define ASK_CUT_START 0.5f
+typedef struct {
+    uint32_t prng;
+    float credit, cut;  /* label credit; the uncertainty score at which the board asks */
+    uint32_t since_ask; /* TRAIN requests since the pending request */
+} tr_memory_head;
+
+uint8_t *trainer_memory(void) { return model_arena + tr_memory_offset; }
+static tr_memory_head *mem_head(void) { return (tr_memory_head *)trainer_memory(); }
+static uint8_t *mem_labels(void) { return trainer_memory() + sizeof(tr_memory_head); } /* slot S: pending */
+static uint8_t *mem_masks(void) { return mem_labels() + tr_memory_slots + 1; }
+static int8_t *mem_input(int slot, int u)
+{
+    return (int8_t *)(trainer_memory() + tr_memory_examples_offset + (uint32_t)slot * tr_memory_example_bytes +
+                      tr_units[u].memory_offset);
+}
+static int8_t *unit_input(int u) { return (int8_t *)(model_arena + tr_units[u].layers[0].in_offset); }
+
+static uint32_t mem_rand(void)
+{
+    uint32_t x = mem_head()->prng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    mem_head()->prng = x;
+    return x;
+}
+
+static int mem_count(int c)
+{
+    int n = 0;
+    for (int s = 0; s < tr_memory_slots; s++)
+        n += mem_labels()[s] == c;
+    return n;
+}
+
+/* The s-th (from 0) slot in slot order with this label, among those allowed (skip, unit bit). */
+static int mem_nth(int label, int u, int skip, int nth)
+{
+    for (int s = 0; s < tr_memory_slots; s++)
+        if (s != skip && mem_labels()[s] == label && (u < 0 || ((mem_masks()[s] >> u) & 1u)) && nth-- == 0)
+            return s;
+    return -1;
+}
+
+/* A labelled example into a free slot, else over a random example of the most frequent class (of its own
+ * class when that is among the most frequent). Copies the units in mask from `from` (a slot) or, when
+ * from < 0, from the arena. Returns the slot. */
+static int mem_store(int label, uint8_t mask, int from)
+{
+    int slot = -1;
+    for (int s = 0; s < tr_memory_slots && slot < 0; s++)
+        if (mem_labels()[s] == TR_NO_CLASS)
+            slot = s;
+    if (slot < 0) {
+        int c = 0, most = -1;
+        for (int j = 0; j < model_exit_classes[K - 1]; j++) {
+            const int n = mem_count(j);
+            if (n > most)
+                most = n, c = j;
+        }
+        if (mem_count(label) == most)
+            c = label;
+        slot = mem_nth(c, -1, -1, (int)(mem_rand() % (uint32_t)most));
+    }
+    mem_labels()[slot] = (uint8_t)label;
+    mem_masks()[slot] = mask;
+    for (int u = 0; u < tr_num_units; u++)
+        if ((mask >> u) & 1u)
+            memcpy(mem_input(slot, u), from < 0 ? unit_input(u) : mem_input(from, u), tr_units[u].input_bytes);
+    return slot;
+}
+
+/* Class-balanced: a random class among the examples unit u can replay (not slot skip), then a random example
+ * of it; -1 when there is none. */
+static int mem_pick(int u, int skip)
+{
+    int counts[MODEL_MAX_CLASSES] = {0}, classes = 0;
+    for (int s = 0; s < tr_memory_slots; s++)
+        if (s != skip && mem_labels()[s] != TR_NO_CLASS && ((mem_masks()[s] >> u) & 1u))
+            classes += counts[mem_labels()[s]]++ == 0;
+    if (!classes)
+        return -1;
+    int pick = (int)(mem_rand() % (uint32_t)classes), c = 0;
+    while (counts[c] == 0 || pick-- > 0)
+        c++;
+    return mem_nth(c, u, skip, (int)(mem_rand() % (uint32_t)counts[c]));
+}
+
 void trainer_reset_momentum(void)
 {
     if (tr_momentum_compiled)
@@ -75,7 +170,7 @@ int trainer_set_config(const tr_config *c)
              finite_in(c->filter_epsilon, 0, 1) && finite_in(c->filter_lr, 0, big) &&
              finite_in(c->filter_step, 0, 0.5f) && finite_in(c->filter_rate, 0, 1) && finite_in(c->dnh_rate, 0, 1) &&
              finite_in(c->agree_rate, 0, 1) && finite_in(c->agree_target, 0, 1) &&
-             finite_in(c->threshold_step, 0, 1);
+             finite_in(c->threshold_step, 0, 1) && finite_in(c->label_budget, 0, 1) && c->replays <= 255;
     for (int k = 0; k < K; k++)
         ok = ok && finite_in(c->threshold_min[k], 0, 1) && finite_in(c->threshold_max[k], c->threshold_min[k], 1) &&
              fm_isfinite(c->threshold[k]);
@@ -88,6 +183,8 @@ int trainer_set_config(const tr_config *c)
         s->exits[k].threshold = t < c->threshold_min[k] ? c->threshold_min[k] : t > c->threshold_max[k] ? c->threshold_max[k] : t;
     }
     if_seed(&s->filter, c->seed);
+    if (tr_memory_slots)
+        mem_head()->prng = (c->seed ^ MEMORY_SEED) ? (c->seed ^ MEMORY_SEED) : 0x9E3779B9u;
     return 0;
 }
 
@@ -100,6 +197,11 @@ void trainer_reset_weights(void)
     memset(s, 0, sizeof *s);
     for (int k = 0; k < K; k++)
         s->exits[k].agreement = 1.0f;
+    if (tr_memory_slots) {
+        memset(trainer_memory(), 0, tr_memory_bytes);
+        memset(mem_labels(), TR_NO_CLASS, tr_memory_slots + 1u);
+        mem_head()->cut = ASK_CUT_START;
+    }
     trainer_set_config(&cfg);
 }
 
@@ -327,10 +429,146 @@ static void adapt_thresholds(void)
     }
 }
 
+/* After training on a labelled example (in slot skip): per unit in mask, cfg.replays examples of the memory
+ * through the same forward and backward (their MACs count as training). */
+static mt_status replay(uint8_t mask, int skip, tr_step_result *r, uint32_t *skipped)
+{
+    for (int u = 0; u < tr_num_units; u++)
+        for (uint32_t j = 0; ((mask >> u) & 1u) && j < cfg.replays; j++) {
+            const int s = mem_pick(u, skip);
+            if (s < 0)
+                break;
+            memcpy(unit_input(u), mem_input(s, u), tr_units[u].input_bytes);
+            CHECK(run_head(u, 1));
+            r->macs_forward += tr_units[u].forward_macs;
+            counters.macs_forward += tr_units[u].forward_macs;
+            train_unit(u, mem_labels()[s], r, skipped);
+        }
+    return MT_SUCCESS;
+}
+
+/* Every TRAIN (codegen/train_reference.py _note_window, _ask): the label credit grows by label_budget. An
+ * unlabelled window, filtered or not, before any training (which reuses the arena) asks for its label when a
+ * credit is there, no recent request waits, and its uncertainty score (1 - confidence, + 1/2 for a class the memory has few examples of, + 1/2 when the exits
+ * computed disagree) reaches the adaptive cut. Its units' inputs go to the pending slot. */
+static void note_window(void)
+{
+    tr_memory_head *h = mem_head();
+    if (mem_masks()[tr_memory_slots] && h->since_ask < 0xFFFFFFFFu)
+        h->since_ask++;
+    const float credit = h->credit + cfg.label_budget;
+    h->credit = credit < ASK_CREDIT_MAX ? credit : ASK_CREDIT_MAX;
+}
+
+static void ask(tr_step_result *r)
+{
+    tr_memory_head *h = mem_head();
+    const int pending = tr_memory_slots;
+    if (!pending || !(h->credit >= 1.0f) || (mem_masks()[pending] && h->since_ask < ASK_SPACING))
+        return;
+    float score = 1.0f - (float)r->confidence_q16 * (1.0f / 65536.0f);
+    if (mem_count(r->prediction) * model_exit_classes[K - 1] < tr_memory_slots)
+        score = score + 0.5f;
+    int disagree = 0;
+    for (int k = 0; k < K; k++) {
+        const int8_t *z = served(k);
+        disagree |= z && argmax8(z, model_exit_classes[k]) != r->prediction;
+    }
+    if (disagree)
+        score = score + 0.5f;
+    const int asked = score >= h->cut;
+    h->cut = h->cut + ASK_STEP * (asked ? 3.0f : -1.0f);
+    if (!asked)
+        return;
+    h->credit = h->credit - 1.0f;
+    uint8_t mask = 0;
+    for (int u = 0; u < tr_num_units; u++)
+        if (tr_units[u].exit <= r->exit) {
+            mask |= (uint8_t)(1u << u);
+            memcpy(mem_input(pending, u), unit_input(u), tr_units[u].input_bytes);
+        }
+    mem_masks()[pending] = mask;
+    h->since_ask = 0;
+    r->flags |= TR_STEP_ASKED;
+}
+
+/* Do-no-harm bookkeeping of exit k: is each head's prediction the target? A pseudo-label is evidence only until
+ * the exit's first label, which replaces that label-free estimate. */
+static void note_evidence(int k, int target, int has_label)
+{
+    const int n = model_exit_classes[k];
+    tr_exit_state *es = &trainer_state()->exits[k];
+    if (has_label && es->labelled == 0)
+        es->acc_personal = es->acc_generic = 0.0f;
+    const float cp = argmax8(win.personal[k], n) == target ? 1.0f : 0.0f;
+    const float cg = argmax8(win.generic[k], n) == target ? 1.0f : 0.0f;
+    es->acc_personal = es->acc_personal + cfg.dnh_rate * (cp - es->acc_personal);
+    es->acc_generic = es->acc_generic + cfg.dnh_rate * (cg - es->acc_generic);
+    if (has_label)
+        es->labelled++;
+}
+
+static mt_status label_pending(int label, tr_step_result *r, uint32_t *skipped)
+{
+    const int pending = tr_memory_slots;
+    const uint8_t mask = mem_masks()[pending];
+    float loss_sum = 0.0f;
+    int n = 0;
+    for (int u = 0; u < tr_num_units; u++)
+        if ((mask >> u) & 1u) {
+            memcpy(unit_input(u), mem_input(pending, u), tr_units[u].input_bytes);
+            CHECK(run_head(u, 0));
+            CHECK(run_head(u, 1));
+            r->macs_forward += 2 * tr_units[u].forward_macs;
+            counters.macs_forward += 2 * tr_units[u].forward_macs;
+            note_evidence(tr_units[u].exit, label, 1);
+            loss_sum = loss_sum + train_unit(u, label, r, skipped);
+            n++;
+        }
+    const int slot = mem_store(label, mask, pending);
+    mem_masks()[pending] = 0;
+    CHECK(replay(mask, slot, r, skipped));
+    r->loss = loss_sum / (float)n;
+    return MT_SUCCESS;
+}
+
+int trainer_label(int label, uint32_t age, tr_step_result *r)
+{
+    memset(r, 0, sizeof *r);
+    if (!tr_memory_slots || !mem_masks()[tr_memory_slots])
+        return TR_LABEL_NOT_PENDING;
+    if (age != mem_head()->since_ask)
+        return TR_LABEL_OTHER_WINDOW;
+    if (label < 0 || label >= model_exit_classes[K - 1])
+        return TR_LABEL_BAD_CLASS;
+    const uint64_t t0 = board_counter();
+    begin_window(model_input(), 1);
+    counters.labelled++;
+    r->outcome = TR_TRAINED;
+    r->exit = r->prediction = TR_NO_CLASS;
+    r->target = (uint8_t)label;
+    r->flags = TR_STEP_LABEL;
+    uint32_t skipped = 0;
+    if (label_pending(label, r, &skipped) != MT_SUCCESS)
+        return -1;
+    counters.macs_backward += r->macs_backward;
+    counters.macs_backward_dense += r->macs_backward_dense;
+    counters.skipped_updates += skipped;
+    if (skipped)
+        r->outcome = TR_SKIPPED;
+    else
+        counters.trained++;
+    const uint64_t cost = board_counter() - t0;
+    r->cost_training = cost > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)cost;
+    return 0;
+}
+
 static mt_status train_window(const int8_t *input, int has_label, int label, int invalid, tr_step_result *r)
 {
     tr_state *s = trainer_state();
     counters.windows++;
+    if (tr_memory_slots)
+        note_window();
     uint32_t saturated = 0; /* counted before the forward pass reuses the input's memory */
     for (int i = 0; i < MODEL_INPUT_SIZE; i++)
         saturated += input[i] == -128 || input[i] == 127;
@@ -386,6 +624,7 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
                          cfg.filter_keep);
         if (!keep) {
             counters.filtered++;
+            ask(r);
             r->outcome = TR_FILTERED;
             return MT_SUCCESS;
         }
@@ -428,29 +667,24 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
             evidence_exits |= 1u << tr_units[u].exit;
     if (target >= 0) {
         CHECK(complete(exits, evidence_exits, units, &r->macs_forward));
-        for (int u = 0; u < tr_num_units; u++) {
-            if (!((evidence >> u) & 1u))
-                continue;
-            const int k = tr_units[u].exit, n = model_exit_classes[k];
-            tr_exit_state *es = &s->exits[k];
-            if (has_label && es->labelled == 0) /* the first label replaces the label-free estimate */
-                es->acc_personal = es->acc_generic = 0.0f;
-            const float cp = argmax8(win.personal[k], n) == target ? 1.0f : 0.0f;
-            const float cg = argmax8(win.generic[k], n) == target ? 1.0f : 0.0f;
-            es->acc_personal = es->acc_personal + cfg.dnh_rate * (cp - es->acc_personal);
-            es->acc_generic = es->acc_generic + cfg.dnh_rate * (cg - es->acc_generic);
-            if (has_label)
-                es->labelled++;
-        }
+        for (int u = 0; u < tr_num_units; u++)
+            if ((evidence >> u) & 1u)
+                note_evidence(tr_units[u].exit, target, has_label);
     }
     counters.macs_forward += r->macs_forward;
     adapt_thresholds();
     if (target < 0) {
         counters.no_target++;
+        ask(r);
         r->outcome = TR_NO_TARGET;
         return MT_SUCCESS;
     }
     r->target = (uint8_t)target;
+    int slot = -1;
+    if (!has_label)
+        ask(r);
+    else if (tr_memory_slots) /* remember the example (replayed after training) */
+        slot = mem_store(target, (uint8_t)units, -1);
     float loss_sum = 0.0f;
     uint32_t skipped = 0, trained_units = 0;
     for (int u = 0; u < tr_num_units; u++)
@@ -459,6 +693,8 @@ static mt_status train_window(const int8_t *input, int has_label, int label, int
             trained_units++;
         }
     r->loss = trained_units ? loss_sum / (float)trained_units : 0.0f;
+    if (slot >= 0)
+        CHECK(replay((uint8_t)units, slot, r, &skipped));
     counters.macs_backward += r->macs_backward;
     counters.macs_backward_dense += r->macs_backward_dense;
     counters.skipped_updates += skipped;

@@ -23,6 +23,7 @@ enum { TR_SERVE_AUTO = 0, TR_SERVE_PERSONALISED = 1, TR_SERVE_GENERIC = 2 };
 #define TR_STEP_EXPLORED 0x04u
 #define TR_STEP_PREDICTED_HARD 0x08u
 #define TR_STEP_PERSONALISED 0x10u
+#define TR_STEP_ASKED 0x20u /* the board asks for this window's label (LABEL) */
 #define TR_NO_CLASS 0xFFu
 
 /* Runtime parameters (CONFIG), in wire order. */
@@ -35,6 +36,8 @@ typedef struct {
     float filter_keep, filter_epsilon, filter_lr, filter_step, filter_rate, dnh_rate, agree_rate, agree_target,
         threshold_step;
     uint32_t persist_every; /* trained windows between writes of the trained state to flash; 0: never */
+    float label_budget;     /* fraction of windows whose label the board may ask for */
+    uint32_t replays;       /* memory examples replayed per unit after each labelled example */
     float threshold[MODEL_NUM_EXITS], threshold_min[MODEL_NUM_EXITS], threshold_max[MODEL_NUM_EXITS];
 } tr_config;
 
@@ -72,6 +75,7 @@ typedef struct {
     uint32_t params_offset, momentum_offset;
     uint32_t error_offset[2], input_error_offset, fold_offset, row_offset, scores_offset, kept_offset;
     uint32_t forward_macs;
+    uint32_t memory_offset, input_bytes; /* its int8 input in a replay memory example */
 } tr_unit;
 
 enum { TR_EV_STEP = 0, TR_EV_HEAD = 1, TR_EV_EXIT = 2, TR_EV_TRAIN = 3 };
@@ -89,6 +93,9 @@ extern const int8_t tr_exit_unit[MODEL_NUM_EXITS]; /* unit that trains exit k, o
 extern const uint32_t tr_state_offset, tr_checkpoint_bytes;
 extern const uint8_t tr_momentum_compiled;
 extern const tr_config tr_default_config;
+/* The replay memory (codegen/trainer.py memory_layout): 0 slots when compiled without one. */
+extern const uint32_t tr_memory_offset, tr_memory_bytes, tr_memory_examples_offset, tr_memory_example_bytes;
+extern const uint16_t tr_memory_slots;
 
 void trainer_init(void);
 /* The weights and state the board boots with (the generic heads); counters and configuration stay. */
@@ -107,6 +114,13 @@ uint32_t trainer_threshold_q16(int k);
 mt_status trainer_classify(const int8_t *input, const model_exit_policy *policy, model_result *result);
 /* TRAIN one window: has_label/label, invalid = host-flagged non-finite readings. */
 mt_status trainer_train(const int8_t *input, int has_label, int label, int invalid, tr_step_result *r);
+
+/* LABEL: the label of the window the board asked about `age` TRAIN requests ago. Returns 0, or the
+ * refusal: TR_LABEL_NOT_PENDING, TR_LABEL_OTHER_WINDOW, TR_LABEL_BAD_CLASS (nothing changed). */
+enum { TR_LABEL_NOT_PENDING = 1, TR_LABEL_OTHER_WINDOW = 2, TR_LABEL_BAD_CLASS = 3 };
+int trainer_label(int label, uint32_t age, tr_step_result *r);
+/* The replay memory (tr_memory_bytes in the arena): what checkpoints save and restore after the state. */
+uint8_t *trainer_memory(void);
 
 /* Unit u's params buffer (tr_units[u].params_bytes, in the arena): what checkpoints save and restore. */
 uint8_t *trainer_unit_params(int u);

@@ -88,7 +88,7 @@ def cmd_compile(args):
     from mcu_train import api
     exits = [e.strip() for e in args.exits.split(",")] if args.exits else None
     api.compile_model(args.model, args.output, calib=args.calib, board=args.board, exits=exits, train=args.train,
-                      quiet=False, momentum=args.momentum)
+                      quiet=False, momentum=args.momentum, replay_bytes=args.replay_bytes)
 
 
 def cmd_infer(args):
@@ -141,7 +141,7 @@ def cmd_personalise(args):
 def cmd_monitor(args):
     from mcu_train import api
     api.monitor(args.port, board=args.board, model=args.model, calib=args.calib, source=args.data, person=args.person,
-                labels=args.labels,
+                labels=args.labels, label_policy=args.label_policy,
                 shift=args.shift, seed=args.seed, log=args.log, resume=args.resume, listen_only=args.listen,
                 windows=args.windows, lr=args.lr, pseudo_threshold=args.pseudo_threshold, filter_mode=args.filter,
                 keep=args.keep, checkpoint_every=args.checkpoint_every, rate=args.rate, in_flight=args.in_flight,
@@ -216,6 +216,10 @@ def build_parser():
     s.add_argument("--momentum", action="store_true",
                    help="with --train: compile SGD momentum buffers (2 bytes per trainable weight), so CONFIG may "
                         "set momentum > 0")
+    s.add_argument("--replay-bytes", type=int, metavar="N",
+                   help="with --train: bytes of the replay memory of labelled examples, replayed when training and "
+                        "holding the window whose label the board asks for (default 0: none, and the board never asks "
+                        "for labels; 37888 holds 11 examples of the default model, docs/training.md)")
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("infer", help="run a compiled model on a board for every input of an .npz")
@@ -291,6 +295,9 @@ def build_parser():
     _add_data_arguments(s, default_person=27)
     s.add_argument("--labels", type=float, default=0.1,
                    help="fraction of windows sent with their label (--data: of the windows that have one)")
+    s.add_argument("--label-policy", default="random", choices=["random", "active"],
+                   help="random: labels of a random fraction of the windows go with TRAIN; active: the host answers "
+                        "the board's label requests (LABEL), at most --labels of the windows so far")
     s.add_argument("--shift", default="none", choices=["none", "rotate"],
                    help="rotate: the placement shift (the phone carried differently; docs/data.md)")
     s.add_argument("--seed", type=int, default=0, help="seed of the rotation and the label mask")

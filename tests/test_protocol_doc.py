@@ -11,8 +11,8 @@ from repo import ROOT
 from mcu_train.boards import get_board
 from mcu_train.boards.runner import session
 from mcu_train.link import protocol
-from mcu_train.link.protocol import (REPLY, ErrorInfo, ExitInfo, Hello, InputChunkCheck, ModelInfo, Msg, Reason,
-                                     encode_frame)
+from mcu_train.link.protocol import (REPLY, ErrorInfo, ExitInfo, Hello, InputChunkCheck, LabelCheck, ModelInfo, Msg,
+                                     Reason, encode_frame)
 from mcu_train.resources import FIRMWARE_DIR
 
 DOC = (ROOT / "docs" / "protocol.md").read_text()
@@ -142,14 +142,14 @@ def test_payload_layouts_match_the_code():
     assert fixed_layout(train_reply) == expanded(TrainStep.STRUCT.format)
     assert says("37 bytes, the fields in this order") and TrainStep.STRUCT.size == 37
     assert fixed_layout(config) == expanded(TrainConfig.HEAD.format)
-    assert says("The payload is 80 bytes, then 12 per exit") and TrainConfig.HEAD.size == 80
-    assert len(TrainConfig.default(3).pack()) == 80 + 12 * 3
+    assert says("The payload is 88 bytes, then 12 per exit") and TrainConfig.HEAD.size == 88
+    assert len(TrainConfig.default(3).pack()) == 88 + 12 * 3
     assert fixed_layout(stats) == expanded(TrainStats.HEAD.format)
     assert fixed_layout(doc_table("exit field")) == expanded(ExitStats.STRUCT.format)
     assert fixed_layout(get_req) == "IH" and fixed_layout(put_req) == "II"
     assert fixed_layout(error) == expanded(ErrorInfo.STRUCT.format)
     # The checkpoint image: a 32-byte header, then the parameters, the state words and the CRC.
-    header = [n for name, size, _ in doc_table("part") if name not in ("params", "state", "crc")
+    header = [n for name, size, _ in doc_table("part") if name not in ("params", "state", "memory", "crc")
               for n in size.split("+")]
     assert sum(map(int, header)) == CHECKPOINT_HEADER_BYTES == 32
     assert len(fixed_layout(doc_table("state word"))) == FILTER_STATE_WORDS and says("per exit: threshold, agreement")
@@ -162,6 +162,11 @@ def test_detail_tables_match_the_code():
     checks = {int(r[0]) for r in doc_table("detail")}
     assert checks == set(CHECKPOINT_REASONS) == set(range(1, 8))
     assert checks == {int(v) for v in re.findall(r"CKPT_BAD_\w+ = (\d+)", checkpoint_h)}
+    trainer_h = (FIRMWARE_DIR / "trainer.h").read_text()
+    assert {int(r[0]) for r in doc_table("label detail")} == {c.value for c in LabelCheck} == {
+        int(v) for v in re.findall(r"TR_LABEL_(?:NOT_PENDING|OTHER_WINDOW) = (\d+)", trainer_h)}
+    assert [r[0] for r in doc_table("label field")] == ["label", "age"]
+    assert fixed_layout(doc_table("label field")) == "BI"
     chunk = {int(r[0]) for r in doc_table("chunk detail")}
     assert chunk == {c.value for c in InputChunkCheck} == {c_value("INPUT_CHUNK_BAD_OFFSET"),
                                                             c_value("INPUT_CHUNK_PAST_END")}

@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from codegen.trainer import RECOMMENDED_REPLAY_BYTES
 from mcu_train.errors import McuTrainError
 from mcu_train.resources import DEFAULT_CALIB, DEFAULT_MODEL, OUTPUT_DIR
 
-# Labels the host sends: "random" (a fixed random subset, data.label_mask) is what exists; "active" (the board
-# asks for the labels it wants, issue 14) joins this tuple when the board can ask.
-LABEL_POLICIES = ("random",)
+# Labels the host sends: "random" (a fixed random subset, data.keep_labels, sent with TRAIN); "active" (the
+# board asks for the labels it wants, TRAIN reply flag STEP_ASKED, and the host answers with LABEL, at most the
+# same fraction of the windows so far).
+LABEL_POLICIES = ("random", "active")
 
 # Trainer settings on top of the streaming configuration (mcu_train.stream.monitor.stream_config, what
 # `mcu-train monitor` and `mcu-train demo` run). "random" keeps the fraction of unlabelled windows that makes it
@@ -41,6 +43,8 @@ class StreamTask:
     train: str = "exits"  # or "exits+last-block"
     setting: str = "stream"  # a key of SETTINGS
     windows: int | None = None  # the first N windows of the person (default: all)
+    replay_bytes: int = RECOMMENDED_REPLAY_BYTES  # the trainer's replay memory (`--replay-bytes`)
+    replays: int | None = None  # CONFIG replays (None: the firmware's default; 0: the replay memory is not replayed)
     board: str | None = None  # None: the numpy reference
     model: str = str(DEFAULT_MODEL)
     calib: str = str(DEFAULT_CALIB)
@@ -52,15 +56,15 @@ class StreamTask:
 
 
 @functools.cache
-def compiled_model(model, calib, train):
+def compiled_model(model, calib, train, replay_bytes=RECOMMENDED_REPLAY_BYTES):
     """The compiled model with its trainer, for the reference (cached per process)."""
     from codegen.compile import build
     from mcu_train.boards import get_board
-    return build(model, get_board("host"), calib, train=train)
+    return build(model, get_board("host"), calib, train=train, replay_bytes=replay_bytes)
 
 
 @functools.cache
-def firmware(board_name, model, calib, train=None):
+def firmware(board_name, model, calib, train=None, replay_bytes=RECOMMENDED_REPLAY_BYTES):
     """(model.json, ELF) of the model compiled and built for a board, once per process (the folder names the
     process, so parallel workers never build into the same place)."""
     from codegen.compile import compile_model
@@ -69,7 +73,8 @@ def firmware(board_name, model, calib, train=None):
     from mcu_train.link.model_client import load_model_meta
     board = get_board(board_name)
     work = OUTPUT_DIR / "bench" / f"{board_name}-{train or 'inference'}-{os.getpid()}"
-    compile_model(model, board, work / "model", calib=calib, quiet=True, train=train)
+    compile_model(model, board, work / "model", calib=calib, quiet=True, train=train,
+                  replay_bytes=replay_bytes if train else None)
     return load_model_meta(work / "model"), runner_for(board).build(work / "model", work / "firmware").elf
 
 
@@ -80,6 +85,9 @@ def task_config(task, num_exits, keep=None):
         setattr(cfg, key, value)
     if keep is not None:
         cfg.filter_keep = keep
+    if task.replays is not None:
+        cfg.replays = task.replays
+    cfg.label_budget = task.labels if task.label_policy == "active" else cfg.label_budget
     return cfg.rounded()
 
 
@@ -90,7 +98,7 @@ def task_stream(task):
                             f"{', '.join(LABEL_POLICIES)})")
     if task.setting not in SETTINGS:
         raise McuTrainError(f"unknown setting {task.setting!r}: one of {', '.join(SETTINGS)}")
-    compiled = compiled_model(task.model, task.calib, task.train)
+    compiled = compiled_model(task.model, task.calib, task.train, task.replay_bytes)
     return compiled, person_stream(compiled.meta, task.person, task.labels, task.shift, task.seed, task.windows)
 
 
@@ -120,24 +128,43 @@ def _steps_arrays(steps):
     return {n: np.array([getattr(s, n) for s in steps]) for n in names}
 
 
-def _run_reference(compiled, stream, cfg):
+def labelled_stream(stream, policy, budget, train, label):
+    """Every window through train(row, label or None, invalid) -> TrainStep: "random" sends the stream's labels
+    with TRAIN; "active" answers a window whose reply asks (STEP_ASKED) with label(class) -> TrainStep while
+    the labels given stay within `budget` x the windows so far, and folds that reply's cost into the window's.
+    Returns (steps, which windows were labelled, which asked)."""
+    from codegen.trainer_abi import STEP_ASKED
+    steps, given, asked = [], np.zeros(len(stream.truth), bool), np.zeros(len(stream.truth), bool)
+    for i, (r, y, m, b) in enumerate(zip(stream.rows, stream.truth, stream.labelled, stream.invalid)):
+        step = train(r, int(y) if m and policy == "random" else None, bool(b))
+        asked[i] = bool(step.flags & STEP_ASKED)
+        if policy == "random":
+            given[i] = bool(m)
+        elif asked[i] and y >= 0 and given.sum() + 1 <= budget * (i + 1):
+            given[i] = True
+            lab = label(int(y))
+            for key in ("cost_training", "macs_forward", "macs_backward", "macs_backward_dense"):
+                setattr(step, key, getattr(step, key) + getattr(lab, key))
+        steps.append(step)
+    return steps, given, asked
+
+
+def _run_reference(compiled, stream, cfg, policy="random", budget=0.0):
     rec = _Recorder(compiled, cfg)
-    steps = [rec.train(r, int(y) if m else None, bool(b)) for r, y, m, b in
-             zip(stream.rows, stream.truth, stream.labelled, stream.invalid)]
+    steps, given, asked = labelled_stream(stream, policy, budget, rec.train, lambda y: rec.trainer.label(y, 0))
     out = {k: np.array(v) for k, v in rec.rows.items()}
-    return steps, out
+    return steps, dict(out, labelled=given, asked=asked)
 
 
 def _run_board(task, compiled, stream, cfg):
     from mcu_train.boards import get_board
     from mcu_train.boards.runner import session
     from mcu_train.link.trainer_client import Trainer
-    meta, elf = firmware(task.board, task.model, task.calib, task.train)
+    meta, elf = firmware(task.board, task.model, task.calib, task.train, task.replay_bytes)
     with session(get_board(task.board), elf) as (_, link):
         trainer = Trainer(link, meta)
         trainer.config(cfg)
-        return [trainer.train(r, int(y) if m else None, bool(b)) for r, y, m, b in
-                zip(stream.rows, stream.truth, stream.labelled, stream.invalid)]
+        return labelled_stream(stream, task.label_policy, task.labels, trainer.train, trainer.label)[0]
 
 
 def trained_windows(task, keep=None):
@@ -167,8 +194,8 @@ def run_stream(task):
     compiled, stream = task_stream(task)
     keep = matched_keep(replace(task, board=None)) if task.setting == "random" else None
     cfg = task_config(task, len(compiled.meta["exits"]), keep)
-    ref_steps, per_exit = _run_reference(compiled, stream, cfg)
-    out = dict(task=asdict(task), keep=cfg.filter_keep, truth=stream.truth, labelled=stream.labelled, **per_exit)
+    ref_steps, per_exit = _run_reference(compiled, stream, cfg, task.label_policy, task.labels)
+    out = dict(task=asdict(task), keep=cfg.filter_keep, truth=stream.truth, **per_exit)
     steps = ref_steps
     if task.board:
         steps = _run_board(task, compiled, stream, cfg)

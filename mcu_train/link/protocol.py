@@ -32,6 +32,7 @@ class Msg(IntEnum):
     CHECKPOINT_GET = 0x23
     CHECKPOINT_PUT = 0x24
     PERSIST = 0x25  # the trained state in the board's own flash
+    LABEL = 0x26  # the label of the window the board asked about (TRAIN reply flag STEP_ASKED)
     REPORT = 0x30  # never requested: a board that trains on its own sensor sends REPORT | REPLY frames unsolicited
     ERROR = 0x7F
 
@@ -49,6 +50,13 @@ class Reason(IntEnum):
     BAD_INPUT_CHUNK = 10
     NO_INPUT = 11
     STORAGE_FAILED = 12
+    NOT_ASKED = 13  # LABEL refused: detail LabelCheck
+
+
+class LabelCheck(IntEnum):
+    """The detail of a NOT_ASKED error: why LABEL was refused."""
+    NOT_PENDING = 1  # the board has no label request waiting
+    OTHER_WINDOW = 2  # its request is for another window (the age differs: a newer request replaced it)
 
 
 class InputChunkCheck(IntEnum):

@@ -8,7 +8,7 @@ import numpy as np
 
 from codegen import quant
 from codegen.trainer_abi import (FLAG_INVALID, FLAG_LABEL, NO_CLASS, PUT_COMMITTED, PUT_RECEIVING,  # noqa: F401
-                                 PUT_VERIFIED, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
+                                 PUT_VERIFIED, STEP_ASKED, STEP_EXPLORED, STEP_LABEL, STEP_PERSONALISED, STEP_PREDICTED_HARD,
                                  STEP_PSEUDO, ExitStats, FilterMode, Outcome, ServeMode, TrainConfig, TrainStats,
                                  TrainStep, checkpoint_crc)
 from mcu_train.errors import McuTrainError
@@ -70,6 +70,15 @@ class Trainer:
         flags = (FLAG_LABEL if label is not None else 0) | (FLAG_INVALID if invalid else 0)
         head = struct.pack("<BB", flags, 0 if label is None else int(label))
         return input_requests(Msg.TRAIN, head, x_q, self.link.max_payload)
+
+    def label(self, label, age=0) -> TrainStep:
+        """LABEL: the label of the window whose TRAIN reply asked for it (STEP_ASKED), `age` TRAIN requests
+        ago; the reply says how the board trained on it."""
+        return TrainStep.unpack(self.link.request(Msg.LABEL, self.label_request(label, age), timeout=30.0))
+
+    @staticmethod
+    def label_request(label, age=0):
+        return struct.pack("<BI", int(label), int(age))
 
     def train_window(self, x, label=None) -> TrainStep:
         """One float window in the model's layout (C, L)."""

@@ -33,7 +33,7 @@ from mcu_train.errors import DataError, McuTrainError
 from mcu_train.link import BoardGone, Pipeline
 from mcu_train.link.model_client import check_model_hash
 from mcu_train.link.protocol import REPLAY_DEPTH, Msg
-from mcu_train.link.trainer_client import (STEP_PERSONALISED, FilterMode, TrainConfig,
+from mcu_train.link.trainer_client import (STEP_ASKED, STEP_PERSONALISED, FilterMode, TrainConfig,
                                            Trainer, TrainStep, window_to_wire)
 from mcu_train.resources import DEFAULT_CALIB, shipped_path
 from mcu_train.stream.runlog import OUTCOME_KIND, ROLLING, RunLog, read_log, summarise
@@ -42,6 +42,7 @@ DEFAULT_MODEL_DIR = Path("build") / "demo" / "model"
 CHECKPOINT_EVERY = 100  # acknowledged windows between two checkpoints
 MAX_RECONNECTS = 10
 LOG_VERSION = 1
+LABEL_POLICIES = ("random", "active")  # --label-policy: labels sent at random with TRAIN, or those the board asks for
 LIVE_RESUME = ("--resume replays the windows logged since the checkpoint, and a live stream from stdin cannot be "
                "read again: start a new run (with another --log)")
 SHIFT_NOTE = ("placement shift: this person's phone is carried differently (axes turned {angle:.0f} degrees), "
@@ -69,7 +70,8 @@ def load_model(model_dir, calib=None):
     if not source.is_file():
         raise McuTrainError(f"the model's source {meta['source']} (named in {model_dir}/model.json) is missing")
     calib = Path(calib) if calib else DEFAULT_CALIB
-    compiled = build(source, get_board(meta["board"]), calib, train=meta["train"]["mode"])
+    compiled = build(source, get_board(meta["board"]), calib, train=meta["train"]["mode"],
+                     replay_bytes=meta["train"].get("replay_bytes", 0))
     _, digest = render(compiled, source.name)
     if digest != meta["model_hash"]:
         raise McuTrainError(f"rebuilding {model_dir} from {source} with calibration {calib} gives model "
@@ -98,6 +100,7 @@ class Stream:
         self.record = source.record()  # what the run record says about the data
         self.live, self.notes = source.live, []  # notes: what the user should know before streaming
         self.label_ratio, self.seed, self.limit = label_ratio, seed, limit
+        self.label_policy = "random"  # "active": no label goes with TRAIN; the board asks (Monitor answers)
         self.person, self.rotation = getattr(source, "person", None), getattr(source, "rotation", None)
         self.rows, self.invalid, self.truth, self.labelled, self.recording = [], [], [], [], []
         self.feed = None  # a live source's LiveFeed
@@ -193,7 +196,8 @@ def generic_predictions(compiled, rows, thresholds):
     return pred, exits
 
 
-def stream_config(num_exits, lr=None, pseudo_threshold=None, filter_mode=None, keep=None, seed=None):
+def stream_config(num_exits, lr=None, pseudo_threshold=None, filter_mode=None, keep=None, seed=None,
+                  label_budget=None):
     """The firmware's boot configuration (TrainConfig.default, from the sweep in docs/training.md), with the
     parameters given here (not None) overriding it."""
     from codegen.reference import threshold_to_q16
@@ -208,6 +212,8 @@ def stream_config(num_exits, lr=None, pseudo_threshold=None, filter_mode=None, k
         cfg.filter_keep = keep
     if seed is not None:
         cfg.seed = seed
+    if label_budget is not None:  # --label-policy active: the board may ask for this fraction of the labels
+        cfg.label_budget = label_budget
     return cfg.rounded()
 
 
@@ -242,10 +248,11 @@ def check_resumable(log_path, meta, stream, cfg):
         raise McuTrainError(LIVE_RESUME)
     run, windows, _summary, _partial = read_log(log_path)
     data_record = {k: v for k, v in stream.record.items() if k != "source"}  # the data is its sha256, not its path
-    mine = {"model_hash": meta["model_hash"], **data_record, "label_ratio": stream.label_ratio, "seed": stream.seed,
+    mine = {"model_hash": meta["model_hash"], **data_record, "label_ratio": stream.label_ratio,
+            "label_policy": stream.label_policy, "seed": stream.seed,
             "windows": len(stream), "config": asdict(cfg)}
     for key, value in mine.items():
-        if run.get(key) != value:
+        if run.get(key, "random" if key == "label_policy" else None) != value:  # older logs: random labels
             raise McuTrainError(f"{log_path} is a run with {key} {run.get(key)!r}, this one has {value!r}: "
                                 "resume with the same options and model")
     ckpt = checkpoint_path(log_path)
@@ -389,7 +396,7 @@ class Monitor:
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "board": h.board, "emulated": h.emulated, "firmware": h.firmware_version,
                 "model_hash": h.model_hash, "counter_unit": h.counter_unit,
-                **s.record, "label_ratio": s.label_ratio, "seed": s.seed,
+                **s.record, "label_ratio": s.label_ratio, "label_policy": s.label_policy, "seed": s.seed,
                 "windows": None if s.live else len(s),
                 "thresholds": list(self.cfg.thresholds), "classes": list(m["classes"]),
                 "exit_names": [e["name"] for e in m["exits"]],
@@ -405,7 +412,7 @@ class Monitor:
         generic_prediction, generic_exit = self._generic(i)
         return {"type": "window", "seq": i, "truth": None if s.truth[i] < 0 else int(s.truth[i]),
                 "prediction": step.prediction, "exit": step.exit, "confidence": step.confidence_q16 / 65536,
-                "labelled": bool(s.labelled[i]),
+                "labelled": bool(s.labelled[i]) and s.label_policy == "random", "asked": bool(step.flags & STEP_ASKED),
                 "training": OUTCOME_KIND[step.outcome_name], "outcome": step.outcome_name,
                 "target": None if step.target == 0xFF else step.target, "loss": step.loss,
                 "cost": step.cost_inference + step.cost_training, "cost_inference": step.cost_inference,
@@ -416,7 +423,21 @@ class Monitor:
     def _requests(self, i):
         """Window i's TRAIN (after the INPUT_PUT chunks of its input when it does not fit one frame)."""
         s = self.stream
-        return self.trainer.train_requests(s.rows[i], int(s.truth[i]) if s.labelled[i] else None, s.invalid[i])
+        label = int(s.truth[i]) if s.labelled[i] and s.label_policy == "random" else None
+        return self.trainer.train_requests(s.rows[i], label, s.invalid[i])
+
+    def _answer(self, i, step, sent):
+        """--label-policy active: when window i's reply asks for its label and the labels given stay within
+        the budget (label_ratio x the windows so far), LABEL follows the `sent` windows sent so far. Returns
+        the LABEL's age, or None."""
+        s = self.stream
+        if s.label_policy != "active" or not step.flags & STEP_ASKED or s.truth[i] < 0:
+            return None
+        if sum(r["labelled"] for r in self.records) + 1 > s.label_ratio * (i + 1):
+            return None
+        age = sent - 1 - i
+        self.pipe.submit([(Msg.LABEL, Trainer.label_request(int(s.truth[i]), age))], tag=("label", i))
+        return age
 
     # --- starting ---
     def start(self):
@@ -442,15 +463,23 @@ class Monitor:
     def _catch_up(self, start, windows):
         """Replay windows start.. of the log on the restored board (not logged again): afterwards the board
         is exactly where it was after the last logged window. Its decisions must equal the logged ones."""
+        labels_after = {}  # window j -> the LABELs (window, label) that followed its TRAIN
+        for i in range(start, len(windows)):
+            if windows[i].get("label_age") is not None:
+                labels_after.setdefault(i + windows[i]["label_age"], []).append((i, windows[i]["truth"]))
         for i in range(start, len(windows)):
             while self.pipe.full():
                 self._check_replayed(self._poll(), windows)
             self.pipe.submit(self._requests(i), tag=i)
+            for j, label in labels_after.get(i, []):
+                self.pipe.submit([(Msg.LABEL, Trainer.label_request(label, i - j))], tag=("label", j))
         while len(self.pipe):
             self._check_replayed(self._poll(), windows)
 
     def _check_replayed(self, done, windows):
         for i, payload in done:
+            if isinstance(i, tuple):  # a LABEL's reply
+                continue
             step, logged = TrainStep.unpack(payload), windows[i]
             if (step.prediction, step.exit, step.outcome_name) != (logged["prediction"], logged["exit"],
                                                                    logged["outcome"]):
@@ -497,9 +526,15 @@ class Monitor:
         save_checkpoint(self.ckpt_path, windows, image)
         self.last_checkpoint = windows
 
-    def _record(self, done):
+    def _record(self, done, sent):
         for i, payload in done:
-            rec = self.window_record(i, TrainStep.unpack(payload))
+            if isinstance(i, tuple):  # a LABEL's reply: window i[1]'s record says it was labelled
+                continue
+            step = TrainStep.unpack(payload)
+            rec = self.window_record(i, step)
+            age = self._answer(i, step, sent)
+            if age is not None:
+                rec.update(labelled=True, label_age=age)
             self.log.write(rec)
             self.records.append(rec)
 
@@ -521,7 +556,7 @@ class Monitor:
                 nxt += 1
                 checkpoint_due = nxt - self.last_checkpoint >= self.checkpoint_every
             if len(self.pipe):
-                self._record(self._poll())
+                self._record(self._poll(), nxt)
             elif checkpoint_due and not self.stop:
                 self._checkpoint(len(self.records))
             elif self.stop or self.stream.ended(nxt):
@@ -725,7 +760,7 @@ def serial_line(port=None, board=None):
 
 
 def monitor(*, port=None, board=None, model=None, calib=None, source=None, person=None, labels=0.1, shift="none",
-            seed=0, log="runs/monitor.jsonl", resume=False, listen_only=False, windows=None, lr=None,
+            label_policy="random", seed=0, log="runs/monitor.jsonl", resume=False, listen_only=False, windows=None, lr=None,
             pseudo_threshold=None, filter_mode=None, keep=None,
             checkpoint_every=CHECKPOINT_EVERY, rate=None, in_flight=REPLAY_DEPTH, resample=False, quiet=False):
     """`mcu-train monitor`: stream windows to the board at serial URL `port` (running the compiled model in
@@ -764,7 +799,14 @@ def monitor(*, port=None, board=None, model=None, calib=None, source=None, perso
     else:
         stream = data_stream(meta, source, labels, seed, windows, resample)
         what = str(source) if str(source) != data.source.STDIN else "stdin"
-    cfg = stream_config(len(meta["exits"]), lr, pseudo_threshold, filter_mode, keep)
+    if label_policy not in LABEL_POLICIES:
+        raise McuTrainError(f"--label-policy {label_policy!r}: one of {', '.join(LABEL_POLICIES)}")
+    if label_policy == "active" and not meta["train"].get("replay_slots"):
+        raise McuTrainError(f"--label-policy active: the board in {model or DEFAULT_MODEL_DIR} was compiled without a "
+                            "replay memory (the default: compile with --replay-bytes 37888), so it cannot ask for labels")
+    stream.label_policy = label_policy
+    cfg = stream_config(len(meta["exits"]), lr, pseudo_threshold, filter_mode, keep,
+                        label_budget=labels if label_policy == "active" else None)
     if resume:
         check_resumable(log_path, meta, stream, cfg)
     link = Link.open(port, baudrate, timeout=timeout or 2.0)
