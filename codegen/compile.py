@@ -75,9 +75,10 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
         name, size = (s.view[0], s.view[2]) if s.view else (s.output, int(np.prod(s.out_dims)))
         if name not in buffers:  # the first of the steps writing into a shared buffer starts its lifetime
             buffers[name] = planner.Buffer(name, size, pos[i], max(pos[i], last_use.get(name, pos[i])))
-        if s.scratch_bytes:
-            scratch = f"{s.output}.scratch"
-            buffers[scratch] = planner.Buffer(scratch, s.scratch_bytes, pos[i], max(pos[i], last_use.get(scratch, 0)))
+        if s.scratch_bytes:  # steps sharing a scratch buffer get the largest size and the union of lifetimes
+            b = buffers.get(s.scratch) or planner.Buffer(s.scratch, 0, pos[i], pos[i])
+            buffers[s.scratch] = planner.Buffer(s.scratch, max(b.size, s.scratch_bytes), min(b.first, pos[i]),
+                                                max(b.last, pos[i], last_use.get(s.scratch, 0)))
     for b in extra:
         buffers[b.name] = b
     arena = planner.plan(list(buffers.values()))
@@ -192,7 +193,7 @@ def render(compiled, source_name, train_config=None):
     for i, s in enumerate(compiled.steps):
         out_offset = off[s.view[0]] + s.view[1] if s.view else off[s.output]
         v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=out_offset,
-                 scratch_offset=off.get(f"{s.output}.scratch", 0), out_size=int(np.prod(s.out_dims)))
+                 scratch_offset=off.get(s.scratch, 0), out_size=int(np.prod(s.out_dims)))
         if s.kernel in ("conv", "conv_dilated"):
             f = s.arrays["filter"].shape
             v["filter_dims"] = [f[0], f[1], f[2], f[3]]

@@ -21,10 +21,15 @@ class Step:
     exit_index: int = -1  # >= 0 when the output is exit k's logits
     exits_needing: int = 0  # bit k set when exit k depends on this step
     scratch_bytes: int = 0
+    scratch_buffer: str = ""  # the arena buffer of the kernel's scratch: '<output>.scratch' unless shared
     macs: int = 0
     view: tuple = None  # (buffer, byte offset, buffer size): the step writes into part of another buffer
     act: tuple = ("none",)  # the op's fused activation, in real units (the float trainer uses it)
     float_arrays: dict = field(default_factory=dict)  # float weights in the layout of `arrays` (filter, bias), w_scale
+
+    @property
+    def scratch(self):
+        return self.scratch_buffer or f"{self.output}.scratch"
 
 
 def nhwc(shape):
