@@ -4,6 +4,7 @@ Pipeline: import (codegen.onnx_import) -> passes (BatchNorm folding, activation 
 quantisation (codegen.quantize) -> lowering to kernel steps (codegen.lower) -> memory plan
 (codegen.planner) -> C through jinja2 templates (codegen/templates). Everything is computed in memory
 first and written at the end, so an error leaves no output behind."""
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import numpy as np
 
 from codegen import __version__, passes, planner, trainer
 from codegen.ir import CompileError
-from codegen.lower import lower
+from codegen.lower import conv_min_scratch_bytes, conv_scratch_bytes, lower, pack_conv_filter
 from codegen.onnx_import import canonical_perm, import_onnx
 from codegen.quantize import assign_qparams, calibrate, load_calibration, quantize_ops
 from codegen.reference import Reference, confidence_table
@@ -31,7 +32,7 @@ RUNTIME_RAM_BYTES = 4 * 1024
 # Flash the firmware needs besides the model's constants: runtime, kernels, startup (measured ~14 KB).
 RUNTIME_FLASH_BYTES = 24 * 1024
 C_TYPES = {"filter": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t", "table": "int8_t",
-           "input2": "int8_t", "rows": "int32_t", "cols": "int32_t"}
+           "input2": "int8_t", "rows": "int32_t", "cols": "int32_t", "packed": "int32_t"}
 
 
 @dataclass
@@ -75,9 +76,10 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
         name, size = (s.view[0], s.view[2]) if s.view else (s.output, int(np.prod(s.out_dims)))
         if name not in buffers:  # the first of the steps writing into a shared buffer starts its lifetime
             buffers[name] = planner.Buffer(name, size, pos[i], max(pos[i], last_use.get(name, pos[i])))
-        if s.scratch_bytes:
-            scratch = f"{s.output}.scratch"
-            buffers[scratch] = planner.Buffer(scratch, s.scratch_bytes, pos[i], max(pos[i], last_use.get(scratch, 0)))
+        if s.scratch_bytes:  # steps sharing a scratch buffer get the largest size and the union of lifetimes
+            b = buffers.get(s.scratch) or planner.Buffer(s.scratch, 0, pos[i], pos[i])
+            buffers[s.scratch] = planner.Buffer(s.scratch, max(b.size, s.scratch_bytes), min(b.first, pos[i]),
+                                                max(b.last, pos[i], last_use.get(s.scratch, 0)))
     for b in extra:
         buffers[b.name] = b
     arena = planner.plan(list(buffers.values()))
@@ -85,6 +87,43 @@ def _plan(steps, input_name, input_size, extra=(), pos=None, extend=None):
     if overlaps:
         raise AssertionError(f"memory plan overlaps: {overlaps}")  # a planner bug, never user input
     return buffers, arena
+
+
+def _pack_conv_filters(steps, flash_left):
+    """DSP convolutions whose weights never change get them widened at compile time (lower.pack_conv_filter): the
+    board reads the records from flash instead of widening a block of them into its scratch on every call, so the
+    arena holds no weights and no pass waits for them. It costs about twice the filter's bytes in flash: the
+    layers with the most MACs go first, as long as the flash has room."""
+    for s in sorted((s for s in steps if s.kernel == "conv"), key=lambda s: -s.macs):
+        a = s.arrays
+        packed = pack_conv_filter(a["filter"], a["bias"], a["multiplier"], a["shift"], s.q["output_offset"])
+        if packed.nbytes <= flash_left:
+            flash_left -= packed.nbytes
+            a["packed"] = packed
+            kh, kw = s.q["kernel"]
+            s.scratch_bytes = conv_scratch_bytes(s.in_dims, kh, kw, s.out_dims[3], True, quads=0)
+
+
+def _fit_trained_conv_scratch(steps, plan):
+    """Trainer builds: the convolutions the trainer updates widen their weights at run time (heads the trainer
+    updates cannot be packed). Their scratch starts at the kernel's least, then, costliest first, grows to the
+    most quads (its full-speed size at most) that leave the training arena as it is: speed wherever the scratch
+    fits under the peak, never a larger arena. Returns the final plan."""
+    trained = [s for s in steps if s.kernel == "conv" and s.scratch_bytes and "packed" not in s.arrays]
+    for s in trained:
+        s.scratch_bytes = conv_min_scratch_bytes(*s.q["kernel"], s.in_dims[3])
+    arena = plan()[1]
+    for s in sorted(trained, key=lambda s: -s.macs):
+        smallest, full = s.scratch_bytes, conv_scratch_bytes(s.in_dims, *s.q["kernel"], s.out_dims[3], True)
+        quads = (s.out_dims[3] + 3) // 4
+        while quads >= 1:
+            s.scratch_bytes = min(full, conv_scratch_bytes(s.in_dims, *s.q["kernel"], s.out_dims[3], True, quads))
+            if plan()[1] <= arena:
+                break
+            quads //= 2
+        else:
+            s.scratch_bytes = smallest
+    return plan()
 
 
 def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False, replay_bytes=None):
@@ -111,22 +150,30 @@ def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False, 
     qparams = assign_qparams(graph, ranges)
     quantize_ops(graph)
     steps = lower(graph, board.dsp)
-    stored = [graph.shapes[graph.input][a] for a in graph.input_transpose]  # the input as the board stores it
-    input_dims = tuple(stored) if len(stored) == 4 else (1, 1, *stored[1:]) if len(stored) == 3 else (1, 1, 1,
-                                                                                                      stored[1])
-    input_size = int(np.prod(input_dims))
-    buffers, arena = _plan(steps, graph.input, input_size)
-    inference_arena = arena
+    tables = [confidence_table(qparams[e][0]) for e in graph.exits]
     train_spec = None
     if train is not None:
         if any(s.view for s in steps):
             raise CompileError(f"{onnx_path}: --train cannot train a model whose Concat is written in place")
         train_spec = trainer.plan(graph, steps, train, momentum,
                                   trainer.DEFAULT_REPLAY_BYTES if replay_bytes is None else replay_bytes)
+    if board.dsp and not getattr(board, "mve", False):
+        trained = {i for u in train_spec.units for i in u.steps} if train_spec else set()
+        flash_left = (board.flash.size - RUNTIME_FLASH_BYTES - sum(t.nbytes for t in tables) -
+                      sum(a.nbytes for s in steps for a in s.arrays.values()) -
+                      (train_spec.params_bytes if train_spec else 0))
+        _pack_conv_filters([s for i, s in enumerate(steps) if i not in trained], flash_left)
+    stored = [graph.shapes[graph.input][a] for a in graph.input_transpose]  # the input as the board stores it
+    input_dims = tuple(stored) if len(stored) == 4 else (1, 1, *stored[1:]) if len(stored) == 3 else (1, 1, 1,
+                                                                                                      stored[1])
+    input_size = int(np.prod(input_dims))
+    buffers, arena = _plan(steps, graph.input, input_size)
+    inference_arena = arena
+    if train_spec is not None:
         tbufs, extend, step_pos = trainer.training_buffers(train_spec, steps)
-        buffers, arena = _plan(steps, graph.input, input_size, tbufs, step_pos, extend)
+        plan = functools.partial(_plan, steps, graph.input, input_size, tbufs, step_pos, extend)
+        buffers, arena = _fit_trained_conv_scratch(steps, plan) if board.dsp else plan()
         train_spec.offsets = {b.name: b.offset for b in tbufs}
-    tables = [confidence_table(qparams[e][0]) for e in graph.exits]
     weights_bytes = sum(a.nbytes for s in steps for a in s.arrays.values()) + sum(t.nbytes for t in tables)
     md = graph.metadata
     classes = md.get("mcu_train.classes", "")
@@ -192,7 +239,7 @@ def render(compiled, source_name, train_config=None):
     for i, s in enumerate(compiled.steps):
         out_offset = off[s.view[0]] + s.view[1] if s.view else off[s.output]
         v = dict(s.__dict__, id=i, in_offsets=[off[t] for t in s.inputs], out_offset=out_offset,
-                 scratch_offset=off.get(f"{s.output}.scratch", 0), out_size=int(np.prod(s.out_dims)))
+                 scratch_offset=off.get(s.scratch, 0), out_size=int(np.prod(s.out_dims)))
         if s.kernel in ("conv", "conv_dilated"):
             f = s.arrays["filter"].shape
             v["filter_dims"] = [f[0], f[1], f[2], f[3]]

@@ -21,10 +21,15 @@ class Step:
     exit_index: int = -1  # >= 0 when the output is exit k's logits
     exits_needing: int = 0  # bit k set when exit k depends on this step
     scratch_bytes: int = 0
+    scratch_buffer: str = ""  # the arena buffer of the kernel's scratch: '<output>.scratch' unless shared
     macs: int = 0
     view: tuple = None  # (buffer, byte offset, buffer size): the step writes into part of another buffer
     act: tuple = ("none",)  # the op's fused activation, in real units (the float trainer uses it)
     float_arrays: dict = field(default_factory=dict)  # float weights in the layout of `arrays` (filter, bias), w_scale
+
+    @property
+    def scratch(self):
+        return self.scratch_buffer or f"{self.output}.scratch"
 
 
 def nhwc(shape):
@@ -34,22 +39,68 @@ def nhwc(shape):
     return (n, h, w, c)
 
 
-def conv_scratch_bytes(in_dims, kh, kw, c_out, dsp):
+def conv_band_shape(kh, kw, c_in):
+    """mt_conv_band_shape(): the DSP conv reads its windows from a band of widened input rows, not im2col."""
+    return c_in % 4 == 0 and kh * kw > 1 and kh <= 16
+
+
+def conv_scratch_bytes(in_dims, kh, kw, c_out, dsp, quads=None):
     """Must equal mt_conv_s8_get_buffer_size() (checked at run time by model_init and by tests): widened weights
     of one channel block (budget: 8 x the input tensor within [8 KB, 32 KB], at least one quad), the input band
-    (or im2col columns), trash outputs."""
+    (or im2col columns), trash outputs. quads = k: a block of k quads instead (the kernel derives its block from
+    the scratch it gets; the outputs do not depend on it); quads = 0: no weights, the filter being packed
+    (mt_conv_s8_get_packed_buffer_size())."""
     if not dsp:
         return 0
     n, h, w, c_in = in_dims
     kpairs = (kh * kw * c_in + 3) // 4 * 2
     quad = 68 + 16 * kpairs
     budget = min(32768, max(8192, 8 * n * h * w * c_in))
-    block = min((c_out + 3) // 4, max(1, budget // quad))
+    block = min((c_out + 3) // 4, max(1, budget // quad) if quads is None else quads)
     x = 10 * kpairs
-    if c_in % 4 == 0 and kh * kw > 1 and kh <= 16:
+    if conv_band_shape(kh, kw, c_in):
         cols = ((w + kw - 1 + 1) // 2 - 1) + kw
         x = max(x, cols * kh * c_in * 4)
     return block * quad + x + (c_out + 3) // 4 * 4
+
+
+def conv_min_scratch_bytes(kh, kw, c_in):
+    """Must equal mt_conv_s8_get_min_buffer_size(): one quad of widened weights and the im2col columns."""
+    kpairs = (kh * kw * c_in + 3) // 4 * 2
+    return 68 + 16 * kpairs + 10 * kpairs
+
+
+def _int16_pairs(lo, hi):
+    """Words of two int16 halves (lo in bits 0-15), as int32."""
+    return ((lo.astype(np.int64) & 0xFFFF) | ((hi.astype(np.int64) & 0xFFFF) << 16)).astype(np.uint32).view(np.int32)
+
+
+def pack_conv_filter(filt, bias, multiplier, shift, output_offset):
+    """The DSP conv's weight records made at compile time (mt_conv_s8.c: mt_conv_widen_block, mt_pass_record), so
+    the board keeps them in flash and its scratch holds no weights: per quad of output channels (the last one
+    overlapping its neighbour) {4 biases, first channel, 4 x (multiplier, round, k = ~shift)}, then per group of 4
+    K values the quad's (k0, k2) pairs and its (k1, k3) pairs as int16; K in OHWI order or, for the band, in
+    (kx, ky, c) order."""
+    c_out, kh, kw, c_in = filt.shape
+    rows = (filt.transpose(0, 2, 1, 3) if conv_band_shape(kh, kw, c_in) else filt).reshape(c_out, -1)
+    groups = (rows.shape[1] + 3) // 4
+    rows = np.pad(rows, ((0, 0), (0, 4 * groups - rows.shape[1]))).reshape(c_out, groups, 4)
+    words = []
+    for first in range(0, c_out, 4):
+        ch = min(first, c_out - 4) if c_out >= 4 else 0
+        rec, w = np.zeros(17, np.int64), np.zeros((groups, 8), np.int32)
+        rec[4] = ch
+        for c in range(4):
+            oc = ch + c
+            k = ~int(shift[oc]) if oc < c_out else 1
+            rec[6 + 3 * c] = ((1 << (k - 1)) + output_offset * (1 << k)) % 2**32 if 1 <= k <= 22 else 0
+            rec[7 + 3 * c] = k
+            if oc < c_out:
+                rec[c], rec[5 + 3 * c] = bias[oc], multiplier[oc]
+                w[:, c] = _int16_pairs(rows[oc, :, 0], rows[oc, :, 2])
+                w[:, 4 + c] = _int16_pairs(rows[oc, :, 1], rows[oc, :, 3])
+        words += [rec.astype(np.uint32).view(np.int32), w.reshape(-1)]
+    return np.concatenate(words)
 
 
 def dwconv_scratch_bytes(in_dims, kh, kw, c_out, dsp):

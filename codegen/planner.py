@@ -3,8 +3,9 @@
 1. Each buffer has a size and a lifetime [first, last] in step indices (inclusive): activations live from
    the step that writes them to the last step that reads them, kernel scratch only during its step, and
    callers (the trainer) may add buffers of their own with any lifetime.
-2. Buffers are placed largest first (ties: earliest first use), each at the lowest aligned offset where it
-   overlaps no already-placed buffer that is alive at the same time (TFLM's greedy-by-size planner).
+2. Buffers are placed one by one, each at the lowest aligned offset where it overlaps no already-placed buffer
+   that is alive at the same time, in two orders: largest first (ties: earliest first use; TFLM's greedy-by-size
+   planner), and longest-lived first; the order giving the smaller arena is kept.
 3. The arena is the highest end offset. `check_overlaps` verifies the result independently.
 """
 from dataclasses import dataclass
@@ -29,10 +30,14 @@ def _alive_together(a, b):
     return a.first <= b.last and b.first <= a.last
 
 
-def plan(buffers):
-    """Assign `offset` to every buffer; returns the arena size in bytes."""
+# Orders tried (the smallest arena wins): greedy by size (TFLM's), and longest-lived first, which stacks the
+# buffers alive all along (a trainer's weights and kept activations) below the short-lived ones.
+ORDERS = (lambda b: (-b.size, b.first, b.name), lambda b: (b.first - b.last, -b.size, b.name))
+
+
+def _place(buffers, order):
     placed = []
-    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
+    for buf in sorted(buffers, key=order):
         if buf.size == 0:
             buf.offset = 0
             continue
@@ -44,6 +49,12 @@ def plan(buffers):
         buf.offset = offset
         placed.append(buf)
     return max((_align(b.offset + b.size) for b in buffers), default=0)
+
+
+def plan(buffers):
+    """Assign `offset` to every buffer; returns the arena size in bytes."""
+    best = min((_place(buffers, order), k) for k, order in enumerate(ORDERS))
+    return _place(buffers, ORDERS[best[1]])
 
 
 def check_overlaps(buffers):

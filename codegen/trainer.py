@@ -25,8 +25,8 @@ The checkpoint image holds these buffers as they are.
 The memory plan places everything in one arena over a timeline of *events*: the int8 steps in schedule
 order, where each unit's steps form one *head* event followed by its exit's *exit* event (the early-exit
 decision); then one *train* event per unit. The training backward reuses the activations the head computed:
-each unit's input and its steps' outputs live until its train event, and their kernels' scratch until training
-starts (a head may be recomputed after later steps). Error maps, the gradient of one output channel and the
+each unit's input and its steps' outputs live until its train event, and their kernels' scratch (one buffer all
+head steps share) until training starts (a head may be recomputed after later steps). Error maps, the gradient of one output channel and the
 pruning scores live only during the train event.
 """
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from codegen import planner
 from codegen.ir import CompileError
 
 TRAIN_MODES = ("exits", "exits+last-block")
+HEAD_SCRATCH = "heads.scratch"  # the scratch buffer of every head step (training_buffers)
 TRAINABLE_KERNELS = ("conv", "dense", "maxpool", "avgpool", "relu")
 # Persistent trainer state (firmware/trainer.h tr_state): the filter, then one record per exit; 4-byte words.
 FILTER_STATE_WORDS = 8  # w[4], tau, kept_rate, prng, cut
@@ -361,8 +362,8 @@ def events_for(steps, units):
 
 def training_buffers(spec, steps):
     """Buffers of the trainer (persistent and per train event) with lifetimes in event indices; the int8
-    tensors and head scratch buffers whose lifetime must be extended (name -> last event); and each step's
-    event index."""
+    tensors and the head steps' shared scratch buffer whose lifetime must be extended (name -> last event); and
+    each step's event index. Sets the head steps' `scratch_buffer`."""
     pos = {e: n for n, e in enumerate(spec.events)}
     end = len(spec.events) - 1
     step_pos = [pos.get(("step", i)) for i in range(len(steps))]
@@ -386,9 +387,11 @@ def training_buffers(spec, steps):
             extend[t] = max(extend.get(t, 0), train)
         # A head runs again, after later steps, whenever the window needs the head it did not serve
         # (firmware/trainer.c complete()): its kernels' scratch must not hold anything alive until training.
+        # One step runs at a time, so every head step shares one scratch buffer, alive from the first head on.
         for i in unit.steps:
             if steps[i].scratch_bytes:
-                extend[f"{steps[i].output}.scratch"] = first_train - 1
+                steps[i].scratch_buffer = HEAD_SCRATCH
+                extend[HEAD_SCRATCH] = first_train - 1
     bufs.append(planner.Buffer("train.state", spec.state_bytes, 0, end))
     if spec.memory["bytes"]:
         bufs.append(planner.Buffer("train.memory", spec.memory["bytes"], 0, end))

@@ -46,7 +46,7 @@ class PerChannelQuant(C.Structure):
 
 class ConvParams(C.Structure):
     _fields_ = [("input_offset", i32), ("output_offset", i32), ("stride", Tile), ("padding", Padding),
-                ("dilation", Tile), ("activation", Activation)]
+                ("dilation", Tile), ("activation", Activation), ("packed", C.c_void_p)]  # packed: NULL
 
 
 class DwConvParams(C.Structure):

@@ -1,5 +1,6 @@
 """The compiler on models written by the tests: C equals the numpy reference bit for bit, the reference
 agrees with onnxruntime, and every kind of bad input is refused clearly with nothing written."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from compiler_helpers import (assert_exits_agree, board_vs_reference, compile_zo
                               quantise_with_onnxruntime, quantised_model_exits, random_inputs)
 from onnx import TensorProto, helper
 
+from codegen.compile import RUNTIME_FLASH_BYTES
 from codegen.ir import CompileError
 from mcu_train.boards import get_board
 from mcu_train.link.model_client import load_model_meta, to_wire
@@ -50,6 +52,22 @@ def test_mps2_an386_equals_reference(zoo, name):
     compiled, out = zoo[name]
     mismatches, total = board_vs_reference(compiled, out, AN386, random_inputs(load_model_meta(out), 200))
     assert total >= 400 and not mismatches, mismatches[:3]
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_packed_and_run_time_widened_convs_in_one_firmware(zoo, tmp_path):
+    """On a board whose flash has no room to pack every conv's weights (codegen/compile.py _pack_conv_filters),
+    the packed layers and the ones widened at run time run in one firmware, bit for bit as the reference."""
+    full = zoo["har_like"][0]
+    assert all("packed" in s.arrays for s in full.steps if s.kernel == "conv")
+    small = dataclasses.replace(AN386, flash=dataclasses.replace(AN386.flash, size=RUNTIME_FLASH_BYTES +
+                                                                 full.weights_bytes - 1))
+    compiled, out = compile_zoo(model_zoo.har_like(), tmp_path, small, "har_like")
+    packed = {"packed" in s.arrays for s in compiled.steps if s.kernel == "conv"}
+    assert packed == {True, False}
+    mismatches, total = board_vs_reference(compiled, out, AN386, random_inputs(load_model_meta(out), 100))
+    assert total >= 200 and not mismatches, mismatches[:3]
 
 
 def test_reports(zoo):

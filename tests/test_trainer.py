@@ -692,7 +692,7 @@ def test_a_recomputed_head_overwrites_nothing_alive(tmp_path, mode):
     first_train = spec.events.index(("train", 0))
     for u, unit in enumerate(spec.units):
         head = spec.events.index(("head", u))
-        written = {steps[i].output for i in unit.steps} | {f"{steps[i].output}.scratch" for i in unit.steps}
+        written = {steps[i].output for i in unit.steps} | {steps[i].scratch for i in unit.steps}
         assert any(b.name.endswith(".scratch") and b.size for b in compiled.buffers if b.name in written)
         for w in (b for b in compiled.buffers if b.name in written and b.size):
             for other in compiled.buffers:

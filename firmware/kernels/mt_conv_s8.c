@@ -5,10 +5,10 @@
  * DSP path (Cortex-M4/M7/M33): two output positions x four output channels per pass, every operand widened to
  * int16 beforehand, so the inner step is 3 LDRD + 8 SMLAD for 16 MACs (no SXTB16 in the loop):
  *   - weights: the output channels go in quads (the last one overlaps its neighbour when C_out % 4 != 0); a
- *     block of quads (as many as fit the weight budget, at least one) is widened into the scratch
- *     buffer once per call, each quad as a record {4 biases, channel offset, 4 x (multiplier, ~shift)}
- *     followed by its weights: per group of 4 K values the quad's pairs (k0, k2), then its pairs (k1, k3), as
- *     SXTB16 produces them;
+ *     block of quads (as many as the scratch holds: the weight budget at full size, one at the minimum) is
+ *     widened into the scratch buffer once per call, each quad as a record {4 biases, channel offset,
+ *     4 x (multiplier, ~shift)} followed by its weights: per group of 4 K values the quad's pairs (k0, k2),
+ *     then its pairs (k1, k3), as SXTB16 produces them;
  *   - inputs: the same pairs with the input offset added (SXTAB16), the two positions' words interleaved so
  *     one LDRD fetches both, and a position's whole window contiguous, so the MAC loop is one run of K / 2
  *     steps. Two ways to lay them out:
@@ -26,7 +26,7 @@
  * word, clamps them with SSUB8 / SEL and stores one word per position. On Thumb-2 with every shift of the block
  * < 0 the pass is one assembly function (mt_conv_pair_asm); otherwise (shifts >= 0, C_out < 4, the host tests)
  * the same pass runs in C (mt_conv_pair_c). An odd position count pairs its last position with a dummy whose
- * outputs go to a trash area of the scratch buffer.
+ * outputs go to a trash area of the scratch buffer (band) or with itself (im2col: the same outputs twice).
  */
 #include "mt_support.h"
 
@@ -85,22 +85,45 @@ static int32_t mt_conv_trash_bytes(const mt_dims *f)
 }
 #endif
 
-int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims)
+int32_t mt_conv_s8_get_packed_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims)
 {
 #if MT_USE_DSP
-    /* The widened weights of one channel block, the input area (the band for output rows as wide as the
-     * input plus KW - 1, i.e. padding up to KW - 1 on each side, or the im2col columns), the trash outputs. */
-    const int32_t quads = (filter_dims->n + 3) >> 2;
-    const int32_t qb = mt_conv_quad_bytes(filter_dims);
-    const int32_t block = MT_MIN(quads, MT_MAX(1, mt_conv_weight_budget(input_dims) / qb));
+    /* The input area (the band for output rows as wide as the input plus KW - 1, i.e. padding up to KW - 1 on
+     * each side, or the im2col columns), the trash outputs. */
     int32_t x = mt_conv_im2col_bytes(filter_dims);
     if (mt_conv_band_shape(filter_dims)) {
         x = MT_MAX(x, mt_conv_band_bytes(filter_dims,
                                          mt_conv_band_cols(input_dims->w + filter_dims->w - 1, filter_dims->w, 1)));
     }
-    return block * qb + x + mt_conv_trash_bytes(filter_dims);
+    return x + mt_conv_trash_bytes(filter_dims);
 #else
     (void)input_dims;
+    (void)filter_dims;
+    return 0;
+#endif
+}
+
+int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims)
+{
+#if MT_USE_DSP
+    /* The widened weights of one channel block, then what a packed filter needs. */
+    const int32_t quads = (filter_dims->n + 3) >> 2;
+    const int32_t qb = mt_conv_quad_bytes(filter_dims);
+    const int32_t block = MT_MIN(quads, MT_MAX(1, mt_conv_weight_budget(input_dims) / qb));
+    return block * qb + mt_conv_s8_get_packed_buffer_size(input_dims, filter_dims);
+#else
+    (void)input_dims;
+    (void)filter_dims;
+    return 0;
+#endif
+}
+
+int32_t mt_conv_s8_get_min_buffer_size(const mt_dims *filter_dims)
+{
+#if MT_USE_DSP
+    /* One quad of widened weights and the im2col columns (the band, and its trash, only when they fit). */
+    return mt_conv_quad_bytes(filter_dims) + mt_conv_im2col_bytes(filter_dims);
+#else
     (void)filter_dims;
     return 0;
 #endif
@@ -277,6 +300,19 @@ static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int
     return fast;
 }
 
+/* Whether mt_conv_pair_asm can take every record of a packed filter (as mt_conv_widen_block says). */
+static int mt_conv_packed_fast(const int32_t *rec, int32_t quads, int32_t kpairs)
+{
+    for (int32_t qi = 0; qi < quads; qi++, rec += MT_PASS_REC_WORDS + 4 * kpairs) {
+        for (int32_t c = 0; c < 4; c++) {
+            if (rec[7 + 3 * c] < 1 || rec[7 + 3 * c] > 22) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 /* Two runs of n int8 values (s0 and s1; NULL: padding, which widens to 0) widened with the input offset added
  * into interleaved words at dst: per group of 4 values (x0, x2) of s0, of s1, then (x1, x3) of s0, of s1. n is a
  * multiple of 4. */
@@ -435,7 +471,8 @@ static void mt_conv_band(const int8_t *in, const mt_dims *input_dims, const mt_d
     }
 }
 
-/* The DSP convolution (arguments already checked, the scratch at least mt_conv_s8_get_buffer_size()). */
+/* The DSP convolution (arguments already checked, the scratch at least mt_conv_s8_get_min_buffer_size()): the
+ * channel block is as many quads as the scratch holds; the outputs do not depend on it. */
 static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, const mt_per_channel_quant_params *q,
                              const mt_dims *input_dims, const int8_t *input, const mt_dims *filter_dims,
                              const int8_t *filter, const int32_t *bias, const mt_dims *output_dims, int8_t *output)
@@ -444,24 +481,28 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     const int32_t kpairs = mt_conv_kpairs(filter_dims);
     const int32_t qb = mt_conv_quad_bytes(filter_dims);
     const int32_t quads = (c_out + 3) >> 2;
-    const int32_t trash = mt_conv_trash_bytes(filter_dims);
     const int32_t w_out = output_dims->w;
     const int32_t half = (w_out + 1) >> 1;
     const int32_t cols = mt_conv_band_cols(w_out, filter_dims->w, p->stride.w);
-    const int band = mt_conv_band_shape(filter_dims) && mt_conv_band_bytes(filter_dims, cols) + trash + qb <= ctx->size;
+    /* a packed filter is widened for the band whenever the layer has its shape (its scratch then always fits) */
+    const int32_t wbytes = p->packed ? 0 : qb;
+    const int band = mt_conv_band_shape(filter_dims) &&
+                     mt_conv_band_bytes(filter_dims, cols) + mt_conv_trash_bytes(filter_dims) + wbytes <= ctx->size;
+    /* im2col pairs an odd last position with itself (the same outputs written twice): no trash */
+    const int32_t trash = band ? mt_conv_trash_bytes(filter_dims) : 0;
     const int32_t x_bytes = band ? mt_conv_band_bytes(filter_dims, cols) : mt_conv_im2col_bytes(filter_dims);
-    const int32_t block = MT_MIN(quads, (ctx->size - x_bytes - trash) / qb);
-    if (block < 1) {
+    const int32_t block = p->packed ? quads : MT_MIN(quads, (ctx->size - x_bytes - trash) / qb);
+    if (block < 1 || (p->packed && band != mt_conv_band_shape(filter_dims))) {
         return MT_ARG_ERROR;
     }
-    int32_t *wbuf = (int32_t *)ctx->buf;
-    int32_t *xbuf = wbuf + block * qb / 4;
+    int32_t *wbuf = p->packed ? 0 : (int32_t *)ctx->buf;
+    int32_t *xbuf = p->packed ? (int32_t *)ctx->buf : wbuf + block * qb / 4;
     int8_t *trash_out = (int8_t *)xbuf + x_bytes;
     const int32_t off16x2 = mt_pack_off16x2(p->input_offset);
     const int32_t in_image = input_dims->h * input_dims->w * c_in;
 
     mt_pass j;
-    j.w = wbuf;
+    j.w = p->packed ? p->packed : wbuf;
     j.n = kpairs;
     j.step = (kpairs + 15) >> 4; /* rounds */
     j.entry = (-kpairs & 15) * MT_CONV_STEP_BYTES;
@@ -471,8 +512,9 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     j.tail = MT_MIN(c_out, 4);
     for (int32_t q0 = 0; q0 < quads; q0 += block) {
         j.quads = MT_MIN(block, quads - q0);
-        const int fast = mt_conv_widen_block(filter, filter_dims, bias, q, p->output_offset, q0, j.quads, band,
-                                                  wbuf) && c_out >= 4;
+        const int fast = (p->packed ? mt_conv_packed_fast(p->packed, quads, kpairs)
+                                    : mt_conv_widen_block(filter, filter_dims, bias, q, p->output_offset, q0, j.quads,
+                                                          band, wbuf)) && c_out >= 4;
         if (band) {
             for (int32_t b = 0; b < output_dims->n; b++) {
                 for (int32_t oy = 0; oy < output_dims->h; oy++) {
@@ -517,7 +559,7 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
                     }
                 }
                 j.out0 = output + i * c_out;
-                j.out1 = i + 1 < positions ? j.out0 + c_out : trash_out;
+                j.out1 = i + 1 < positions ? j.out0 + c_out : j.out0;
                 mt_conv_run(&j, fast);
             }
         }
@@ -671,7 +713,9 @@ mt_status mt_conv_s8(const mt_context *ctx,
     }
 
 #if MT_USE_DSP
-    if (ctx == 0 || ctx->buf == 0 || ctx->size < mt_conv_s8_get_buffer_size(input_dims, filter_dims) ||
+    const int32_t needed = p->packed ? mt_conv_s8_get_packed_buffer_size(input_dims, filter_dims)
+                                     : mt_conv_s8_get_min_buffer_size(filter_dims);
+    if (ctx == 0 || ctx->buf == 0 || ctx->size < needed ||
         ((uintptr_t)ctx->buf & 3u) != 0) {
         return MT_ARG_ERROR;
     }

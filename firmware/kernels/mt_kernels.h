@@ -105,6 +105,10 @@ typedef struct {
     mt_padding padding;    /**< >= 0 */
     mt_tile dilation;      /**< must be {1, 1} */
     mt_activation activation;
+    /** mt_conv_s8 on the DSP path: NULL, or the filter, bias and requantisation already widened into its records
+     *  (made at compile time, codegen/lower.py pack_conv_filter): no weights in the scratch buffer, which then needs
+     *  only mt_conv_s8_get_packed_buffer_size() bytes. Other paths ignore it. */
+    const int32_t *packed;
 } mt_conv_params;
 
 /** Depthwise convolution (groups = C_in). C_out = C_in * ch_mult; output channel o reads input o / ch_mult. */
@@ -230,8 +234,15 @@ MT_INLINE int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
  * Kernels
  * ------------------------------------------------------------------------------------------------------- */
 
-/** Scratch bytes mt_conv_s8() needs for this input and filter (0 on the reference path). */
+/** Scratch bytes mt_conv_s8() takes at full speed for this input and filter (0 on the reference path). */
 int32_t mt_conv_s8_get_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims);
+
+/** Scratch bytes mt_conv_s8() needs with conv_params->packed set (0 on the reference path). */
+int32_t mt_conv_s8_get_packed_buffer_size(const mt_dims *input_dims, const mt_dims *filter_dims);
+
+/** The least scratch mt_conv_s8() accepts (0 on the reference path). Any size from this up gives the same
+ * outputs; a smaller one widens fewer output channels per pass over the input (more instructions). */
+int32_t mt_conv_s8_get_min_buffer_size(const mt_dims *filter_dims);
 
 /**
  * 1-D / 2-D convolution, groups = 1, NHWC input, OHWI filter, per-channel requantisation.

@@ -37,6 +37,7 @@ class Board:
     sources: tuple = ()  # shared board files it needs besides the UART driver (boards/common/)
     boot2: bool = False  # RP2040: a second-stage boot with its CRC-32 in the first 256 bytes of flash
     uf2_family: int = 0  # a UF2 file (for a USB drive bootloader) is written with this family ID
+    mve: bool = False  # Helium: convolutions run on int8 vectors, not the DSP path's widened weights
 
     @property
     def is_host(self):
@@ -112,7 +113,7 @@ def _load(path):
         emulated=m["emulated"], flash=Region(**mem["flash"]), ram=Region(**mem["ram"]),
         stack_bytes=mem.get("stack_bytes", 8192), uart=m["uart"], run=m.get("run", {}),
         persist=m.get("persist", {}), usb=m.get("usb", {}), sources=tuple(m.get("sources", ())),
-        boot2=m.get("boot2", False), uf2_family=m.get("uf2_family", 0))
+        boot2=m.get("boot2", False), uf2_family=m.get("uf2_family", 0), mve=m.get("mve", False))
 
 
 @cache
