@@ -171,7 +171,7 @@ void mt_conv_pair_asm(const mt_pass *j);
 
 /* The conv pass (mt_pass, rounds in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position 1,
  * r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] rounds
- * left, [8] this record, [12] quads left, [16] the loop entry address, [20] the next record. */
+ * left, [8] this record, [12] quads left, [16] the loop entry address. */
 __asm__(".syntax unified\n"
         ".thumb\n"
         ".section .text.mt_conv_pair_asm,\"ax\",%progbits\n"
@@ -208,9 +208,8 @@ __asm__(".syntax unified\n"
         "subs r8, r8, #1\n\t"
         "str r8, [sp, #4]\n\t"
         "bne 3b\n\t"
-        "str lr, [sp, #20]\n\t" /* requantise, pack, clamp, store */
-        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT
-        "ldr r1, [sp, #20]\n\t"
+        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT /* requantise, pack, clamp, store (lr kept) */
+        "mov r1, lr\n\t"
         "ldr r2, [sp, #12]\n\t"
         "subs r2, r2, #1\n\t"
         "str r2, [sp, #12]\n\t"

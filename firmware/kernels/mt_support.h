@@ -376,15 +376,13 @@ MT_INLINE void mt_mve_store4(int32x4_t acc, const int32_t *mult, const int32_t *
 #if defined(__GNUC__) && defined(__thumb2__)
 /* The output stage in assembly (records whose mt_pass_record() returned 1): r0-r3 / r4-r7 the accumulators, r12
  * the record, [sp] the mt_pass; clobbers r0-r12 and lr. Per channel one LDM of (multiplier, round, k), then for
- * both positions SMULL, ADD, ASR; SSAT, BFI, SSUB8 / SEL, one STR per position. */
+ * both positions SMMLA (round + the top word of acc * multiplier: SMULL's hi plus round in one instruction), ASR;
+ * SSAT, BFI, SSUB8 / SEL, one STR per position. */
+#define MT_ASM_REQ1(p) \
+    "smmla " p ", " p ", r8, r9\n\t" \
+    "asr " p ", " p ", r10\n\t"
 #define MT_ASM_REQ(p0, p1) \
-    "ldm r12!, {r8, r9, r10}\n\t" \
-    "smull r11, lr, " p0 ", r8\n\t" \
-    "add lr, lr, r9\n\t" \
-    "asr " p0 ", lr, r10\n\t" \
-    "smull r11, lr, " p1 ", r8\n\t" \
-    "add lr, lr, r9\n\t" \
-    "asr " p1 ", lr, r10\n\t"
+    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1(p0) MT_ASM_REQ1(p1)
 #define MT_ASM_PASS_OUTPUT \
     "add r12, r12, #20\n\t" \
     MT_ASM_REQ("r0", "r4") MT_ASM_REQ("r1", "r5") MT_ASM_REQ("r2", "r6") MT_ASM_REQ("r3", "r7") \
