@@ -264,8 +264,14 @@ static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int
                     }
                 }
             } else {
-                for (int32_t g = 0; g < groups; g++, d += 8) {
-                    const int32_t v = 4 * g + 4 <= k ? mt_read_s32(row + 4 * g) : mt_read_tail(row, k);
+                const int8_t *src = row;
+                for (int32_t g = k >> 2; g > 0; g--, src += 4, d += 8) {
+                    const int32_t v = mt_read_s32(src);
+                    d[0] = mt_lo(v);
+                    d[4] = mt_hi(v);
+                }
+                if (k & 3) {
+                    const int32_t v = mt_read_tail(row, k);
                     d[0] = mt_lo(v);
                     d[4] = mt_hi(v);
                 }
@@ -495,14 +501,20 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
             const int32_t kh = filter_dims->h, kw = filter_dims->w, in_row = input_dims->w * c_in;
             const int32_t row_len = kw * c_in;
             const int direct = kh == 1 || (row_len & 3) == 0;
+            const int one_row = kh == 1 && (row_len & 3) == 0; /* a window is one run of whole groups */
             const int8_t *input_end = input + input_dims->n * in_image - (kh - 1) * in_row - ((row_len + 3) & ~3);
             for (int32_t i = 0; i < positions; i += 2) {
+                const int8_t *runs[2] = {0, 0}; /* one-row windows inside the input, widened below */
                 for (int32_t c = 0; c < 2; c++) { /* positions i and i + 1 (the last one twice) */
                     const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
                     const int8_t *src = input + b * in_image + iy0 * in_row + ix0 * c_in;
                     if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
                         (direct || src <= input_end)) {
-                        mt_conv_gather(src, kh, in_row, row_len, direct, stage, groups, off16x2, xbuf + c);
+                        if (one_row) {
+                            runs[c] = src;
+                        } else {
+                            mt_conv_gather(src, kh, in_row, row_len, direct, stage, groups, off16x2, xbuf + c);
+                        }
                     } else {
                         mt_conv_im2col(input + b * in_image, input_dims, filter_dims, p, oy, ox, stage, xbuf + c,
                                        groups, off16x2);
@@ -512,6 +524,15 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
                         if (++oy == output_dims->h) {
                             oy = 0;
                             b++;
+                        }
+                    }
+                }
+                if (runs[0] && runs[1]) {
+                    mt_conv_widen_pair(runs[0], runs[1], row_len, off16x2, xbuf); /* the same layout in one loop */
+                } else {
+                    for (int32_t c = 0; c < 2; c++) {
+                        if (runs[c]) {
+                            mt_conv_widen_col(runs[c], row_len, off16x2, xbuf + c);
                         }
                     }
                 }
