@@ -9,9 +9,11 @@
  * ring of KH input rows (plus a zero row for vertical padding), each widened once with the input offset added
  * (SXTAB16) and zero padding at both ends, quad-major so that one quad's words of neighbouring columns are 8 bytes
  * apart. A pass computes two horizontally adjacent outputs x every quad: per tap one weight pair and two input
- * pairs (an LDR chain) and 8 SMLABB / SMLATT, then the shared output stage (single rounding, packed clamp, one
- * word per output position). 3x3 with stride 1 runs as assembly (mt_dw_pair_asm) when every shift is < 0;
- * other shapes and shifts run the same pass in C. An odd output width pairs its last column with a dummy whose
+ * pairs and 8 SMLABB / SMLATT, then the shared output stage (single rounding, packed clamp, one word per output
+ * position). 3x3 with stride 1 runs as assembly (mt_dw_pair_asm) when every shift is in [-23, -2]: there each
+ * kernel row loads its 4 input columns once (column k + 1 serves the second output's tap k, then the first
+ * output's tap k + 1), and the last column of an odd output width takes a one-output pass (mt_dw_one_asm). Other
+ * shapes and shifts run the pass in C, where an odd output width pairs its last column with a dummy whose
  * outputs go to a trash area.
  * DSP path without that scratch (or C < 4): 4 channels at a time; per tap one word of input and one of filter
  * are widened with SXTAB16 / SXTB16 and multiplied lane by lane with SMLABB / SMLATT (mt_dw_pixel).
@@ -291,30 +293,6 @@ void mt_dw_one_asm(const mt_pass *j);
     "smlatt r3, r7, r11, r3\n\t" \
     "ldrd r10, r11, [lr, #" W2 "]\n\t" MT_DW_OUT0
 
-/* The output stage for one position (as MT_ASM_PASS_OUTPUT, r0-r3 only, stored to out0). */
-#define MT_DW_OUTPUT1 \
-    "add r12, r12, #20\n\t" \
-    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r0") \
-    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r1") \
-    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r2") \
-    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r3") \
-    "ssat r0, #8, r0\n\t" \
-    "ssat r1, #8, r1\n\t" \
-    "ssat r2, #8, r2\n\t" \
-    "ssat r3, #8, r3\n\t" \
-    "bfi r0, r1, #8, #8\n\t" \
-    "bfi r0, r2, #16, #8\n\t" \
-    "bfi r0, r3, #24, #8\n\t" \
-    "ldr r8, [sp]\n\t" \
-    "ldrd r9, r10, [r8, #28]\n\t" \
-    "ssub8 r1, r0, r9\n\t" \
-    "sel r0, r0, r9\n\t" \
-    "ssub8 r1, r0, r10\n\t" \
-    "sel r0, r10, r0\n\t" \
-    "ldr r11, [r12, #-52]\n\t" \
-    "ldr r9, [r8, #36]\n\t" \
-    "str r0, [r9, r11]\n\t"
-
 /* A 3x3 pass over every quad (NAME: a global function taking the mt_pass; INIT loads the biases from the record
  * at lr, ROW0 / ROW the first / other kernel rows, OUTPUT the output stage, which leaves lr alone). Registers:
  * r0-r3 (and r4-r7 for two outputs) the accumulators, r8-r11 input and weight words, r12 the kernel row's input,
@@ -367,7 +345,7 @@ __asm__(".syntax unified\n"
         MT_DW_ASM_PASS("mt_dw_pair_asm", "ldm lr, {r4, r5, r6, r7}\n\t", MT_DW_ROW2_FIRST, MT_DW_ROW2_NEXT,
                        MT_ASM_PASS_OUTPUT)
         MT_DW_ASM_PASS("mt_dw_one_asm", "ldm lr, {r0, r1, r2, r3}\n\t", MT_DW_ROW1_OF, MT_DW_ROW1_OF,
-                       MT_DW_OUTPUT1)
+                       MT_ASM_PASS_OUTPUT1)
         ".text\n");
 #endif
 
