@@ -169,9 +169,10 @@ void mt_conv_pair_asm(const mt_pass *j);
 #endif
 #define MT_CONV_STEP4 MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP
 
-/* The conv pass (mt_pass, rounds in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position 1,
- * r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] rounds
- * left, [8] this record, [12] quads left, [16] the loop entry address. */
+/* The conv pass (mt_pass, a quad's bytes in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position
+ * 1, r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] the
+ * input's end (x + 8 n: the MAC loop runs n K-pairs whatever its entry), [8] this record, [12] the records' end,
+ * [16] the loop entry address, [20] the input. */
 __asm__(".syntax unified\n"
         ".thumb\n"
         ".section .text.mt_conv_pair_asm,\"ax\",%progbits\n"
@@ -182,8 +183,16 @@ __asm__(".syntax unified\n"
         "push {r4-r11, lr}\n\t"
         "sub sp, #28\n\t"
         "str r0, [sp]\n\t"
+        "ldr r1, [r0]\n\t"
         "ldr r2, [r0, #4]\n\t"
+        "ldr r3, [r0, #12]\n\t"
+        "mla r2, r2, r3, r1\n\t"
         "str r2, [sp, #12]\n\t"
+        "ldr r12, [r0, #8]\n\t"
+        "ldr r3, [r0, #20]\n\t"
+        "add r3, r12, r3, lsl #3\n\t"
+        "str r3, [sp, #4]\n\t"
+        "str r12, [sp, #20]\n\t"
         "ldr r2, [r0, #16]\n\t"
         "adr r3, 3f\n\t"
         "add r3, r3, r2\n\t"
@@ -197,22 +206,18 @@ __asm__(".syntax unified\n"
         "mov r5, r1\n\t"
         "mov r6, r2\n\t"
         "mov r7, r3\n\t"
-        "ldr r8, [sp]\n\t"
-        "ldrd r12, r9, [r8, #8]\n\t"
-        "str r9, [sp, #4]\n\t"
+        "ldr r12, [sp, #20]\n\t"
         "ldr r11, [sp, #16]\n\t"
         "mov pc, r11\n\t"
         ".p2align 2\n"
         "3:\n\t" MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4
         "ldr r8, [sp, #4]\n\t"
-        "subs r8, r8, #1\n\t"
-        "str r8, [sp, #4]\n\t"
+        "cmp r12, r8\n\t"
         "bne 3b\n\t"
         "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT /* requantise, pack, clamp, store (lr kept) */
-        "mov r1, lr\n\t"
+        "mov r1, lr\n\t" /* the next record */
         "ldr r2, [sp, #12]\n\t"
-        "subs r2, r2, #1\n\t"
-        "str r2, [sp, #12]\n\t"
+        "cmp r1, r2\n\t"
         "bne 1b\n\t"
         "add sp, #28\n\t"
         "pop {r4-r11, pc}\n"
@@ -468,7 +473,7 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     mt_pass j;
     j.w = wbuf;
     j.n = kpairs;
-    j.step = (kpairs + 15) >> 4; /* rounds */
+    j.step = qb;
     j.entry = (-kpairs & 15) * MT_CONV_STEP_BYTES;
     j.out_off = p->output_offset;
     j.min4 = mt_splat4(p->activation.min);

@@ -294,7 +294,7 @@ typedef struct {
     const int32_t *w;    /*  0: the first quad's record */
     int32_t quads;       /*  4: quads in this pass */
     const int32_t *x;    /*  8: the first input word of the pass */
-    int32_t step;        /* 12: conv: rounds of the MAC loop; depthwise: bytes from one quad's input to the next */
+    int32_t step;        /* 12: conv: bytes per quad (record + weights); depthwise: from one quad's input to the next */
     int32_t entry;       /* 16: conv: code bytes into the MAC loop where the first round starts */
     int32_t n;           /* 20: conv: K-pairs */
     int32_t out_off;     /* 24 */
