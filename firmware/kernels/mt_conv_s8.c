@@ -290,7 +290,7 @@ static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int
 /* Two runs of n int8 values (s0 and s1; NULL: padding, which widens to 0) widened with the input offset added
  * into interleaved words at dst: per group of 4 values (x0, x2) of s0, of s1, then (x1, x3) of s0, of s1. n is a
  * multiple of 4. */
-static void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n, int32_t off16x2, int32_t *dst)
+MT_INLINE void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n, int32_t off16x2, int32_t *dst)
 {
     if (s0 && s1) {
 #if defined(__GNUC__) && defined(__thumb2__)
