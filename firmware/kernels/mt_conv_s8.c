@@ -350,6 +350,13 @@ static void mt_conv_widen_col(const int8_t *src, int32_t n, int32_t off16x2, int
     }
 }
 
+/* mt_conv_widen_pair as a call (inlined into the im2col loop it costs that loop registers). */
+static __attribute__((noinline)) void mt_conv_widen_runs(const int8_t *s0, const int8_t *s1, int32_t n,
+                                                         int32_t off16x2, int32_t *dst)
+{
+    mt_conv_widen_pair(s0, s1, n, off16x2, dst);
+}
+
 /* n bytes: a copy of src, or (src NULL) the byte pad; returns dst + n. */
 MT_INLINE int8_t *mt_conv_copy(int8_t *dst, const int8_t *src, int32_t n, int8_t pad)
 {
@@ -533,7 +540,7 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
                     }
                 }
                 if (runs[0] && runs[1]) {
-                    mt_conv_widen_pair(runs[0], runs[1], row_len, off16x2, xbuf); /* the same layout in one loop */
+                    mt_conv_widen_runs(runs[0], runs[1], row_len, off16x2, xbuf); /* the same layout in one loop */
                 } else {
                     for (int32_t c = 0; c < 2; c++) {
                         if (runs[c]) {
