@@ -62,6 +62,8 @@ def test_cases_cover_every_kernel_and_odd_shapes():
     # the depthwise assembly pass (3x3, stride 1, ch_mult 1) on odd widths and C % 4 != 0, and the other shapes
     dw3 = [c for c in cases if c.op == "depthwise" and c.kernel == (3, 3) and c.stride == (1, 1) and c.ch_mult == 1]
     assert any(c.output_dims[2] % 2 for c in dw3) and any(c.input_dims[3] % 4 and c.input_dims[3] > 4 for c in dw3)
+    # ... with every shift in the assembly's range: pairs and the one-output pass of odd widths 1, 3, 5
+    assert {1, 3, 5} <= {c.output_dims[2] for c in dw3 if c.input_dims[3] >= 4 and all(-23 <= s <= -2 for s in c.shift)}
     assert any(c.op == "depthwise" and c.kernel != (3, 3) for c in cases)
     # the assembly output stage's shift range [-23, -2], its edges and beyond, with extreme output zero points
     shifts = {s for c in cases if c.op in ("conv", "depthwise") for s in c.shift}

@@ -8,7 +8,7 @@
  * once, ties up: docs/quantisation.md section 5), and (x + offset) << sh is one MLA (x * 2^sh + offset * 2^sh);
  * SMMLAR adds the second rescale to the first. With both input shifts >= -1 - left_shift and an output shift in
  * [-23, -2], the output requantisation is (hi + round) >> k as in the conv passes (mt_pass_record), so an element
- * costs LDRSB x 2, MLA x 2, SMMULR, SMMLAR, SMULL, ADD, ASR, SSAT, STRB, and the activation clamp runs on each
+ * costs LDRSB x 2, MLA x 2, SMMULR, SMMLAR, SMMLA, ASR, SSAT, STRB, and the activation clamp runs on each
  * stored word (SSUB8 / SEL). Other parameters take the per-element C path.
  */
 #include "mt_support.h"
@@ -23,7 +23,7 @@ MT_INLINE int8_t mt_add_one(int32_t a, int32_t b, const mt_add_params *p, int32_
 
 #if MT_USE_DSP
 /* The fast path's constants (field offsets are used by the assembly): rescale i of x is
- * SMMULR(x * e_i + c_i, m_i); the output is SSAT((hi + round) >> k) of SMULL(sum, mo); end = the output's end. */
+ * SMMULR(x * e_i + c_i, m_i); the output is SSAT(SMMLA(sum, mo, round) >> k); end = the output's end. */
 typedef struct {
     int32_t e1, c1, m1, e2, c2, m2, mo, round, k; /* 0 .. 32 */
     uint32_t min4, max4;                          /* 36, 40 */
@@ -42,8 +42,7 @@ void mt_add_words(const mt_add_fast *f, const int8_t *in1, const int8_t *in2, in
     "mla lr, lr, r6, r7\n\t" \
     "smmulr r12, r12, r5\n\t" \
     "smmlar r12, lr, r8, r12\n\t" \
-    "smull lr, r12, r12, r9\n\t" \
-    "add r12, r12, r10\n\t" \
+    "smmla r12, r12, r9, r10\n\t" \
     "asr r12, r12, r11\n\t" \
     "ssat r12, #8, r12\n\t" \
     "strb r12, [r2, #" j "]\n\t"

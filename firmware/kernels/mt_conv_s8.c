@@ -192,9 +192,10 @@ void mt_conv_pair_asm(const mt_pass *j);
 #endif
 #define MT_CONV_STEP4 MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP
 
-/* The conv pass (mt_pass, rounds in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position 1,
- * r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] rounds
- * left, [8] this record, [12] quads left, [16] the loop entry address, [20] the next record. */
+/* The conv pass (mt_pass, a quad's bytes in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position
+ * 1, r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] the
+ * input's end (x + 8 n: the MAC loop runs n K-pairs whatever its entry), [8] this record, [12] the records' end,
+ * [16] the loop entry address, [20] the input. */
 __asm__(".syntax unified\n"
         ".thumb\n"
         ".section .text.mt_conv_pair_asm,\"ax\",%progbits\n"
@@ -205,8 +206,16 @@ __asm__(".syntax unified\n"
         "push {r4-r11, lr}\n\t"
         "sub sp, #28\n\t"
         "str r0, [sp]\n\t"
+        "ldr r1, [r0]\n\t"
         "ldr r2, [r0, #4]\n\t"
+        "ldr r3, [r0, #12]\n\t"
+        "mla r2, r2, r3, r1\n\t"
         "str r2, [sp, #12]\n\t"
+        "ldr r12, [r0, #8]\n\t"
+        "ldr r3, [r0, #20]\n\t"
+        "add r3, r12, r3, lsl #3\n\t"
+        "str r3, [sp, #4]\n\t"
+        "str r12, [sp, #20]\n\t"
         "ldr r2, [r0, #16]\n\t"
         "adr r3, 3f\n\t"
         "add r3, r3, r2\n\t"
@@ -220,23 +229,18 @@ __asm__(".syntax unified\n"
         "mov r5, r1\n\t"
         "mov r6, r2\n\t"
         "mov r7, r3\n\t"
-        "ldr r8, [sp]\n\t"
-        "ldrd r12, r9, [r8, #8]\n\t"
-        "str r9, [sp, #4]\n\t"
+        "ldr r12, [sp, #20]\n\t"
         "ldr r11, [sp, #16]\n\t"
         "mov pc, r11\n\t"
         ".p2align 2\n"
         "3:\n\t" MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4
         "ldr r8, [sp, #4]\n\t"
-        "subs r8, r8, #1\n\t"
-        "str r8, [sp, #4]\n\t"
+        "cmp r12, r8\n\t"
         "bne 3b\n\t"
-        "str lr, [sp, #20]\n\t" /* requantise, pack, clamp, store */
-        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT
-        "ldr r1, [sp, #20]\n\t"
+        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT /* requantise, pack, clamp, store (lr kept) */
+        "mov r1, lr\n\t" /* the next record */
         "ldr r2, [sp, #12]\n\t"
-        "subs r2, r2, #1\n\t"
-        "str r2, [sp, #12]\n\t"
+        "cmp r1, r2\n\t"
         "bne 1b\n\t"
         "add sp, #28\n\t"
         "pop {r4-r11, pc}\n"
@@ -288,8 +292,14 @@ static int mt_conv_widen_block(const int8_t *filter, const mt_dims *f, const int
                     }
                 }
             } else {
-                for (int32_t g = 0; g < groups; g++, d += 8) {
-                    const int32_t v = 4 * g + 4 <= k ? mt_read_s32(row + 4 * g) : mt_read_tail(row, k);
+                const int8_t *src = row;
+                for (int32_t g = k >> 2; g > 0; g--, src += 4, d += 8) {
+                    const int32_t v = mt_read_s32(src);
+                    d[0] = mt_lo(v);
+                    d[4] = mt_hi(v);
+                }
+                if (k & 3) {
+                    const int32_t v = mt_read_tail(row, k);
                     d[0] = mt_lo(v);
                     d[4] = mt_hi(v);
                 }
@@ -316,7 +326,7 @@ static int mt_conv_packed_fast(const int32_t *rec, int32_t quads, int32_t kpairs
 /* Two runs of n int8 values (s0 and s1; NULL: padding, which widens to 0) widened with the input offset added
  * into interleaved words at dst: per group of 4 values (x0, x2) of s0, of s1, then (x1, x3) of s0, of s1. n is a
  * multiple of 4. */
-static void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n, int32_t off16x2, int32_t *dst)
+MT_INLINE void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n, int32_t off16x2, int32_t *dst)
 {
     if (s0 && s1) {
 #if defined(__GNUC__) && defined(__thumb2__)
@@ -374,6 +384,13 @@ static void mt_conv_widen_col(const int8_t *src, int32_t n, int32_t off16x2, int
         dst[0] = mt_lo_off(v, off16x2);
         dst[2] = mt_hi_off(v, off16x2);
     }
+}
+
+/* mt_conv_widen_pair as a call (inlined into the im2col loop it costs that loop registers). */
+static __attribute__((noinline)) void mt_conv_widen_runs(const int8_t *s0, const int8_t *s1, int32_t n,
+                                                         int32_t off16x2, int32_t *dst)
+{
+    mt_conv_widen_pair(s0, s1, n, off16x2, dst);
 }
 
 /* n bytes: a copy of src, or (src NULL) the byte pad; returns dst + n. */
@@ -504,7 +521,7 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     mt_pass j;
     j.w = p->packed ? p->packed : wbuf;
     j.n = kpairs;
-    j.step = (kpairs + 15) >> 4; /* rounds */
+    j.step = qb;
     j.entry = (-kpairs & 15) * MT_CONV_STEP_BYTES;
     j.out_off = p->output_offset;
     j.min4 = mt_splat4(p->activation.min);
@@ -538,14 +555,20 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
             const int32_t kh = filter_dims->h, kw = filter_dims->w, in_row = input_dims->w * c_in;
             const int32_t row_len = kw * c_in;
             const int direct = kh == 1 || (row_len & 3) == 0;
+            const int one_row = kh == 1 && (row_len & 3) == 0; /* a window is one run of whole groups */
             const int8_t *input_end = input + input_dims->n * in_image - (kh - 1) * in_row - ((row_len + 3) & ~3);
             for (int32_t i = 0; i < positions; i += 2) {
+                const int8_t *runs[2] = {0, 0}; /* one-row windows inside the input, widened below */
                 for (int32_t c = 0; c < 2; c++) { /* positions i and i + 1 (the last one twice) */
                     const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
                     const int8_t *src = input + b * in_image + iy0 * in_row + ix0 * c_in;
                     if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
                         (direct || src <= input_end)) {
-                        mt_conv_gather(src, kh, in_row, row_len, direct, stage, groups, off16x2, xbuf + c);
+                        if (one_row) {
+                            runs[c] = src;
+                        } else {
+                            mt_conv_gather(src, kh, in_row, row_len, direct, stage, groups, off16x2, xbuf + c);
+                        }
                     } else {
                         mt_conv_im2col(input + b * in_image, input_dims, filter_dims, p, oy, ox, stage, xbuf + c,
                                        groups, off16x2);
@@ -555,6 +578,15 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
                         if (++oy == output_dims->h) {
                             oy = 0;
                             b++;
+                        }
+                    }
+                }
+                if (runs[0] && runs[1]) {
+                    mt_conv_widen_runs(runs[0], runs[1], row_len, off16x2, xbuf); /* the same layout in one loop */
+                } else {
+                    for (int32_t c = 0; c < 2; c++) {
+                        if (runs[c]) {
+                            mt_conv_widen_col(runs[c], row_len, off16x2, xbuf + c);
                         }
                     }
                 }

@@ -9,9 +9,11 @@
  * ring of KH input rows (plus a zero row for vertical padding), each widened once with the input offset added
  * (SXTAB16) and zero padding at both ends, quad-major so that one quad's words of neighbouring columns are 8 bytes
  * apart. A pass computes two horizontally adjacent outputs x every quad: per tap one weight pair and two input
- * pairs (an LDR chain) and 8 SMLABB / SMLATT, then the shared output stage (single rounding, packed clamp, one
- * word per output position). 3x3 with stride 1 runs as assembly (mt_dw_pair_asm) when every shift is < 0;
- * other shapes and shifts run the same pass in C. An odd output width pairs its last column with a dummy whose
+ * pairs and 8 SMLABB / SMLATT, then the shared output stage (single rounding, packed clamp, one word per output
+ * position). 3x3 with stride 1 runs as assembly (mt_dw_pair_asm) when every shift is in [-23, -2]: there each
+ * kernel row loads its 4 input columns once (column k + 1 serves the second output's tap k, then the first
+ * output's tap k + 1), and the last column of an odd output width takes a one-output pass (mt_dw_one_asm). Other
+ * shapes and shifts run the pass in C, where an odd output width pairs its last column with a dummy whose
  * outputs go to a trash area.
  * DSP path without that scratch (or C < 4): 4 channels at a time; per tap one word of input and one of filter
  * are widened with SXTAB16 / SXTB16 and multiplied lane by lane with SMLABB / SMLATT (mt_dw_pixel).
@@ -248,81 +250,108 @@ static void mt_dw_pair_c(const mt_pass *j, const mt_dims *f, int32_t stride, int
 
 #if defined(__GNUC__) && defined(__thumb2__)
 void mt_dw_pair_asm(const mt_pass *j);
+void mt_dw_one_asm(const mt_pass *j);
 
-/* Tap (ky, kx) of a 3x3 window: the weight pair at record offset W, the two outputs' input pairs at row offsets
- * X0 and X1 = X0 + 8 (r12 = the row's first column for this quad, lr = the record). */
-#define MT_DW_ASM_TAP(W, X0, X04, X1, X14) \
-    "ldrd r10, r11, [lr, #" W "]\n\t" \
-    "ldr r8, [r12, #" X0 "]\n\t" \
-    "ldr r9, [r12, #" X04 "]\n\t" \
-    "smlabb r0, r8, r10, r0\n\t" \
-    "smlatt r2, r8, r10, r2\n\t" \
-    "smlabb r1, r9, r11, r1\n\t" \
-    "smlatt r3, r9, r11, r3\n\t" \
-    "ldr r8, [r12, #" X1 "]\n\t" \
-    "ldr r9, [r12, #" X14 "]\n\t" \
-    "smlabb r4, r8, r10, r4\n\t" \
-    "smlatt r6, r8, r10, r6\n\t" \
-    "smlabb r5, r9, r11, r5\n\t" \
-    "smlatt r7, r9, r11, r7\n\t"
-/* The three taps of kernel row ky (weights at record word 17 + 2 * (3 * ky + kx)) */
-#define MT_DW_ROW(W0, W1, W2) \
-    MT_DW_ASM_TAP(W0, "0", "4", "8", "12") MT_DW_ASM_TAP(W1, "8", "12", "16", "20") \
-    MT_DW_ASM_TAP(W2, "16", "20", "24", "28")
+/* 4 lane-wise MACs of the input pair r8 / r9 with the weight pair r10 / r11: A0-A3 = B0-B3 + the products. */
+#define MT_DW_MAC(A0, A1, A2, A3, B0, B1, B2, B3) \
+    "smlabb " A0 ", r8, r10, " B0 "\n\t" \
+    "smlatt " A2 ", r8, r10, " B2 "\n\t" \
+    "smlabb " A1 ", r9, r11, " B1 "\n\t" \
+    "smlatt " A3 ", r9, r11, " B3 "\n\t"
+#define MT_DW_OUT0 MT_DW_MAC("r0", "r1", "r2", "r3", "r0", "r1", "r2", "r3")
+#define MT_DW_OUT1 MT_DW_MAC("r4", "r5", "r6", "r7", "r4", "r5", "r6", "r7")
+/* The first MAC of the first output: the biases are in r4-r7 (the second output's accumulators). */
+#define MT_DW_OUT0_BIAS MT_DW_MAC("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7")
 
-/* Registers: r0-r3 the first output x channels 0-3, r4-r7 the second, r8 / r9 input words, r10 / r11 weight
- * words, r12 the kernel row's input, lr the record. Stack: [0] job, [4] quads left, [8] this record, [12..20] the
- * three rows' input for this quad. */
+/* Kernel row ky of a 3x3 window for two outputs (r12 = the row's first column for this quad, lr = the record,
+ * W0 / W1 / W2 the byte offsets of its taps' weight pairs, FIRST the first MAC block): input column k + 1 serves
+ * the second output's tap k and then the first output's tap k + 1, so each of the 4 columns is loaded once (the
+ * first with the weights as a pipelined LDR chain). */
+#define MT_DW_ROW2(FIRST, W0, W04, W1, W2) \
+    "ldr r8, [r12]\n\t" \
+    "ldr r9, [r12, #4]\n\t" \
+    "ldr r10, [lr, #" W0 "]\n\t" \
+    "ldr r11, [lr, #" W04 "]\n\t" FIRST \
+    "ldrd r8, r9, [r12, #8]\n\t" MT_DW_OUT1 \
+    "ldrd r10, r11, [lr, #" W1 "]\n\t" MT_DW_OUT0 \
+    "ldrd r8, r9, [r12, #16]\n\t" MT_DW_OUT1 \
+    "ldrd r10, r11, [lr, #" W2 "]\n\t" MT_DW_OUT0 \
+    "ldrd r8, r9, [r12, #24]\n\t" MT_DW_OUT1
+
+/* Kernel row ky for one output: its 3 columns in one LDM (r4-r9), the weights tap by tap. */
+#define MT_DW_ROW1(W0, W1, W2) \
+    "ldm r12, {r4, r5, r6, r7, r8, r9}\n\t" \
+    "ldrd r10, r11, [lr, #" W0 "]\n\t" \
+    "smlabb r0, r4, r10, r0\n\t" \
+    "smlatt r2, r4, r10, r2\n\t" \
+    "smlabb r1, r5, r11, r1\n\t" \
+    "smlatt r3, r5, r11, r3\n\t" \
+    "ldrd r10, r11, [lr, #" W1 "]\n\t" \
+    "smlabb r0, r6, r10, r0\n\t" \
+    "smlatt r2, r6, r10, r2\n\t" \
+    "smlabb r1, r7, r11, r1\n\t" \
+    "smlatt r3, r7, r11, r3\n\t" \
+    "ldrd r10, r11, [lr, #" W2 "]\n\t" MT_DW_OUT0
+
+/* A 3x3 pass over every quad (NAME: a global function taking the mt_pass; INIT loads the biases from the record
+ * at lr, ROW0 / ROW the first / other kernel rows, OUTPUT the output stage, which leaves lr alone). Registers:
+ * r0-r3 (and r4-r7 for two outputs) the accumulators, r8-r11 input and weight words, r12 the kernel row's input,
+ * lr the record. Stack: [0] job, [4] quads left, [12..20] the three rows' input for this quad, [24] the quad
+ * step. */
+#define MT_DW_ASM_PASS(NAME, INIT, ROW0, ROW, OUTPUT) \
+    ".section .text." NAME ",\"ax\",%progbits\n" \
+    ".global " NAME "\n" \
+    ".type " NAME ", %function\n" \
+    ".p2align 2\n" \
+    NAME ":\n\t" \
+    "push {r4-r11, lr}\n\t" \
+    "sub sp, #28\n\t" \
+    "str r0, [sp]\n\t" \
+    "ldr r1, [r0, #8]\n\t" \
+    "ldm r1, {r2, r3, r4}\n\t" \
+    "add r1, sp, #12\n\t" \
+    "stm r1, {r2, r3, r4}\n\t" \
+    "ldr r2, [r0, #4]\n\t" \
+    "ldr r3, [r0, #12]\n\t" \
+    "str r2, [sp, #4]\n\t" \
+    "str r3, [sp, #24]\n\t" \
+    "ldr lr, [r0]\n" \
+    "1:\n\t" INIT \
+    "ldr r12, [sp, #12]\n\t" ROW0("68", "72", "76", "84") \
+    "ldr r12, [sp, #16]\n\t" ROW("92", "96", "100", "108") \
+    "ldr r12, [sp, #20]\n\t" ROW("116", "120", "124", "132") \
+    "mov r12, lr\n\t" OUTPUT \
+    "ldr r9, [sp, #24]\n\t" /* the next quad: its rows and its record */ \
+    "add r10, sp, #12\n\t" \
+    "ldm r10, {r0, r1, r2}\n\t" \
+    "add r0, r0, r9\n\t" \
+    "add r1, r1, r9\n\t" \
+    "add r2, r2, r9\n\t" \
+    "stm r10, {r0, r1, r2}\n\t" \
+    "add lr, lr, #140\n\t" \
+    "ldr r3, [sp, #4]\n\t" \
+    "subs r3, r3, #1\n\t" \
+    "str r3, [sp, #4]\n\t" \
+    "bne 1b\n\t" \
+    "add sp, #28\n\t" \
+    "pop {r4-r11, pc}\n" \
+    ".size " NAME ", . - " NAME "\n"
+#define MT_DW_ROW2_FIRST(W0, W04, W1, W2) MT_DW_ROW2(MT_DW_OUT0_BIAS, W0, W04, W1, W2)
+#define MT_DW_ROW2_NEXT(W0, W04, W1, W2) MT_DW_ROW2(MT_DW_OUT0, W0, W04, W1, W2)
+#define MT_DW_ROW1_OF(W0, W04, W1, W2) MT_DW_ROW1(W0, W1, W2)
+
 __asm__(".syntax unified\n"
         ".thumb\n"
-        ".section .text.mt_dw_pair_asm,\"ax\",%progbits\n"
-        ".global mt_dw_pair_asm\n"
-        ".type mt_dw_pair_asm, %function\n"
-        ".p2align 2\n"
-        "mt_dw_pair_asm:\n\t"
-        "push {r4-r11, lr}\n\t"
-        "sub sp, #28\n\t"
-        "str r0, [sp]\n\t"
-        "ldr r1, [r0, #8]\n\t"
-        "ldm r1, {r2, r3, r4}\n\t"
-        "add r1, sp, #12\n\t"
-        "stm r1, {r2, r3, r4}\n\t"
-        "ldr r2, [r0, #4]\n\t"
-        "str r2, [sp, #4]\n\t"
-        "ldr lr, [r0]\n"
-        "1:\n\t"
-        "str lr, [sp, #8]\n\t"
-        "ldm lr, {r0, r1, r2, r3}\n\t"
-        "mov r4, r0\n\t"
-        "mov r5, r1\n\t"
-        "mov r6, r2\n\t"
-        "mov r7, r3\n\t"
-        "ldr r12, [sp, #12]\n\t" MT_DW_ROW("68", "76", "84")
-        "ldr r12, [sp, #16]\n\t" MT_DW_ROW("92", "100", "108")
-        "ldr r12, [sp, #20]\n\t" MT_DW_ROW("116", "124", "132")
-        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT
-        "ldr r8, [sp]\n\t" /* the next quad: its rows and its record */
-        "ldr r9, [r8, #12]\n\t"
-        "add r10, sp, #12\n\t"
-        "ldm r10, {r0, r1, r2}\n\t"
-        "add r0, r0, r9\n\t"
-        "add r1, r1, r9\n\t"
-        "add r2, r2, r9\n\t"
-        "stm r10, {r0, r1, r2}\n\t"
-        "ldr lr, [sp, #8]\n\t"
-        "add lr, lr, #140\n\t"
-        "ldr r3, [sp, #4]\n\t"
-        "subs r3, r3, #1\n\t"
-        "str r3, [sp, #4]\n\t"
-        "bne 1b\n\t"
-        "add sp, #28\n\t"
-        "pop {r4-r11, pc}\n"
-        ".size mt_dw_pair_asm, . - mt_dw_pair_asm\n"
+        MT_DW_ASM_PASS("mt_dw_pair_asm", "ldm lr, {r4, r5, r6, r7}\n\t", MT_DW_ROW2_FIRST, MT_DW_ROW2_NEXT,
+                       MT_ASM_PASS_OUTPUT)
+        MT_DW_ASM_PASS("mt_dw_one_asm", "ldm lr, {r0, r1, r2, r3}\n\t", MT_DW_ROW1_OF, MT_DW_ROW1_OF,
+                       MT_ASM_PASS_OUTPUT1)
         ".text\n");
 #endif
 
 /* Widens input row `row` into a ring row: for each quad, cols columns of 2 words, column j holding input column
- * j - left (zeros outside the input). */
+ * j - left. The columns outside the input are zeros, written once per ring row by a call with row NULL (which
+ * writes nothing else). */
 static void mt_dw_ring_row(const int8_t *row, int32_t w_in, int32_t c, int32_t left, int32_t cols, int32_t off16x2,
                            int32_t *dst)
 {
@@ -331,9 +360,12 @@ static void mt_dw_ring_row(const int8_t *row, int32_t w_in, int32_t c, int32_t l
         const int32_t ix = j - left;
         int32_t *d = dst + 2 * j;
         if (ix < 0 || ix >= w_in) {
-            for (int32_t q = 0; q < quads; q++, d += qstep) {
+            for (int32_t q = 0; q < quads && !row; q++, d += qstep) {
                 d[0] = d[1] = 0;
             }
+            continue;
+        }
+        if (!row) {
             continue;
         }
         const int8_t *src = row + ix * c;
@@ -385,6 +417,9 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
     for (int32_t i = 0; i < row_words; i++) { /* a loop: GCC's memset call costs more here */
         zero_row[i] = 0;
     }
+    for (int32_t k = 0; k < kh; k++) {
+        mt_dw_ring_row(0, input_dims->w, c, p->padding.left, cols, off16x2, ring + k * row_words);
+    }
 
     mt_pass j;
     j.w = recs;
@@ -428,7 +463,11 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
                 j.out1 = ox + 1 < w_out ? j.out0 + c : trash;
 #if defined(__GNUC__) && defined(__thumb2__)
                 if (fast) {
-                    mt_dw_pair_asm(&j);
+                    if (ox + 1 < w_out) {
+                        mt_dw_pair_asm(&j);
+                    } else {
+                        mt_dw_one_asm(&j); /* the last column of an odd width: no dummy partner */
+                    }
                     continue;
                 }
 #endif

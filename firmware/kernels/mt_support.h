@@ -294,7 +294,7 @@ typedef struct {
     const int32_t *w;    /*  0: the first quad's record */
     int32_t quads;       /*  4: quads in this pass */
     const int32_t *x;    /*  8: the first input word of the pass */
-    int32_t step;        /* 12: conv: rounds of the MAC loop; depthwise: bytes from one quad's input to the next */
+    int32_t step;        /* 12: conv: bytes per quad (record + weights); depthwise: from one quad's input to the next */
     int32_t entry;       /* 16: conv: code bytes into the MAC loop where the first round starts */
     int32_t n;           /* 20: conv: K-pairs */
     int32_t out_off;     /* 24 */
@@ -376,46 +376,51 @@ MT_INLINE void mt_mve_store4(int32x4_t acc, const int32_t *mult, const int32_t *
 #if defined(__GNUC__) && defined(__thumb2__)
 /* The output stage in assembly (records whose mt_pass_record() returned 1): r0-r3 / r4-r7 the accumulators, r12
  * the record, [sp] the mt_pass; clobbers r0-r12 and lr. Per channel one LDM of (multiplier, round, k), then for
- * both positions SMULL, ADD, ASR; SSAT, BFI, SSUB8 / SEL, one STR per position. */
+ * both positions SMMLA (round + the top word of acc * multiplier: SMULL's hi plus round in one instruction), ASR;
+ * SSAT, BFI, SSUB8 / SEL, one STR per position. */
+#define MT_ASM_REQ1(p) \
+    "smmla " p ", " p ", r8, r9\n\t" \
+    "asr " p ", " p ", r10\n\t"
 #define MT_ASM_REQ(p0, p1) \
-    "ldm r12!, {r8, r9, r10}\n\t" \
-    "smull r11, lr, " p0 ", r8\n\t" \
-    "add lr, lr, r9\n\t" \
-    "asr " p0 ", lr, r10\n\t" \
-    "smull r11, lr, " p1 ", r8\n\t" \
-    "add lr, lr, r9\n\t" \
-    "asr " p1 ", lr, r10\n\t"
+    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1(p0) MT_ASM_REQ1(p1)
+/* Saturate 4 values to int8 and pack them into the first one's register; clamp a packed word V to the bounds
+ * in r9 / r10 (r1 a scratch register). */
+#define MT_ASM_PACK4(A, B, C, D) \
+    "ssat " A ", #8, " A "\n\t" \
+    "ssat " B ", #8, " B "\n\t" \
+    "ssat " C ", #8, " C "\n\t" \
+    "ssat " D ", #8, " D "\n\t" \
+    "bfi " A ", " B ", #8, #8\n\t" \
+    "bfi " A ", " C ", #16, #8\n\t" \
+    "bfi " A ", " D ", #24, #8\n\t"
+#define MT_ASM_CLAMP4(V) \
+    "ssub8 r1, " V ", r9\n\t" \
+    "sel " V ", " V ", r9\n\t" \
+    "ssub8 r1, " V ", r10\n\t" \
+    "sel " V ", r10, " V "\n\t"
 #define MT_ASM_PASS_OUTPUT \
     "add r12, r12, #20\n\t" \
     MT_ASM_REQ("r0", "r4") MT_ASM_REQ("r1", "r5") MT_ASM_REQ("r2", "r6") MT_ASM_REQ("r3", "r7") \
-    "ssat r0, #8, r0\n\t" \
-    "ssat r1, #8, r1\n\t" \
-    "ssat r2, #8, r2\n\t" \
-    "ssat r3, #8, r3\n\t" \
-    "ssat r4, #8, r4\n\t" \
-    "ssat r5, #8, r5\n\t" \
-    "ssat r6, #8, r6\n\t" \
-    "ssat r7, #8, r7\n\t" \
-    "bfi r0, r1, #8, #8\n\t" \
-    "bfi r0, r2, #16, #8\n\t" \
-    "bfi r0, r3, #24, #8\n\t" \
-    "bfi r4, r5, #8, #8\n\t" \
-    "bfi r4, r6, #16, #8\n\t" \
-    "bfi r4, r7, #24, #8\n\t" \
+    MT_ASM_PACK4("r0", "r1", "r2", "r3") MT_ASM_PACK4("r4", "r5", "r6", "r7") \
     "ldr r8, [sp]\n\t" \
-    "ldrd r9, r10, [r8, #28]\n\t" \
-    "ssub8 r1, r0, r9\n\t" \
-    "sel r0, r0, r9\n\t" \
-    "ssub8 r1, r0, r10\n\t" \
-    "sel r0, r10, r0\n\t" \
-    "ssub8 r1, r4, r9\n\t" \
-    "sel r4, r4, r9\n\t" \
-    "ssub8 r1, r4, r10\n\t" \
-    "sel r4, r10, r4\n\t" \
+    "ldrd r9, r10, [r8, #28]\n\t" MT_ASM_CLAMP4("r0") MT_ASM_CLAMP4("r4") \
     "ldr r11, [r12, #-52]\n\t" \
     "ldrd r9, r10, [r8, #36]\n\t" \
     "str r0, [r9, r11]\n\t" \
     "str r4, [r10, r11]\n\t"
+/* The same for one position (accumulators r0-r3, stored to out0). */
+#define MT_ASM_PASS_OUTPUT1 \
+    "add r12, r12, #20\n\t" \
+    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r0") \
+    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r1") \
+    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r2") \
+    "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r3") \
+    MT_ASM_PACK4("r0", "r1", "r2", "r3") \
+    "ldr r8, [sp]\n\t" \
+    "ldrd r9, r10, [r8, #28]\n\t" MT_ASM_CLAMP4("r0") \
+    "ldr r11, [r12, #-52]\n\t" \
+    "ldr r9, [r8, #36]\n\t" \
+    "str r0, [r9, r11]\n\t"
 #endif
 #endif
 

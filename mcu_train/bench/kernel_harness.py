@@ -366,6 +366,17 @@ def dsp_pass_cases(seed: int = 3, count: int = 40) -> list[KernelCase]:
                                 act_min=act[0], act_max=act[1], bias=bias if rng.random() < 0.9 else None,
                                 multiplier=m, shift=sh,
                                 name=f"random pass {'depthwise' if depthwise else 'conv'} #{i}"))
+    # odd output widths 1, 3, 5 on the 3x3 assembly pass (shifts in its range): pairs plus a single last column
+    for w, pad in ((1, (1, 1, 1, 1)), (3, (1, 1, 1, 1)), (3, (0, 0, 0, 0)), (5, (1, 1, 1, 1)), (5, (1, 0, 1, 2))):
+        c = int(rng.choice([4, 13, 64]))
+        m, sh = _quant(rng, c, 9)
+        act = sorted(int(v) for v in rng.integers(-128, 128, 2))
+        cases.append(KernelCase(op="depthwise", seed=int(rng.integers(1, 2**32)),
+                                input=(int(rng.integers(1, 3)), int(rng.integers(3, 7)), w, c), kernel=(3, 3),
+                                c_out=c, padding=pad, input_offset=int(rng.integers(-127, 129)),
+                                output_offset=int(rng.integers(-128, 128)), act_min=act[0], act_max=act[1],
+                                bias=[int(v) for v in rng.integers(-30000, 30000, c)], multiplier=m, shift=sh,
+                                name=f"pass depthwise width {w} pad {pad}"))
     return cases
 
 
