@@ -26,8 +26,8 @@ The memory plan places everything in one arena over a timeline of *events*: the 
 order, where each unit's steps form one *head* event followed by its exit's *exit* event (the early-exit
 decision); then one *train* event per unit. The training backward reuses the activations the head computed:
 each unit's input and its steps' outputs live until its train event, and their kernels' scratch (one buffer all
-head steps share) until training starts (a head may be recomputed after later steps). Error maps, the gradient of one output channel and the
-pruning scores live only during the train event.
+head steps share) until training starts (a head may be recomputed after later steps). Error maps, the gradient
+of one output channel and the pruning scores live only during the train event.
 """
 from dataclasses import dataclass, field
 
