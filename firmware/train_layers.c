@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "fmath.h"
+#include "mt_support.h"
 
 #define WEIGHT_MAX 127                        /* int8 weights are symmetric, [-127, 127] */
 #define WEIGHT_REFIT 120                      /* a channel's largest |weight| after its scale is refitted */
@@ -11,14 +12,24 @@
 #define UPDATE_RANGE ((int64_t)1 << 30)       /* an update that takes a weight beyond this is never applied */
 #define ERROR_BITS 14
 
-static int gate(const tl_layer *l, int8_t y) /* conv_backward has its own copy, with the fields in locals */
+/* A layer's gate as one unsigned compare: y passes when (uint32_t)(y - base) < span (relu: y > act_min, clip:
+ * act_min < y < act_max, none: always). */
+typedef struct {
+    int32_t base;
+    uint32_t span;
+} tl_gate;
+
+static tl_gate gate_of(const tl_layer *l)
 {
-    if (l->act == TL_ACT_RELU)
-        return y > l->act_min;
-    if (l->act == TL_ACT_CLIP)
-        return y > l->act_min && y < l->act_max;
-    return 1;
+    const int32_t lo = l->act_min, hi = l->act == TL_ACT_CLIP ? l->act_max : 128;
+    if (l->act == TL_ACT_NONE)
+        return (tl_gate){-128, 256};
+    return (tl_gate){lo + 1, hi > lo ? (uint32_t)(hi - lo - 1) : 0};
 }
+
+static inline int passes(tl_gate g, int8_t y) { return (uint32_t)((int32_t)y - g.base) < g.span; }
+
+static int gate(const tl_layer *l, int8_t y) { return passes(gate_of(l), y); }
 
 static inline int32_t error_at(const tl_error *e, int32_t pos, int32_t c, int32_t channels)
 {
@@ -42,6 +53,13 @@ void tl_normalise(const int32_t *v, int32_t n, float sigma, tl_error *out)
     out->sigma = sigma * fx_pow2(sh);
 }
 
+static inline uint32_t float_bits(const float *f)
+{
+    uint32_t b;
+    memcpy(&b, f, 4);
+    return b;
+}
+
 /* Marks in kept[] the ceil(keep * n) highest scores, ties to the lower index; returns how many. */
 static uint32_t choose_channels(const float *scores, int32_t n, float keep, uint8_t *kept)
 {
@@ -53,12 +71,25 @@ static uint32_t choose_channels(const float *scores, int32_t n, float keep, uint
         k = 1;
     if (k > n)
         k = n;
+    /* Scores are >= 0 (sigma > 0 times sums, plus a non-negative L1 term): as long as none is NaN or -0, their
+     * bits order them as the floats do, and integer compares are much cheaper (without an FPU above all). */
+    int as_bits = 1;
+    for (int32_t o = 0; o < n; o++)
+        as_bits &= float_bits(scores + o) <= 0x7F800000u;
     uint32_t count = 0;
     for (int32_t o = 0; o < n; o++) {
         int32_t rank = 0;
-        for (int32_t j = 0; j < n; j++)
-            if (scores[j] > scores[o] || (scores[j] == scores[o] && j < o))
-                rank++;
+        if (as_bits) {
+            const uint32_t s = float_bits(scores + o);
+            for (int32_t j = 0; j < o; j++)
+                rank += float_bits(scores + j) >= s;
+            for (int32_t j = o + 1; j < n; j++)
+                rank += float_bits(scores + j) > s;
+        } else {
+            for (int32_t j = 0; j < n; j++)
+                if (scores[j] > scores[o] || (scores[j] == scores[o] && j < o))
+                    rank++;
+        }
         kept[o] = rank < k;
         count += rank < k;
     }
@@ -86,6 +117,18 @@ __attribute__((noinline)) static int64_t new_weights(int32_t *g, const int8_t *w
         const int64_t half = n <= 32 ? (int64_t)1 << 31 : 0;
         const int32_t post_half = post ? 1 << (post - 1) : 0;
         int32_t m32 = 0;
+#if MT_USE_DSP && defined(__thumb2__)
+        if (n <= 32) { /* SMMULR is that high word, rounded: one instruction */
+            for (int32_t t = 0; t < K; t++) {
+                int32_t d;
+                __asm__("smmulr %0, %1, %2" : "=r"(d) : "r"(g[t]), "r"(mm));
+                const int32_t nw = w[t] - d, a = nw < 0 ? -nw : nw;
+                m32 = a > m32 ? a : m32;
+                g[t] = nw;
+            }
+            return m32;
+        }
+#endif
         for (int32_t t = 0; t < K; t++) {
             const int32_t d = ((int32_t)(((int64_t)g[t] * mm + half) >> 32) + post_half) >> post;
             const int32_t nw = w[t] - d, a = nw < 0 ? -nw : nw;
@@ -124,12 +167,9 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     const float s = p->scale[c], s_in = l->in_scale, sigma_g = sigma * s_in;
     float lr = h->lr;
     if (h->clip_norm > 0.0f) {
-        uint32_t m = 0;
-        for (int32_t t = 0; t < K; t++) {
-            const uint32_t a = g[t] < 0 ? (uint32_t)0 - (uint32_t)g[t] : (uint32_t)g[t];
-            if (a > m)
-                m = a;
-        }
+        uint32_t m = 0; /* the OR of the magnitudes has the bit length of the largest */
+        for (int32_t t = 0; t < K; t++)
+            m |= g[t] < 0 ? (uint32_t)0 - (uint32_t)g[t] : (uint32_t)g[t];
         int sh = fx_bitlen(m) - 15;
         if (sh < 0)
             sh = 0;
@@ -179,7 +219,11 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
         return 0;
     int32_t mr, er;
     fx_parts(ratio, &mr, &er);
-    for (int32_t t = 0; t < K; t++) {
+    if (!refitted && !vw) { /* the common case */
+        for (int32_t t = 0; t < K; t++)
+            w[t] = (int8_t)g[t];
+    }
+    for (int32_t t = 0; (refitted || vw) && t < K; t++) {
         int32_t nw = g[t], v = w[t] - nw;
         if (refitted) {
             nw = (int32_t)fx_scaled_parts(nw, mr, er);
@@ -199,30 +243,141 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     return 1;
 }
 
-/* acc[2j], acc[2j + 1] += the 4 int8 values x[4j..4j+3] as x + 128 in two 16-bit lanes each: (x[4j], x[4j+2])
- * and (x[4j+1], x[4j+3]). Plain 32-bit arithmetic (any Cortex-M): a lane holds the sum of up to 257 of them. */
-static void add_packed(uint32_t *acc, const int8_t *x, int32_t groups)
+/* Two 16-bit lanes per word sum 4 int8 values at a time: even lanes take bytes 0 and 2, odd lanes 1 and 3. With
+ * DSP, SXTAB16 adds them sign-extended (a lane holds up to 256 of them); plain C adds x + 128 (up to 257). */
+#if MT_USE_DSP
+#define LANE_BIAS 0
+#define ADD4(even, odd, w) ((even) = (uint32_t)mt_lo_off((int32_t)(w), (int32_t)(even)), \
+                            (odd) = (uint32_t)mt_hi_off((int32_t)(w), (int32_t)(odd)))
+#define LANE_LO(a) ((int32_t)(int16_t)((a) & 0xFFFFu))
+#define LANE_HI(a) ((int32_t)(int16_t)((a) >> 16))
+#else
+#define LANE_BIAS 128
+#define ADD4(even, odd, w) ((w) ^= 0x80808080u, (even) += (w) & 0x00FF00FFu, (odd) += ((w) >> 8) & 0x00FF00FFu)
+#define LANE_LO(a) ((int32_t)((a) & 0xFFFFu))
+#define LANE_HI(a) ((int32_t)((a) >> 16))
+#endif
+#define LANE_MAX 256
+
+static inline uint32_t read4(const int8_t *x)
 {
-    for (int32_t j = 0; j < groups; j++) {
-        uint32_t w;
-        memcpy(&w, x + 4 * j, 4);
-        w ^= 0x80808080u;
-        acc[2 * j] += w & 0x00FF00FFu;
-        acc[2 * j + 1] += (w >> 8) & 0x00FF00FFu;
+    uint32_t w;
+    memcpy(&w, x, 4);
+    return w;
+}
+
+/* g[0..4n) += the lanes of n words' even / odd accumulators, less LANE_BIAS per summed value. */
+static void unpack_lanes(int32_t *g, const uint32_t *even, const uint32_t *odd, int32_t n, int32_t bias)
+{
+    for (int32_t j = 0; j < n; j++) {
+        g[4 * j] += LANE_LO(even[j]) - bias;
+        g[4 * j + 1] += LANE_LO(odd[j]) - bias;
+        g[4 * j + 2] += LANE_HI(even[j]) - bias;
+        g[4 * j + 3] += LANE_HI(odd[j]) - bias;
     }
 }
 
-/* The n / 2 words add_packed filled, as n sums (of x + 128), in place. */
-static void unpack(int32_t *g, int32_t n)
+/* For a conv whose every tap lies inside its input: g[t] = the sum of input tap t over the positions where
+ * channel o's gate passes (its output column yo, stride CO), for the K taps; returns how many passed. Each kernel
+ * row's KW * CI input bytes are contiguous: they are summed 16 at a time in registers, over the passing
+ * positions (a bit mask). */
+static int32_t gated_sums(const tl_layer *l, const int8_t *x, const int8_t *yo, tl_gate gt, int32_t *g)
 {
-    const uint32_t *acc = (const uint32_t *)g;
-    for (int32_t j = n / 4 - 1; j >= 0; j--) {
-        const uint32_t even = acc[2 * j], odd = acc[2 * j + 1];
-        g[4 * j] = (int32_t)(even & 0xFFFFu);
-        g[4 * j + 1] = (int32_t)(odd & 0xFFFFu);
-        g[4 * j + 2] = (int32_t)(even >> 16);
-        g[4 * j + 3] = (int32_t)(odd >> 16);
+    const int32_t W = l->in.w, CI = l->in.c, OW = l->out.w, CO = l->out.c, KH = l->kh;
+    const int32_t L = l->kw * CI, row_step = l->sh * W * CI, col_step = l->sw * CI, P = l->out.h * OW;
+    memset(g, 0, sizeof(int32_t) * (size_t)(KH * L));
+    if (L % 4 || P > LANE_MAX) {
+        int32_t gated = 0;
+        for (int32_t pos = 0; pos < P; pos++)
+            if (passes(gt, yo[pos * CO])) {
+                gated++;
+                for (int32_t i = 0; i < KH; i++) {
+                    const int8_t *xr = x + (pos / OW) * row_step + (pos % OW) * col_step + i * W * CI;
+                    for (int32_t c = 0; c < L; c++)
+                        g[i * L + c] += xr[c];
+                }
+            }
+        return gated;
     }
+    uint32_t mask[LANE_MAX / 32];
+    int32_t gated = 0;
+    const int32_t words = (P + 31) / 32;
+    for (int32_t k = 0; k < words; k++) {
+        uint32_t bits = 0;
+        for (int32_t b = 0, n = P - 32 * k < 32 ? P - 32 * k : 32; b < n; b++) {
+            const uint32_t pass = (uint32_t)passes(gt, yo[(32 * k + b) * CO]);
+            bits |= pass << b;
+            gated += (int32_t)pass;
+        }
+        mask[k] = bits;
+    }
+    const int32_t bias = LANE_BIAS * gated;
+#define OFFSET(pos) ((pos) < OW ? (pos) * col_step : ((pos) / OW) * row_step + ((pos) % OW) * col_step)
+    for (int32_t i = 0; i < KH; i++)
+        for (int32_t c0 = 0; c0 < L;) {
+            const int8_t *xrow = x + i * W * CI + c0;
+            if (L - c0 >= 16) {
+                uint32_t e0 = 0, e1 = 0, e2 = 0, e3 = 0, o0 = 0, o1 = 0, o2 = 0, o3 = 0;
+                for (int32_t k = 0; k < words; k++)
+                    for (uint32_t bits = mask[k]; bits; bits &= bits - 1) {
+                        const int32_t pos = 32 * k + __builtin_ctz(bits);
+                        const int8_t *xr = xrow + OFFSET(pos);
+                        uint32_t w0 = read4(xr), w1 = read4(xr + 4), w2 = read4(xr + 8), w3 = read4(xr + 12);
+                        ADD4(e0, o0, w0);
+                        ADD4(e1, o1, w1);
+                        ADD4(e2, o2, w2);
+                        ADD4(e3, o3, w3);
+                    }
+                const uint32_t even[4] = {e0, e1, e2, e3}, odd[4] = {o0, o1, o2, o3};
+                unpack_lanes(g + i * L + c0, even, odd, 4, bias);
+                c0 += 16;
+            } else {
+                uint32_t e0 = 0, o0 = 0;
+                for (int32_t k = 0; k < words; k++)
+                    for (uint32_t bits = mask[k]; bits; bits &= bits - 1) {
+                        uint32_t w0 = read4(xrow + OFFSET(32 * k + __builtin_ctz(bits)));
+                        ADD4(e0, o0, w0);
+                    }
+                unpack_lanes(g + i * L + c0, &e0, &o0, 1, bias);
+                c0 += 4;
+            }
+        }
+#undef OFFSET
+    return gated;
+}
+
+/* The input error with the served weights (before this window's update), as int32 sums in acc (H * W * CI):
+ * each output position's scale-weighted errors (fold, one per channel; 0 for pruned channels) spread over the
+ * input elements its taps read. */
+static void input_error_sums(const tl_layer *l, const int8_t *wq, const int16_t *fold, int32_t *acc)
+{
+    const int32_t H = l->in.h, W = l->in.w, CI = l->in.c, OH = l->out.h, OW = l->out.w, CO = l->out.c;
+    const int32_t KH = l->kh, KW = l->kw, K = KH * KW * CI;
+    memset(acc, 0, sizeof(int32_t) * (size_t)(H * W * CI));
+    for (int32_t pr = 0; pr < OH; pr++)
+        for (int32_t qc = 0; qc < OW; qc++) {
+            const int16_t *f = fold + (pr * OW + qc) * CO;
+            for (int32_t i = 0; i < KH; i++) {
+                const int32_t ih = pr * l->sh + i - l->pad_t;
+                if (ih < 0 || ih >= H)
+                    continue;
+                for (int32_t j = 0; j < KW; j++) {
+                    const int32_t iw = qc * l->sw + j - l->pad_l;
+                    if (iw < 0 || iw >= W)
+                        continue;
+                    int32_t *a = acc + (ih * W + iw) * CI;
+                    const int8_t *wt = wq + (i * KW + j) * CI;
+                    for (int32_t o = 0; o < CO; o++) {
+                        const int32_t fo = f[o];
+                        if (!fo)
+                            continue;
+                        const int8_t *wr = wt + o * K;
+                        for (int32_t c = 0; c < CI; c++)
+                            a[c] += fo * wr[c];
+                    }
+                }
+            }
+        }
 }
 
 static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_params *p, const tl_error *out,
@@ -234,13 +389,11 @@ static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_para
     const int8_t *x = (const int8_t *)(arena + l->in_offset), *y = (const int8_t *)(arena + l->out_offset);
     const int8_t *wq = p->w + l->w;
     const int32_t *mult = p->mult + l->ch, *shift = p->shift + l->ch;
-    const uint8_t act = l->act;
-    const int8_t amin = l->act_min, amax = l->act_max;
+    const tl_gate gt = gate_of(l);
     const int16_t *e = out->e;
     const int broadcast = out->broadcast;
     /* The error at the layer's output, gated by its activation. */
-#define GATE(yv) (act == TL_ACT_RELU ? (yv) > amin : act == TL_ACT_CLIP ? (yv) > amin && (yv) < amax : 1)
-#define ERR(pos, o) (GATE(y[(pos) * CO + (o)]) ? e[broadcast ? (o) : (pos) * CO + (o)] : 0)
+#define ERR(pos, o) (passes(gt, y[(pos) * CO + (o)]) ? e[broadcast ? (o) : (pos) * CO + (o)] : 0)
     uint8_t *kept = wk->kept;
     uint32_t n_kept = (uint32_t)CO;
     if (!l->dense || h->prune_dense) {
@@ -249,7 +402,7 @@ static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_para
             uint32_t sum = 0;
             if (broadcast) {
                 for (int32_t pos = 0; pos < P; pos++)
-                    sum += GATE(y[pos * CO + o]);
+                    sum += passes(gt, y[pos * CO + o]);
                 sum *= (uint32_t)(e[o] < 0 ? -e[o] : e[o]);
             } else {
                 for (int32_t pos = 0; pos < P; pos++) {
@@ -269,14 +422,13 @@ static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_para
     } else {
         memset(kept, 1, (size_t)CO);
     }
-    const uint32_t per_channel = (uint32_t)(P * K), passes = in ? 2u : 1u;
-    st->backward += n_kept * per_channel * passes;
-    st->backward_dense += (uint32_t)CO * per_channel * passes;
+    const uint32_t per_channel = (uint32_t)(P * K), passes_ = in ? 2u : 1u;
+    st->backward += n_kept * per_channel * passes_;
+    st->backward_dense += (uint32_t)CO * per_channel * passes_;
 
     if (in) {
-        /* The input error with the served weights (before this window's update): each kept channel's error
-         * is first weighted by its scale, as multiplier * 2^shift (proportional to it), relative to the
-         * largest; then sums gathered per input element over (kh, kw) and the channels. */
+        /* Each kept channel's error is first weighted by its scale, as multiplier * 2^shift (proportional to
+         * it), relative to the largest. */
         int32_t smax = shift[0];
         for (int32_t o = 1; o < CO; o++)
             if (shift[o] > smax)
@@ -286,90 +438,52 @@ static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_para
             for (int32_t o = 0; o < CO; o++)
                 fold[pos * CO + o] =
                     kept[o] ? (int16_t)fx_round_shift((int64_t)ERR(pos, o) * mult[o], 31 + smax - shift[o]) : 0;
-        int32_t *acc = wk->input_error;
-        for (int32_t ih = 0; ih < H; ih++)
-            for (int32_t iw = 0; iw < W; iw++)
-                for (int32_t c = 0; c < CI; c++) {
-                    int32_t a = 0;
-                    for (int32_t i = 0; i < KH; i++) {
-                        const int32_t ph = ih + PT - i;
-                        if (ph < 0 || ph % SH || ph / SH >= OH)
-                            continue;
-                        for (int32_t j = 0; j < KW; j++) {
-                            const int32_t pw = iw + PL - j;
-                            if (pw < 0 || pw % SW || pw / SW >= OW)
-                                continue;
-                            const int16_t *f = fold + ((ph / SH) * OW + pw / SW) * CO;
-                            const int8_t *wt = wq + (i * KW + j) * CI + c;
-                            for (int32_t o = 0; o < CO; o++)
-                                a += f[o] * wt[o * K];
-                        }
-                    }
-                    acc[(ih * W + iw) * CI + c] = a;
-                }
-        tl_normalise(acc, H * W * CI, out->sigma * (l->out_scale / l->in_scale) * fx_pow2(smax), in);
+        input_error_sums(l, wq, fold, wk->input_error);
+        tl_normalise(wk->input_error, H * W * CI, out->sigma * (l->out_scale / l->in_scale) * fx_pow2(smax), in);
     }
 
     /* Each kept channel's gradient, applied at once: g[t] = sum over positions of e * (x - zero point). With
      * one error per channel (after global average pooling) and no tap in the padding it is e times (the sum of
      * the gated inputs - zero point * their count). */
     const int raw = broadcast && PT == 0 && PL == 0 && (OH - 1) * SH + KH <= H && (OW - 1) * SW + KW <= W;
-    const int packed = raw && CI % 4 == 0 && P <= 257;
     int32_t *g = wk->row;
     for (int32_t o = 0; o < CO; o++) {
         if (!kept[o])
             continue;
-        memset(g, 0, sizeof(int32_t) * (size_t)K);
-        int32_t gb = 0, gated = 0;
-        for (int32_t pr = 0; pr < OH; pr++)
-            for (int32_t qc = 0; qc < OW; qc++) {
-                const int32_t pq = pr * OW + qc;
-                if (raw) { /* every tap inside the input: whole rows of KW * CI values */
-                    if (!GATE(y[pq * CO + o]))
-                        continue;
-                    gated++;
-                    for (int32_t i = 0; i < KH; i++) {
-                        const int8_t *xr = x + ((pr * SH + i) * W + qc * SW) * CI;
-                        if (packed)
-                            add_packed((uint32_t *)g + i * KW * CI / 2, xr, KW * CI / 4);
-                        else
-                            for (int32_t c = 0, *gr = g + i * KW * CI; c < KW * CI; c++)
-                                gr[c] += xr[c];
-                    }
-                    continue;
-                }
-                const int32_t v = ERR(pq, o);
-                if (!v)
-                    continue;
-                gb += v;
-                for (int32_t i = 0; i < KH; i++) {
-                    const int32_t ih = pr * SH + i - PT;
-                    if (ih < 0 || ih >= H)
-                        continue;
-                    for (int32_t j = 0; j < KW; j++) {
-                        const int32_t iw = qc * SW + j - PL;
-                        if (iw < 0 || iw >= W)
-                            continue;
-                        const int8_t *xr = x + (ih * W + iw) * CI;
-                        int32_t *gr = g + (i * KW + j) * CI;
-                        for (int32_t c = 0; c < CI; c++)
-                            gr[c] += v * (xr[c] - zp);
-                    }
-                }
-            }
+        int32_t gb = 0;
         if (raw) {
-            const int32_t offset = (packed ? 128 + zp : zp) * gated;
-            if (packed)
-                unpack(g, K);
+            const int32_t gated = gated_sums(l, x, y + o, gt, g), offset = zp * gated;
             gb = e[o] * gated;
             for (int32_t t = 0; t < K; t++)
                 g[t] = e[o] * (g[t] - offset);
+        } else {
+            memset(g, 0, sizeof(int32_t) * (size_t)K);
+            for (int32_t pr = 0; pr < OH; pr++)
+                for (int32_t qc = 0; qc < OW; qc++) {
+                    const int32_t v = ERR(pr * OW + qc, o);
+                    if (!v)
+                        continue;
+                    gb += v;
+                    for (int32_t i = 0; i < KH; i++) {
+                        const int32_t ih = pr * SH + i - PT;
+                        if (ih < 0 || ih >= H)
+                            continue;
+                        for (int32_t j = 0; j < KW; j++) {
+                            const int32_t iw = qc * SW + j - PL;
+                            if (iw < 0 || iw >= W)
+                                continue;
+                            const int8_t *xr = x + (ih * W + iw) * CI;
+                            int32_t *gr = g + (i * KW + j) * CI;
+                            for (int32_t c = 0; c < CI; c++)
+                                gr[c] += v * (xr[c] - zp);
+                        }
+                    }
+                }
         }
         if (!update_row(l, p, o, g, gb, out->sigma, h))
             st->skipped++;
     }
 #undef ERR
-#undef GATE
 }
 
 void tl_backward(const tl_layer *l, const uint8_t *arena, const tl_params *p, const tl_error *out, tl_error *in,
