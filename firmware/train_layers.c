@@ -252,16 +252,17 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     if (!refitted && !vw) { /* the common case */
         UNROLL for (int32_t t = 0; t < K; t++)
             w[t] = (int8_t)g[t];
-    }
-    for (int32_t t = 0; (refitted || vw) && t < K; t++) {
-        int32_t nw = g[t], v = w[t] - nw;
-        if (refitted) {
-            nw = (int32_t)fx_scaled_parts(nw, mr, er);
-            v = (int32_t)fx_scaled_parts(v, mr, er);
+    } else {
+        for (int32_t t = 0; t < K; t++) {
+            int32_t nw = g[t], v = w[t] - nw;
+            if (refitted) {
+                nw = (int32_t)fx_scaled_parts(nw, mr, er);
+                v = (int32_t)fx_scaled_parts(v, mr, er);
+            }
+            w[t] = (int8_t)nw;
+            if (vw)
+                vw[t] = (int16_t)v;
         }
-        w[t] = (int8_t)nw;
-        if (vw)
-            vw[t] = (int16_t)v;
     }
     p->bias[c] = (int32_t)nb;
     if (p->vb)
