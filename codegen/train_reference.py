@@ -419,13 +419,13 @@ class Prototypes:
     which would plan these sums in the arena): per exit, the running mean of each class's pooled int8 features
     (the input of the exit's last dense layer, from its generic head), updated from labelled windows; the head's
     answer is the nearest class mean. Integer arithmetic per window: int32 sums and counts, means kept with
-    `frac` fraction bits (recomputed when a label arrives), squared distances summed in int64. The logits are
-    int8 so that the exit's confidence table, thresholds and do-no-harm guard work unchanged: the nearest class
-    gets 127, class c gets 127 - round((d_c - d_min) x gain) (at least -128), a class without an example -128;
-    gain = D / (2 V scale): the softmax of an isotropic Gaussian per class (V: the mean squared distance of a
-    labelled window to its class mean before it was added, in the same units; scale: the exit's logit scale),
-    one float32 per exit computed when a label arrives, applied per window as round(integer x float32) (exact,
-    `fmath.scaled`)."""
+    `frac` fraction bits (recomputed when a label arrives), squared distances that fit int32 (their sum over
+    labels, the spread: int64). The logits are int8 so that the exit's confidence table, thresholds and
+    do-no-harm guard work unchanged: the nearest class gets 127, class c gets 127 - round((d_c - d_min) x gain)
+    (at least -128), a class without an example -128; gain = D / (2 T V scale): the softmax of an isotropic
+    Gaussian per class (V: the mean squared distance of a labelled window to its class mean before it was added,
+    in the same units; scale: the exit's logit scale; T: PROTO_TEMPERATURE), one float32 per exit computed when a
+    label arrives, applied per window as round(integer x float32) (exact, `fmath.scaled`)."""
 
     def __init__(self, dims, scales, classes):
         self.dims, self.scales, self.classes = list(dims), [F(s) for s in scales], classes
