@@ -28,6 +28,7 @@ WEIGHT_LOW = 96  # below this the channel's scale is refitted (when its values f
 UPDATE_RANGE = 1 << 30  # an update that takes a weight beyond this many steps is never applied
 INT32_MAX = 2**31 - 1
 DNH_WINS = 1  # do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies
+PROTO_TEMPERATURE = 16.0  # prototype heads: the Gaussian softmax's temperature (higher: less confident; docs/RESULTS.md)
 
 
 # ------------------------------------------------------------------------------------- unit parameters
@@ -413,6 +414,63 @@ class ReplayMemory:
         self.examples = np.frombuffer(raw, np.int8, n * self.layout["example_bytes"], off).reshape(n, -1).copy()
 
 
+class Prototypes:
+    """Prototype heads (issue 14, `TrainerReference(..., prototypes=True)`; a compile-time switch for a C port,
+    which would plan these sums in the arena): per exit, the running mean of each class's pooled int8 features
+    (the input of the exit's last dense layer, from its generic head), updated from labelled windows; the head's
+    answer is the nearest class mean. Integer arithmetic per window: int32 sums and counts, means kept with
+    `frac` fraction bits (recomputed when a label arrives), squared distances that fit int32 (their sum over
+    labels, the spread: int64). The logits are int8 so that the exit's confidence table, thresholds and
+    do-no-harm guard work unchanged: the nearest class gets 127, class c gets 127 - round((d_c - d_min) x gain)
+    (at least -128), a class without an example -128; gain = D / (2 T V scale): the softmax of an isotropic
+    Gaussian per class (V: the mean squared distance of a labelled window to its class mean before it was added,
+    in the same units; scale: the exit's logit scale; T: PROTO_TEMPERATURE), one float32 per exit computed when a
+    label arrives, applied per window as round(integer x float32) (exact, `fmath.scaled`)."""
+
+    def __init__(self, dims, scales, classes):
+        self.dims, self.scales, self.classes = list(dims), [F(s) for s in scales], classes
+        # Fraction bits of the means: D x (255 x 2^frac)^2 < 2^31 (a squared distance fits int32 too).
+        self.frac = [max(0, (31 - fmath.bit_length(d - 1)) // 2 - 8) for d in self.dims]
+        self.sums = [np.zeros((classes, d), np.int64) for d in self.dims]
+        self.means = [np.zeros((classes, d), np.int64) for d in self.dims]
+        self.counts = np.zeros(classes, np.int64)
+        self.spread = [0] * len(self.dims)  # sum over labelled windows of the squared distance to their class mean
+        self.spread_n = 0
+        self.gain = [F(0)] * len(self.dims)
+
+    def distances(self, k, x):
+        v = np.asarray(x, np.int64) << self.frac[k]
+        return np.sum((v[None, :] - self.means[k]) ** 2, axis=1)
+
+    def logits(self, k, x, generic):
+        """Exit k's prototype logits for pooled features x, or the generic logits while the head cannot answer:
+        fewer than two classes with an example, no spread yet, or the generic head's class has no example."""
+        have = self.counts > 0
+        if np.sum(have) < 2 or self.gain[k] == F(0) or not have[fmath.argmax(generic)]:
+            return np.asarray(generic, np.int8)
+        d = self.distances(k, x)
+        gap = d - int(np.min(d[have]))
+        idx = np.minimum(scaled(gap, self.gain[k]), 255)
+        return np.where(have, 127 - idx, -128).astype(np.int8)
+
+    def add(self, features, label):
+        """A labelled window's pooled features (one array per exit): spread, sums, count, means, gains."""
+        if self.counts[label]:
+            for k, x in enumerate(features):
+                self.spread[k] += int(self.distances(k, x)[label])
+            self.spread_n += 1
+        self.counts[label] += 1
+        n = int(self.counts[label])
+        for k, x in enumerate(features):
+            self.sums[k][label] += np.asarray(x, np.int64)
+            # round(sum x 2^frac / n), ties up (floor division, as the C port must do for negative sums)
+            self.means[k][label] = ((self.sums[k][label] << (self.frac[k] + 1)) + n) // (2 * n)
+            if self.spread_n and self.spread[k]:
+                mean_spread = F(F(self.spread[k]) / F(self.spread_n))
+                self.gain[k] = F(F(self.dims[k]) / F(F(F(F(2) * F(PROTO_TEMPERATURE)) * mean_spread)
+                                                     * self.scales[k]))
+
+
 class LabelRefused(Exception):
     """LABEL refused (the board answers BAD_PAYLOAD): no pending request, another window's, or a bad label."""
 
@@ -435,7 +493,7 @@ class Window:
 class TrainerReference:
     """The trainer of a compiled model (`codegen.compile.build(..., train=MODE)`), in numpy."""
 
-    def __init__(self, compiled, config=None, model_hash=None):
+    def __init__(self, compiled, config=None, model_hash=None, prototypes=False):
         self.steps = compiled.steps
         self.ref = compiled.reference
         self.spec = compiled.train
@@ -453,6 +511,12 @@ class TrainerReference:
         self.filter = FilterState()
         self.memory = ReplayMemory(self.spec.memory, self.meta["exits"][-1]["classes"])
         self.exits = []
+        self.protos = None
+        if prototypes:  # exit k's pooled features: the input of the step that computes its logits
+            last = {s.exit_index: s for s in self.steps if s.exit_index >= 0}
+            self.pooled = [last[k].inputs[0] for k in range(self.num_exits)]
+            self.protos = Prototypes([int(np.prod(last[k].in_dims[1:])) for k in range(self.num_exits)],
+                                     [e["scale"] for e in self.meta["exits"]], self.meta["exits"][-1]["classes"])
         self.set_config(config or TrainConfig.default(self.num_exits))
 
     # --- CONFIG, STATS, CHECKPOINT ---
@@ -474,7 +538,8 @@ class TrainerReference:
         c = self.counters
         exits = [ExitStats(float(F(e.threshold)), float(F(e.agreement)), float(F(e.acc_personalised)),
                            float(F(e.acc_generic)), e.labelled,
-                           (1 if self._serve_personalised(k) else 0) if k in self.unit_of_exit else 255)
+                           (1 if self._serve_personalised(k) else 0)
+                           if k in self.unit_of_exit or self.protos is not None else 255)
                  for k, e in enumerate(self.exits)]
         return TrainStats(*(c[k] for k in ("windows", "trained", "filtered", "no_target", "saturated", "invalid",
                                            "nonfinite", "labelled", "pseudo_labelled", "explored", "macs_forward",
@@ -522,7 +587,7 @@ class TrainerReference:
 
     # --- forward ---
     def _serve_personalised(self, k):
-        if k not in self.unit_of_exit:
+        if k not in self.unit_of_exit and self.protos is None:
             return False
         mode = self.cfg.serve_mode
         if mode == ServeMode.PERSONALISED:
@@ -532,8 +597,10 @@ class TrainerReference:
         return serves_personalised(self.exits[k], self.cfg)
 
     def _run_head(self, win, u, personal):
-        """Unit u's steps with its generic (flash) or personalised (params) arrays; records the logits."""
+        """Unit u's steps with its generic (flash) or personalised (params) arrays; records the logits. With
+        prototype heads the generic head always runs (its pooled features feed the prototypes)."""
         unit = self.units[u]
+        personal = personal and self.protos is None
         for layer, i in zip(unit.layers, unit.steps):
             arrays = self.params[u].step_arrays(layer) if personal and layer.trainable else None
             step = self.steps[i]
@@ -543,6 +610,13 @@ class TrainerReference:
         logits = win.acts[self.steps[unit.steps[-1]].output].reshape(-1)
         (win.personal if personal else win.generic)[unit.exit] = logits
         win.personal_valid[u] = personal
+        self._prototype(win, unit.exit)
+
+    def _prototype(self, win, k):
+        """With prototype heads: exit k's prototype logits, as its personalised head, from its generic head's
+        pooled features (just computed)."""
+        if self.protos is not None:
+            win.personal[k] = self.protos.logits(k, win.acts[self.pooled[k]].reshape(-1), win.generic[k])
 
     def _run_step(self, win, i):
         step = self.steps[i]
@@ -550,6 +624,7 @@ class TrainerReference:
         win.ran.add(i)
         if step.exit_index >= 0:
             win.generic[step.exit_index] = win.acts[step.output].reshape(-1)
+            self._prototype(win, step.exit_index)
 
     def _conf(self, k, logits):
         return confidence_q16(logits, self.tables[k])
@@ -809,6 +884,8 @@ class TrainerReference:
                 step.flags |= STEP_PSEUDO
             else:
                 target = None
+        if self.protos is not None:
+            return self._train_prototypes(win, step, target if labelled else None, macs)
         # Every unit trains, with its personalised head (and the generic heads the do-no-harm comparison
         # needs): a label is rare, so it teaches every exit and is evidence for every exit's guard.
         train_units = list(range(len(self.units)))
@@ -848,6 +925,25 @@ class TrainerReference:
         if not skipped and cfg.filter_mode == FilterMode.LEARNED:
             self._filter_feedback(features, score, loss)
         return step
+
+    def _train_prototypes(self, win, step, label, macs):
+        """The rest of a window with prototype heads: a labelled window runs every exit (its generic heads, and
+        the prototype heads from their pooled features), is do-no-harm evidence for every exit, and is added to
+        the class means; nothing else learns (no SGD, no pseudo-labels, no label requests)."""
+        c = self.counters
+        if label is not None:
+            every = set(range(self.num_exits))
+            self._complete(win, every, every, [], macs)
+            for k in every:
+                self._note_evidence(win, k, label, True)
+        self._adapt_thresholds(win)
+        if label is None:
+            c["no_target"] += 1
+            step.outcome = Outcome.NO_TARGET
+            return step
+        step.target = label
+        self.protos.add([win.acts[name].reshape(-1) for name in self.pooled], label)
+        return self._finish(step, F(0), 0, macs)
 
     def _note_evidence(self, win, k, target, labelled):
         """Do-no-harm bookkeeping of exit k: is each head's prediction the target? A pseudo-label is evidence only
