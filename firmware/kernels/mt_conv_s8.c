@@ -20,9 +20,9 @@
  *       im2col (any other shape, or when the band does not fit the scratch): the K values (OHWI order,
  *         padded to a multiple of 4) of two consecutive positions gathered and widened; padding taps are the
  *         input zero point, which widens to 0.
- * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs at a time,
- * entering the first round part way (Duff's device) so any K works, then requantises the 8 accumulators
- * (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a
+ * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs (32 with packed
+ * filters) at a time, entering the first round part way (Duff's device) so any K works, then requantises the 8
+ * accumulators (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a
  * word, clamps them with SSUB8 / SEL and stores one word per position. On Thumb-2 with every shift of the block
  * < 0 the pass is one assembly function; otherwise (shifts >= 0, C_out < 4, the host tests) the same pass runs
  * in C (mt_conv_pair_c). Two assembly passes: filters packed at compile time (mt_conv_params.packed, already in
@@ -191,12 +191,16 @@ void mt_conv_pair_chain_asm(const mt_pass *j);
     "smlad r3, r11, r8, r3\n\t" \
     "smlad r7, r11, r9, r7\n\t"
 #define MT_CONV_X4(S) S S S S
+/* K-pairs per round of the MAC loop: 16 LDRD steps, 32 chain steps (fewer round ends for the common K of 64 to
+ * 576 per quad; the pass of packed filters runs on every layer that is not trained). */
+#define MT_CONV_ROUND 16
+#define MT_CONV_CHAIN_ROUND 32
 
-/* A conv pass NAME (mt_pass, a quad's bytes in `step`) whose MAC loop is 16 copies of STEP. Registers: r0-r3
+/* A conv pass NAME (mt_pass, a quad's bytes in `step`) whose MAC loop is one ROUND of steps. Registers: r0-r3
  * position 0 x channels 0-3, r4-r7 position 1, r8 / r9 input words, r10 / r11 weight words, r12 input pointer,
  * lr weight pointer. Stack: [0] job, [4] the input's end (x + 8 n: the MAC loop runs n K-pairs whatever its
  * entry), [8] this record, [12] the records' end, [16] the loop entry address, [20] the input. */
-#define MT_CONV_PAIR_ASM(NAME, STEP) \
+#define MT_CONV_PAIR_ASM(NAME, ROUND) \
     ".section .text." NAME ",\"ax\",%progbits\n" \
     ".global " NAME "\n" \
     ".type " NAME ", %function\n" \
@@ -232,7 +236,7 @@ void mt_conv_pair_chain_asm(const mt_pass *j);
     "ldr r11, [sp, #16]\n\t" \
     "mov pc, r11\n\t" \
     ".p2align 2\n" \
-    "3:\n\t" MT_CONV_X4(MT_CONV_X4(STEP)) \
+    "3:\n\t" ROUND \
     "ldr r8, [sp, #4]\n\t" \
     "cmp r12, r8\n\t" \
     "bne 3b\n\t" \
@@ -247,8 +251,8 @@ void mt_conv_pair_chain_asm(const mt_pass *j);
 
 __asm__(".syntax unified\n"
         ".thumb\n"
-        MT_CONV_PAIR_ASM("mt_conv_pair_asm", MT_CONV_STEP)
-        MT_CONV_PAIR_ASM("mt_conv_pair_chain_asm", MT_CONV_CHAIN_STEP)
+        MT_CONV_PAIR_ASM("mt_conv_pair_asm", MT_CONV_X4(MT_CONV_X4(MT_CONV_STEP)))
+        MT_CONV_PAIR_ASM("mt_conv_pair_chain_asm", MT_CONV_X4(MT_CONV_X4(MT_CONV_CHAIN_STEP MT_CONV_CHAIN_STEP)))
         ".text\n");
 #endif
 
@@ -528,7 +532,8 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     j.w = p->packed ? p->packed : wbuf;
     j.n = kpairs;
     j.step = qb;
-    j.entry = (-kpairs & 15) * (p->packed ? MT_CONV_CHAIN_STEP_BYTES : MT_CONV_STEP_BYTES);
+    j.entry = p->packed ? (-kpairs & (MT_CONV_CHAIN_ROUND - 1)) * MT_CONV_CHAIN_STEP_BYTES
+                        : (-kpairs & (MT_CONV_ROUND - 1)) * MT_CONV_STEP_BYTES;
     j.out_off = p->output_offset;
     j.min4 = mt_splat4(p->activation.min);
     j.max4 = mt_splat4(p->activation.max);
