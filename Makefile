@@ -25,7 +25,7 @@ demo: setup
 	$(VENV)/bin/mcu-train demo
 
 test: setup
-	$(VENV)/bin/pytest -q -rs --durations=15
+	$(VENV)/bin/pytest -q -rs --durations=15 -n 2
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"

@@ -20,23 +20,24 @@
  *       im2col (any other shape, or when the band does not fit the scratch): the K values (OHWI order,
  *         padded to a multiple of 4) of two consecutive positions gathered and widened; padding taps are the
  *         input zero point, which widens to 0.
- * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs at a time,
- * entering the first round part way (Duff's device) so any K works, then requantises the 8 accumulators
- * (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a
+ * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs (32 with packed
+ * filters) at a time, entering the first round part way (Duff's device) so any K works, then requantises the 8
+ * accumulators (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a
  * word, clamps them with SSUB8 / SEL and stores one word per position. On Thumb-2 with every shift of the block
- * < 0 the pass is one assembly function (mt_conv_pair_asm); otherwise (shifts >= 0, C_out < 4, the host tests)
- * the same pass runs in C (mt_conv_pair_c). An odd position count pairs its last position with a dummy whose
+ * < 0 the pass is one assembly function; otherwise (shifts >= 0, C_out < 4, the host tests) the same pass runs
+ * in C (mt_conv_pair_c). Two assembly passes: filters packed at compile time (mt_conv_params.packed, already in
+ * the record layout) take mt_conv_pair_chain_asm, whose step loads 4 of its 6 words as a pipelined LDR chain
+ * (16 estimated Cortex-M4 cycles per 16 MACs instead of 17, 2 more instructions); weights widened at run time
+ * take mt_conv_pair_asm (the LDRD step: fewer instructions, which is what their layer targets count). An odd position count pairs its last position with a dummy whose
  * outputs go to a trash area of the scratch buffer (band) or with itself (im2col: the same outputs twice).
  */
 #include "mt_support.h"
 
 #if MT_USE_DSP
-/* Code bytes of one K-pair step of mt_conv_pair_asm (every instruction of it is 32-bit). */
-#if defined(MT_CONV_LOAD_CHAINS)
-#define MT_CONV_STEP_BYTES 52
-#else
+/* Code bytes of one K-pair step of the assembly passes (every instruction of them is 32-bit): the LDRD step, the
+ * load-chain step (packed filters). */
 #define MT_CONV_STEP_BYTES 44
-#endif
+#define MT_CONV_CHAIN_STEP_BYTES 52
 /* Bytes of widened weights per channel block (at least one quad is taken whatever the budget): 8 times the input
  * tensor, within [8 KB, 32 KB]. A bigger block rebuilds the input band or im2col columns fewer times; a layer
  * with small activations, which take little of the arena, gets a small block. */
@@ -156,11 +157,11 @@ static void mt_conv_pair_c(const mt_pass *j)
 
 #if defined(__GNUC__) && defined(__thumb2__)
 void mt_conv_pair_asm(const mt_pass *j);
+void mt_conv_pair_chain_asm(const mt_pass *j);
 
-#if defined(MT_CONV_LOAD_CHAINS)
 /* One K-pair with the first four loads as a pipelined LDR chain (5 cycles for 4 words on Cortex-M4 instead of
- * 6 for two LDRDs): 13 instructions, 16 estimated cycles for 16 MACs (52 bytes). */
-#define MT_CONV_STEP \
+ * 6 for two LDRDs): 13 instructions, 16 estimated cycles for 16 MACs (52 bytes). The pass of packed filters. */
+#define MT_CONV_CHAIN_STEP \
     "ldr r8, [r12], #8\n\t" \
     "ldr r9, [r12, #-4]\n\t" \
     "ldr r10, [lr], #16\n\t" \
@@ -174,9 +175,9 @@ void mt_conv_pair_asm(const mt_pass *j);
     "smlad r6, r10, r9, r6\n\t" \
     "smlad r3, r11, r8, r3\n\t" \
     "smlad r7, r11, r9, r7\n\t"
-#else
 /* One K-pair: the two positions' words, the quad's 4 weight words in two LDRDs, 8 SMLAD: 11 instructions, 17
- * estimated cycles for 16 MACs (44 bytes). */
+ * estimated cycles for 16 MACs (44 bytes), 0.69 instructions per MAC where the chain step takes 0.81. The pass of
+ * weights widened at run time (kept for the instruction count, which their layer targets are set in). */
 #define MT_CONV_STEP \
     "ldrd r8, r9, [r12], #8\n\t" \
     "ldrd r10, r11, [lr], #8\n\t" \
@@ -189,74 +190,83 @@ void mt_conv_pair_asm(const mt_pass *j);
     "smlad r6, r10, r9, r6\n\t" \
     "smlad r3, r11, r8, r3\n\t" \
     "smlad r7, r11, r9, r7\n\t"
-#endif
-#define MT_CONV_STEP4 MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP MT_CONV_STEP
+#define MT_CONV_X4(S) S S S S
+/* K-pairs per round of the MAC loop: 16 LDRD steps, 32 chain steps (fewer round ends for the common K of 64 to
+ * 576 per quad; the pass of packed filters runs on every layer that is not trained). */
+#define MT_CONV_ROUND 16
+#define MT_CONV_CHAIN_ROUND 32
 
-/* The conv pass (mt_pass, a quad's bytes in `step`). Registers: r0-r3 position 0 x channels 0-3, r4-r7 position
- * 1, r8 / r9 input words, r10 / r11 weight words, r12 input pointer, lr weight pointer. Stack: [0] job, [4] the
- * input's end (x + 8 n: the MAC loop runs n K-pairs whatever its entry), [8] this record, [12] the records' end,
- * [16] the loop entry address, [20] the input. */
+/* A conv pass NAME (mt_pass, a quad's bytes in `step`) whose MAC loop is one ROUND of steps. Registers: r0-r3
+ * position 0 x channels 0-3, r4-r7 position 1, r8 / r9 input words, r10 / r11 weight words, r12 input pointer,
+ * lr weight pointer. Stack: [0] job, [4] the input's end (x + 8 n: the MAC loop runs n K-pairs whatever its
+ * entry), [8] this record, [12] the records' end, [16] the loop entry address, [20] the input. */
+#define MT_CONV_PAIR_ASM(NAME, ROUND) \
+    ".section .text." NAME ",\"ax\",%progbits\n" \
+    ".global " NAME "\n" \
+    ".type " NAME ", %function\n" \
+    ".p2align 2\n" \
+    NAME ":\n\t" \
+    "push {r4-r11, lr}\n\t" \
+    "sub sp, #28\n\t" \
+    "str r0, [sp]\n\t" \
+    "ldr r1, [r0]\n\t" \
+    "ldr r2, [r0, #4]\n\t" \
+    "ldr r3, [r0, #12]\n\t" \
+    "mla r2, r2, r3, r1\n\t" \
+    "str r2, [sp, #12]\n\t" \
+    "ldr r12, [r0, #8]\n\t" \
+    "ldr r3, [r0, #20]\n\t" \
+    "add r3, r12, r3, lsl #3\n\t" \
+    "str r3, [sp, #4]\n\t" \
+    "str r12, [sp, #20]\n\t" \
+    "ldr r2, [r0, #16]\n\t" \
+    "adr r3, 3f\n\t" \
+    "add r3, r3, r2\n\t" \
+    "str r3, [sp, #16]\n\t" \
+    "ldr r1, [r0]\n" \
+    "1:\n\t" /* quad loop, r1 = record */ \
+    "str r1, [sp, #8]\n\t" \
+    "add lr, r1, #68\n\t" \
+    "ldm r1, {r0, r1, r2, r3}\n\t" \
+    "mov r4, r0\n\t" \
+    "mov r5, r1\n\t" \
+    "mov r6, r2\n\t" \
+    "mov r7, r3\n\t" \
+    "ldr r12, [sp, #20]\n\t" \
+    "ldr r11, [sp, #16]\n\t" \
+    "mov pc, r11\n\t" \
+    ".p2align 2\n" \
+    "3:\n\t" ROUND \
+    "ldr r8, [sp, #4]\n\t" \
+    "cmp r12, r8\n\t" \
+    "bne 3b\n\t" \
+    "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT /* requantise, pack, clamp, store (lr kept) */ \
+    "mov r1, lr\n\t" /* the next record */ \
+    "ldr r2, [sp, #12]\n\t" \
+    "cmp r1, r2\n\t" \
+    "bne 1b\n\t" \
+    "add sp, #28\n\t" \
+    "pop {r4-r11, pc}\n" \
+    ".size " NAME ", . - " NAME "\n"
+
 __asm__(".syntax unified\n"
         ".thumb\n"
-        ".section .text.mt_conv_pair_asm,\"ax\",%progbits\n"
-        ".global mt_conv_pair_asm\n"
-        ".type mt_conv_pair_asm, %function\n"
-        ".p2align 2\n"
-        "mt_conv_pair_asm:\n\t"
-        "push {r4-r11, lr}\n\t"
-        "sub sp, #28\n\t"
-        "str r0, [sp]\n\t"
-        "ldr r1, [r0]\n\t"
-        "ldr r2, [r0, #4]\n\t"
-        "ldr r3, [r0, #12]\n\t"
-        "mla r2, r2, r3, r1\n\t"
-        "str r2, [sp, #12]\n\t"
-        "ldr r12, [r0, #8]\n\t"
-        "ldr r3, [r0, #20]\n\t"
-        "add r3, r12, r3, lsl #3\n\t"
-        "str r3, [sp, #4]\n\t"
-        "str r12, [sp, #20]\n\t"
-        "ldr r2, [r0, #16]\n\t"
-        "adr r3, 3f\n\t"
-        "add r3, r3, r2\n\t"
-        "str r3, [sp, #16]\n\t"
-        "ldr r1, [r0]\n"
-        "1:\n\t" /* quad loop, r1 = record */
-        "str r1, [sp, #8]\n\t"
-        "add lr, r1, #68\n\t"
-        "ldm r1, {r0, r1, r2, r3}\n\t"
-        "mov r4, r0\n\t"
-        "mov r5, r1\n\t"
-        "mov r6, r2\n\t"
-        "mov r7, r3\n\t"
-        "ldr r12, [sp, #20]\n\t"
-        "ldr r11, [sp, #16]\n\t"
-        "mov pc, r11\n\t"
-        ".p2align 2\n"
-        "3:\n\t" MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4 MT_CONV_STEP4
-        "ldr r8, [sp, #4]\n\t"
-        "cmp r12, r8\n\t"
-        "bne 3b\n\t"
-        "ldr r12, [sp, #8]\n\t" MT_ASM_PASS_OUTPUT /* requantise, pack, clamp, store (lr kept) */
-        "mov r1, lr\n\t" /* the next record */
-        "ldr r2, [sp, #12]\n\t"
-        "cmp r1, r2\n\t"
-        "bne 1b\n\t"
-        "add sp, #28\n\t"
-        "pop {r4-r11, pc}\n"
-        ".size mt_conv_pair_asm, . - mt_conv_pair_asm\n"
+        MT_CONV_PAIR_ASM("mt_conv_pair_asm", MT_CONV_X4(MT_CONV_X4(MT_CONV_STEP)))
+        MT_CONV_PAIR_ASM("mt_conv_pair_chain_asm", MT_CONV_X4(MT_CONV_X4(MT_CONV_CHAIN_STEP MT_CONV_CHAIN_STEP)))
         ".text\n");
 #endif
 
-static void mt_conv_run(const mt_pass *j, int fast)
+/* fast: the assembly pass can take the records; chain: with the load-chain step (packed filters). */
+static void mt_conv_run(const mt_pass *j, int fast, int chain)
 {
 #if defined(__GNUC__) && defined(__thumb2__)
     if (fast) {
-        mt_conv_pair_asm(j);
+        (chain ? mt_conv_pair_chain_asm : mt_conv_pair_asm)(j);
         return;
     }
 #endif
     (void)fast;
+    (void)chain;
     mt_conv_pair_c(j);
 }
 
@@ -522,7 +532,8 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
     j.w = p->packed ? p->packed : wbuf;
     j.n = kpairs;
     j.step = qb;
-    j.entry = (-kpairs & 15) * MT_CONV_STEP_BYTES;
+    j.entry = p->packed ? (-kpairs & (MT_CONV_CHAIN_ROUND - 1)) * MT_CONV_CHAIN_STEP_BYTES
+                        : (-kpairs & (MT_CONV_ROUND - 1)) * MT_CONV_STEP_BYTES;
     j.out_off = p->output_offset;
     j.min4 = mt_splat4(p->activation.min);
     j.max4 = mt_splat4(p->activation.max);
@@ -542,7 +553,7 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
                         j.x = xbuf + ox * p->stride.w * filter_dims->h * c_in; /* a band column is KH x C_in words */
                         j.out0 = out_row + ox * c_out;
                         j.out1 = ox + half < w_out ? out_row + (ox + half) * c_out : trash_out;
-                        mt_conv_run(&j, fast);
+                        mt_conv_run(&j, fast, p->packed != 0);
                     }
                 }
             }
@@ -592,7 +603,7 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
                 }
                 j.out0 = output + i * c_out;
                 j.out1 = i + 1 < positions ? j.out0 + c_out : j.out0;
-                mt_conv_run(&j, fast);
+                mt_conv_run(&j, fast, p->packed != 0);
             }
         }
     }

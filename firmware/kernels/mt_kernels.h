@@ -17,8 +17,7 @@
  * Every kernel has a plain C reference path and, when __ARM_FEATURE_DSP is defined (Cortex-M4/M7/M33/M55),
  * a SIMD path built on ACLE intrinsics and Thumb-2 assembly that gives bit-identical results; with Helium
  * (__ARM_FEATURE_MVE, Cortex-M55) conv, depthwise and dense take an MVE path first. Define
- * MT_FORCE_REFERENCE to build the reference path on a DSP core (the on-target tests compare both), and
- * MT_CONV_LOAD_CHAINS for the conv pass's cycle-tuned inner step (fewer Cortex-M4 cycles, more instructions).
+ * MT_FORCE_REFERENCE to build the reference path on a DSP core (the on-target tests compare both).
  *
  * No kernel allocates memory: kernels that need scratch take it in an mt_context whose size the caller
  * obtained from the kernel's *_get_buffer_size() query (0 means no scratch is needed). The scratch

@@ -118,7 +118,7 @@ def main(argv=None):
     p.add_argument("--board", default="mps2-an386")
     p.add_argument("--reference", action="store_true", help="measure the plain C path (-DMT_FORCE_REFERENCE)")
     p.add_argument("--define", action="append", default=[], metavar="NAME",
-                   help="build the kernels with -DNAME (e.g. MT_CONV_LOAD_CHAINS); repeatable")
+                   help="build the kernels with -DNAME (e.g. MT_FORCE_REFERENCE); repeatable")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
     board = get_board(args.board)

@@ -52,7 +52,9 @@ def _out_len(n, k, s, pa, pb):
 class KernelCase:
     """One kernel invocation. ``input`` is (N, H, W, C) (fc: (N, 1, 1, K); add / relu: (size, 1, 1, 1));
     ``kernel`` is (KH, KW); ``c_out`` is C_out (conv) or M (fc). multiplier / shift are per output channel
-    (avg_pool: the table by padded-tap count; add: unused, see ``add``)."""
+    (avg_pool: the table by padded-tap count; add: unused, see ``add``). ``packed`` (conv): the harness passes
+    the filter's records made at compile time (codegen.lower.pack_conv_filter, in flash) instead of letting the
+    kernel widen the weights into its scratch at run time."""
     op: str
     seed: int
     input: tuple
@@ -70,6 +72,7 @@ class KernelCase:
     shift: list = field(default_factory=lambda: [0])
     add: dict | None = None
     name: str = ""
+    packed: bool = False  # conv: the filter packed at compile time (as the compiler deploys it on DSP boards)
 
     @property
     def op_code(self) -> int:
@@ -124,7 +127,8 @@ class KernelCase:
         """The kernel's scratch size query on the DSP path (an upper bound of every path)."""
         from codegen.lower import conv_scratch_bytes, dwconv_scratch_bytes
         if self.op == "conv":
-            return conv_scratch_bytes(self.input_dims, *self.kernel, self.c_out, dsp=True)
+            return conv_scratch_bytes(self.input_dims, *self.kernel, self.c_out, dsp=True,
+                                      quads=0 if self.packed else None)
         if self.op == "depthwise":
             return dwconv_scratch_bytes(self.input_dims, *self.kernel, self.input_dims[3] * self.ch_mult, dsp=True)
         return 0
@@ -133,7 +137,18 @@ class KernelCase:
         if self.name:
             return self.name
         return (f"{self.op} in={self.input_dims} k={tuple(self.kernel)} c_out={self.c_out} mult={self.ch_mult} "
-                f"stride={tuple(self.stride)} pad={tuple(self.padding)}")
+                f"stride={tuple(self.stride)} pad={tuple(self.padding)}{' packed' if self.packed else ''}")
+
+    def can_pack(self) -> bool:
+        """A conv whose packed scratch (sized for padding up to KW - 1 on each side) holds its input band."""
+        return self.op == "conv" and self.padding[1] + self.padding[3] <= 2 * (self.kernel[1] - 1)
+
+    def packed_filter(self) -> list[int]:
+        """The int32 words of the filter packed as the compiler packs it (codegen.lower.pack_conv_filter)."""
+        from codegen.lower import pack_conv_filter
+        bias = np.zeros(self.c_out, np.int64) if self.bias is None else np.asarray(self.bias)
+        return [int(v) for v in pack_conv_filter(self.data()["w"], bias, np.asarray(self.multiplier),
+                                                  np.asarray(self.shift), self.output_offset)]
 
     def data(self) -> dict:
         """The arrays the board generates from the seed (same order: input, input2, filter)."""
@@ -204,7 +219,7 @@ def render_cases(cases: list[KernelCase]) -> str:
 
 def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False, defines=()) -> Path:
     """Build the harness for `board` with the cases compiled in; reference=True forces the plain C path;
-    `defines` are extra preprocessor definitions for the kernels (e.g. MT_CONV_LOAD_CHAINS)."""
+    `defines` are extra preprocessor definitions for the kernels."""
     from mcu_train.boards.build import build_elf
     out_dir = Path(out_dir)
     gen = out_dir / ("gen_ref" if reference else "gen_dsp")
@@ -281,6 +296,7 @@ def random_cases(seed: int = 0, count: int = 70) -> list[KernelCase]:
                 kc.multiplier = [int(v) for v in rng.choice([0, 1 << 30, 2**31 - 1], co)]
                 kc.shift = [int(v) for v in rng.choice([-31, -1, 0, 3, 30], co)]
             kc.bias = [int(v) for v in rng.integers(-30000, 30000, co)] if rng.random() < 0.85 else None
+            kc.packed = len(cases) % 2 == 0 and kc.can_pack()
         elif op == "avg_pool":
             nm = avg_pool_num_multipliers((h, w), (kh, kw), stride, pad)
             m, s = avg_pool_multipliers(rng.uniform(0.01, 0.1), rng.uniform(0.01, 0.1), (kh, kw), nm)
@@ -319,7 +335,7 @@ def conv_1x1_cases(seed: int = 1, count: int = 40) -> list[KernelCase]:
         cases.append(KernelCase(op="conv", seed=int(rng.integers(1, 2**32)), input=(n, h, w, c), kernel=(1, 1),
                                 c_out=co, stride=stride, input_offset=int(rng.integers(-127, 129)),
                                 output_offset=int(rng.integers(-128, 128)), act_min=act[0], act_max=act[1],
-                                bias=bias, multiplier=m, shift=s, name=f"random conv 1x1 #{i}"))
+                                bias=bias, multiplier=m, shift=s, packed=i % 2 == 1, name=f"random conv 1x1 #{i}"))
     return cases
 
 
@@ -366,6 +382,7 @@ def dsp_pass_cases(seed: int = 3, count: int = 40) -> list[KernelCase]:
                                 act_min=act[0], act_max=act[1], bias=bias if rng.random() < 0.9 else None,
                                 multiplier=m, shift=sh,
                                 name=f"random pass {'depthwise' if depthwise else 'conv'} #{i}"))
+        cases[-1].packed = i % 4 == 0 and cases[-1].can_pack()
     # odd output widths 1, 3, 5 on the 3x3 assembly pass (shifts in its range): pairs plus a single last column
     for w, pad in ((1, (1, 1, 1, 1)), (3, (1, 1, 1, 1)), (3, (0, 0, 0, 0)), (5, (1, 1, 1, 1)), (5, (1, 0, 1, 2))):
         c = int(rng.choice([4, 13, 64]))
@@ -383,15 +400,17 @@ def dsp_pass_cases(seed: int = 3, count: int = 40) -> list[KernelCase]:
 def bench_cases() -> list[KernelCase]:
     """The issue-4 reference shapes (with CMSIS-NN's instructions/MAC from docs/toolchain notes), plus the
     HAR model's own conv shapes (its 1x1 exit-head convs included) and a 1x1 conv odd in every dimension.
-    'same' padding; realistic requantisation."""
+    'same' padding; realistic requantisation. The convs run as the compiler deploys them on DSP boards, their
+    filters packed at compile time; the last row is one of them with its weights widened at run time (the path
+    of the convs the trainer updates)."""
     rng = np.random.default_rng(4)
 
-    def conv(name, h, w, ci, co, kh, kw):
+    def conv(name, h, w, ci, co, kh, kw, packed=True):
         m, s = _quant(rng, co, kh * kw * ci)
         return KernelCase(op="conv", seed=int(rng.integers(1, 2**32)), input=(1, h, w, ci), kernel=(kh, kw), c_out=co,
                           padding=(kh // 2, kw // 2, kh // 2, kw // 2), input_offset=5, output_offset=-3,
                           act_min=-3, act_max=127, bias=[int(v) for v in rng.integers(-3000, 3000, co)],
-                          multiplier=m, shift=s, name=name)
+                          multiplier=m, shift=s, name=name, packed=packed)
 
     dm, ds = _quant(rng, 32, 9)
     fm, fs = _quant(rng, 64, 256)
@@ -412,4 +431,5 @@ def bench_cases() -> list[KernelCase]:
         conv("conv1d k1 64x16 -> 32", 1, 64, 16, 32, 1, 1),
         conv("conv1d k1 32x32 -> 32", 1, 32, 32, 32, 1, 1),
         conv("conv1d k1 33x17 -> 19", 1, 33, 17, 19, 1, 1),
+        conv("conv1d k5 32x32 -> 64, widened at run time", 1, 32, 32, 64, 1, 5, packed=False),
     ]

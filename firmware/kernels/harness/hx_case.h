@@ -36,6 +36,7 @@ typedef struct {
     const int32_t *shift;
     int32_t num_multipliers;
     mt_add_params add;
+    const int32_t *packed; /* conv: NULL, or the filter packed as the compiler packs it (codegen/lower.py) */
 } hx_case;
 
 #endif

@@ -110,8 +110,10 @@ static int32_t hx_run(const hx_case *c)
     const mt_per_channel_quant_params q = {c->multiplier, c->shift};
     switch (c->op) {
     case HX_CONV: {
-        const mt_conv_params p = {c->input_offset, c->output_offset, c->stride, c->padding, {1, 1}, c->activation, 0};
-        const int32_t need = mt_conv_s8_get_buffer_size(&c->input, &c->filter);
+        const mt_conv_params p = {c->input_offset, c->output_offset, c->stride, c->padding, {1, 1}, c->activation,
+                                  c->packed};
+        const int32_t need = c->packed ? mt_conv_s8_get_packed_buffer_size(&c->input, &c->filter)
+                                       : mt_conv_s8_get_buffer_size(&c->input, &c->filter);
         if (need > HX_SCRATCH_BYTES) {
             return -99;
         }
