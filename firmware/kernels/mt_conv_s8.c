@@ -201,11 +201,7 @@ void mt_conv_pair_chain_asm(const mt_pass *j);
  * lr weight pointer. Stack: [0] job, [4] the input's end (x + 8 n: the MAC loop runs n K-pairs whatever its
  * entry), [8] this record, [12] the records' end, [16] the loop entry address, [20] the input. */
 #define MT_CONV_PAIR_ASM(NAME, ROUND) \
-    ".section .text." NAME ",\"ax\",%progbits\n" \
-    ".global " NAME "\n" \
-    ".type " NAME ", %function\n" \
-    ".p2align 2\n" \
-    NAME ":\n\t" \
+    MT_ASM_FUNCTION(NAME) \
     "push {r4-r11, lr}\n\t" \
     "sub sp, #28\n\t" \
     "str r0, [sp]\n\t" \

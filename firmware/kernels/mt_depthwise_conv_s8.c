@@ -299,11 +299,7 @@ void mt_dw_one_asm(const mt_pass *j);
  * lr the record. Stack: [0] job, [4] quads left, [12..20] the three rows' input for this quad, [24] the quad
  * step. */
 #define MT_DW_ASM_PASS(NAME, INIT, ROW0, ROW, OUTPUT) \
-    ".section .text." NAME ",\"ax\",%progbits\n" \
-    ".global " NAME "\n" \
-    ".type " NAME ", %function\n" \
-    ".p2align 2\n" \
-    NAME ":\n\t" \
+    MT_ASM_FUNCTION(NAME) \
     "push {r4-r11, lr}\n\t" \
     "sub sp, #28\n\t" \
     "str r0, [sp]\n\t" \

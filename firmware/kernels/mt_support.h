@@ -393,6 +393,13 @@ MT_INLINE void mt_mve_store4(int32x4_t acc, const int32_t *mult, const int32_t *
     "bfi " A ", " B ", #8, #8\n\t" \
     "bfi " A ", " C ", #16, #8\n\t" \
     "bfi " A ", " D ", #24, #8\n\t"
+/* The head of a global Thumb function NAME in its own section (so --gc-sections can drop it). */
+#define MT_ASM_FUNCTION(NAME) \
+    ".section .text." NAME ",\"ax\",%progbits\n" \
+    ".global " NAME "\n" \
+    ".type " NAME ", %function\n" \
+    ".p2align 2\n" \
+    NAME ":\n\t"
 #define MT_ASM_CLAMP4(V) \
     "ssub8 r1, " V ", r9\n\t" \
     "sel " V ", " V ", r9\n\t" \
