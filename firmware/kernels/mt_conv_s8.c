@@ -38,6 +38,10 @@
  * load-chain step (packed filters). */
 #define MT_CONV_STEP_BYTES 44
 #define MT_CONV_CHAIN_STEP_BYTES 52
+/* K-pairs per round of the MAC loop: 16 LDRD steps, 32 chain steps (fewer round ends for the common K of 64 to
+ * 576 per quad; the pass of packed filters runs on every layer that is not trained). */
+#define MT_CONV_ROUND 16
+#define MT_CONV_CHAIN_ROUND 32
 /* Bytes of widened weights per channel block (at least one quad is taken whatever the budget): 8 times the input
  * tensor, within [8 KB, 32 KB]. A bigger block rebuilds the input band or im2col columns fewer times; a layer
  * with small activations, which take little of the arena, gets a small block. */
@@ -191,10 +195,6 @@ void mt_conv_pair_chain_asm(const mt_pass *j);
     "smlad r3, r11, r8, r3\n\t" \
     "smlad r7, r11, r9, r7\n\t"
 #define MT_CONV_X4(S) S S S S
-/* K-pairs per round of the MAC loop: 16 LDRD steps, 32 chain steps (fewer round ends for the common K of 64 to
- * 576 per quad; the pass of packed filters runs on every layer that is not trained). */
-#define MT_CONV_ROUND 16
-#define MT_CONV_CHAIN_ROUND 32
 
 /* A conv pass NAME (mt_pass, a quad's bytes in `step`) whose MAC loop is one ROUND of steps. Registers: r0-r3
  * position 0 x channels 0-3, r4-r7 position 1, r8 / r9 input words, r10 / r11 weight words, r12 input pointer,
