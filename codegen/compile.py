@@ -107,8 +107,8 @@ def _pack_conv_filters(steps, flash_left):
 def _fit_trained_conv_scratch(steps, plan):
     """Trainer builds: the convolutions that widen their weights at run time (those the trainer updates, which
     cannot be packed, and any the flash had no room to pack). Their scratch starts at the kernel's least, then,
-    costliest first, grows to the most quads (its full-speed size at most) that leave the training arena as it is: speed wherever the scratch
-    fits under the peak, never a larger arena. Returns the final plan."""
+    costliest first, grows to the most quads (its full-speed size at most) that leave the training arena as it
+    is: speed wherever the scratch fits under the peak, never a larger arena. Returns the final plan."""
     trained = [s for s in steps if s.kernel == "conv" and s.scratch_bytes and "packed" not in s.arrays]
     for s in trained:
         s.scratch_bytes = conv_min_scratch_bytes(*s.q["kernel"], s.in_dims[3])
