@@ -9,10 +9,12 @@ the highest mean second-half accuracy under the shift, less the worst shifted st
 
     python -m mcu_train.bench.defaults              # the sweep (about 15 min on 2 cores)
     python -m mcu_train.bench.defaults --report     # the defaults on people 25-30 x seeds 0-2
+    python -m mcu_train.bench.defaults --report --replay-bytes 0   # ... in a build without the replay memory
 """
 import argparse
 import numpy as np
 
+from codegen.trainer import RECOMMENDED_REPLAY_BYTES
 from mcu_train.bench.analysis import stream_accuracies
 from mcu_train.bench.streams import SETTINGS, StreamTask, _run_reference, task_stream
 from mcu_train.bench.sweep import run_tasks
@@ -71,8 +73,9 @@ def evaluate(arg):
                 board=board, trained=sum(s.outcome in (0, 5) for s in steps))
 
 
-def tasks(overrides, people, seeds, windows):
-    return [(evaluate, (StreamTask(p, s, labels, shift, windows=windows), tuple(overrides)))
+def tasks(overrides, people, seeds, windows, replay_bytes=RECOMMENDED_REPLAY_BYTES):
+    return [(evaluate, (StreamTask(p, s, labels, shift, windows=windows, replay_bytes=replay_bytes),
+                        tuple(overrides)))
             for shift, labels in STREAMS for p in people for s in seeds]
 
 
@@ -123,8 +126,9 @@ def search(people, seeds, windows, workers, log=print):
     return best
 
 
-def report(overrides, people, seeds, windows, workers, log=print):
-    results = run_tasks(tasks(overrides, people, seeds, windows), workers=workers, log=lambda line: None)
+def report(overrides, people, seeds, windows, workers, replay_bytes=RECOMMENDED_REPLAY_BYTES, log=print):
+    results = run_tasks(tasks(overrides, people, seeds, windows, replay_bytes), workers=workers,
+                        log=lambda line: None)
     for shift, labels in STREAMS:
         log(f"\n{shift} stream, {labels:.0%} labels: second-half accuracy (%), mean over seeds {list(seeds)}")
         log("| person | generic | board | board - generic |")
@@ -192,11 +196,14 @@ def main(argv=None):
     ap.add_argument("--windows", type=int, default=None, help="first N windows per stream (default: all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="overrides on the defaults")
+    ap.add_argument("--replay-bytes", type=int, default=RECOMMENDED_REPLAY_BYTES,
+                    help="--report: the trainer's replay memory (0: a default build's, none)")
     a = ap.parse_args(argv)
     if a.filters:
         compare_filters(parse_overrides(a.set), a.people or REPORTING, a.seeds or (0,), a.windows, a.workers)
     elif a.report:
-        report(parse_overrides(a.set), a.people or REPORTING, a.seeds or (0, 1, 2), a.windows, a.workers)
+        report(parse_overrides(a.set), a.people or REPORTING, a.seeds or (0, 1, 2), a.windows, a.workers,
+               a.replay_bytes)
     else:
         print(HEADER)
         best = search(a.people or VALIDATION, a.seeds or (0,), a.windows, a.workers)
