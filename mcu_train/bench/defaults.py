@@ -161,9 +161,10 @@ def matched_random(arg):
     return dict(scored, random=best["board"], random_trained=best["trained"])
 
 
-def compare_filters(overrides, people, seeds, windows, workers, log=print):
+def compare_filters(overrides, people, seeds, windows, workers, replay_bytes=RECOMMENDED_REPLAY_BYTES, log=print):
     streams = [(shift, labels) for shift, labels in STREAMS if labels > 0]
-    grid = [(matched_random, (StreamTask(p, s, labels, shift, windows=windows), tuple(overrides), mode))
+    grid = [(matched_random, (StreamTask(p, s, labels, shift, windows=windows, replay_bytes=replay_bytes),
+                              tuple(overrides), mode))
             for shift, labels in streams for p in people for s in seeds for _, mode in FILTERS]
     results = run_tasks(grid, workers=workers, log=lambda line: None)
     log("\n| stream | filter | generic | filter | random at equal cost | windows trained (filter / random) |")
@@ -197,10 +198,11 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="overrides on the defaults")
     ap.add_argument("--replay-bytes", type=int, default=RECOMMENDED_REPLAY_BYTES,
-                    help="--report: the trainer's replay memory (0: a default build's, none)")
+                    help="the trainer's replay memory (0: a default build's, none)")
     a = ap.parse_args(argv)
     if a.filters:
-        compare_filters(parse_overrides(a.set), a.people or REPORTING, a.seeds or (0,), a.windows, a.workers)
+        compare_filters(parse_overrides(a.set), a.people or REPORTING, a.seeds or (0,), a.windows, a.workers,
+                        a.replay_bytes)
     elif a.report:
         report(parse_overrides(a.set), a.people or REPORTING, a.seeds or (0, 1, 2), a.windows, a.workers,
                a.replay_bytes)
