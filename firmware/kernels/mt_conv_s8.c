@@ -19,7 +19,8 @@
  *         weights are widened in the matching (kx, ky, c) order);
  *       im2col (any other shape, or when the band does not fit the scratch): the K values (OHWI order,
  *         padded to a multiple of 4) of two consecutive positions gathered and widened; padding taps are the
- *         input zero point, which widens to 0.
+ *         input zero point, which widens to 0. When a window's rows are whole groups (KW x C_in % 4 == 0, e.g.
+ *         a first conv with one input channel) it is widened row by row, rows in the padding written as zeros.
  * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs (32 with packed
  * filters) at a time, entering the first round part way (Duff's device) so any K works, then requantises the 8
  * accumulators (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a
@@ -450,6 +451,53 @@ static MT_NO_LIBCALLS void mt_conv_im2col(const int8_t *in, const mt_dims *input
     mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
 }
 
+/* What mt_conv_window needs of the layer. */
+typedef struct {
+    int32_t kh, in_row, row_len; /* row_len = KW x C_in, a multiple of 4 */
+    int32_t off16x2, pad4;       /* the input offset in both halfwords, the zero point in every byte */
+} mt_conv_rows;
+
+/* n values of padding (the zero point, which widens to 0) into one position's words at cols; returns the end. */
+MT_INLINE int32_t *mt_conv_zeros(int32_t *cols, int32_t n)
+{
+    for (; n > 0; n -= 4, cols += 4) {
+        cols[0] = cols[2] = 0;
+    }
+    return cols;
+}
+
+/* One position's window (rows of whole groups) into one column of the im2col buffer: rows outside ky0 .. ky1 - 1
+ * are padding; a row whose bytes outside b0 .. b1 - 1 are padding goes through the stage (zero points, then its
+ * part inside the input). src: the window's first row and column, read only inside those bounds. */
+static MT_NO_LIBCALLS void mt_conv_window(const mt_conv_rows *r, const int8_t *src, int32_t ky0, int32_t ky1,
+                                          int32_t b0, int32_t b1, int8_t *stage, int32_t *cols)
+{
+    const int32_t row_len = r->row_len, in_row = r->in_row, off16x2 = r->off16x2;
+    ky0 = MT_MIN(ky0, r->kh);
+    ky1 = b1 > b0 ? MT_MAX(ky0, ky1) : ky0; /* no column inside the input: every row is padding */
+    cols = mt_conv_zeros(cols, ky0 * row_len);
+    const int cut = b0 > 0 || b1 < row_len;
+    src += ky0 * in_row;
+    for (int32_t ky = ky0; ky < ky1; ky++, src += in_row) {
+        const int8_t *row = src;
+        if (cut) {
+            for (int32_t i = 0; i < row_len; i += 4) {
+                mt_write_s32(stage + i, r->pad4);
+            }
+            for (int32_t i = b0; i < b1; i++) {
+                stage[i] = src[i];
+            }
+            row = stage;
+        }
+        for (int32_t i = row_len; i > 0; i -= 4, row += 4, cols += 4) {
+            const int32_t v = mt_read_s32(row);
+            cols[0] = mt_lo_off(v, off16x2);
+            cols[2] = mt_hi_off(v, off16x2);
+        }
+    }
+    mt_conv_zeros(cols, (r->kh - ky1) * row_len);
+}
+
 /* The window at src, inside the input, into one column of the im2col buffer (as mt_conv_im2col). direct: its
  * rows are whole groups of 4 (or there is one row), widened straight from the input; else the rows are copied in
  * whole words into the stage first (a row's copy may run up to 3 bytes past it, into stage bytes the next row
@@ -563,13 +611,19 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
             const int32_t row_len = kw * c_in;
             const int direct = kh == 1 || (row_len & 3) == 0;
             const int one_row = kh == 1 && (row_len & 3) == 0; /* a window is one run of whole groups */
+            const int whole_rows = kh > 1 && (row_len & 3) == 0; /* every window row by row (mt_conv_window) */
+            const mt_conv_rows rows = {kh, in_row, row_len, off16x2, (int32_t)mt_splat4(-p->input_offset)};
             const int8_t *input_end = input + input_dims->n * in_image - (kh - 1) * in_row - ((row_len + 3) & ~3);
             for (int32_t i = 0; i < positions; i += 2) {
                 const int8_t *runs[2] = {0, 0}; /* one-row windows inside the input, widened below */
                 for (int32_t c = 0; c < 2; c++) { /* positions i and i + 1 (the last one twice) */
                     const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
                     const int8_t *src = input + b * in_image + iy0 * in_row + ix0 * c_in;
-                    if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
+                    if (whole_rows) {
+                        mt_conv_window(&rows, src, MT_MAX(0, -iy0), MT_MIN(kh, input_dims->h - iy0),
+                                       MT_MAX(0, -ix0) * c_in, MT_MIN(kw, input_dims->w - ix0) * c_in, stage,
+                                       xbuf + c);
+                    } else if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
                         (direct || src <= input_end)) {
                         if (one_row) {
                             runs[c] = src;
