@@ -407,6 +407,53 @@ __asm__(".syntax unified\n"
         ".text\n");
 #endif
 
+/* n words of input (4 channels each) widened with the offset added into one column of n quads of a ring row
+ * (qstep words apart); returns where quad n goes. */
+MT_INLINE int32_t *mt_dw_widen_quads(const int8_t *src, int32_t n, int32_t off16x2, int32_t qstep, int32_t *d)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t a, b, t;
+    const int32_t step = 4 * qstep;
+    __asm__ volatile("subs %[n], %[n], #2\n\t" /* two quads a round (LDRs: the input may be unaligned) */
+                     "blt 2f\n"
+                     "1:\n\t"
+                     "ldr %[a], [%[s]], #4\n\t"
+                     "ldr %[b], [%[s]], #4\n\t"
+                     "sxtab16 %[t], %[off], %[a]\n\t"
+                     "sxtab16 %[a], %[off], %[a], ror #8\n\t"
+                     "str %[t], [%[d]]\n\t"
+                     "str %[a], [%[d], #4]\n\t"
+                     "add %[d], %[d], %[step]\n\t"
+                     "sxtab16 %[t], %[off], %[b]\n\t"
+                     "sxtab16 %[b], %[off], %[b], ror #8\n\t"
+                     "str %[t], [%[d]]\n\t"
+                     "str %[b], [%[d], #4]\n\t"
+                     "add %[d], %[d], %[step]\n\t"
+                     "subs %[n], %[n], #2\n\t"
+                     "bge 1b\n"
+                     "2:\n\t"
+                     "adds %[n], %[n], #2\n\t" /* 0 or 1 quad left */
+                     "beq 3f\n\t"
+                     "ldr %[a], [%[s]], #4\n\t"
+                     "sxtab16 %[t], %[off], %[a]\n\t"
+                     "sxtab16 %[a], %[off], %[a], ror #8\n\t"
+                     "str %[t], [%[d]]\n\t"
+                     "str %[a], [%[d], #4]\n\t"
+                     "add %[d], %[d], %[step]\n"
+                     "3:"
+                     : [s] "+r"(src), [n] "+r"(n), [d] "+r"(d), [a] "=&r"(a), [b] "=&r"(b), [t] "=&r"(t)
+                     : [off] "r"(off16x2), [step] "r"(step)
+                     : "cc", "memory");
+#else
+    for (; n > 0; n--, src += 4, d += qstep) {
+        const int32_t v = mt_read_s32(src);
+        d[0] = mt_lo_off(v, off16x2);
+        d[1] = mt_hi_off(v, off16x2);
+    }
+#endif
+    return d;
+}
+
 /* Widens input row `row` into a ring row: for each quad, cols columns of 2 words, column j holding input column
  * j - left. The columns outside the input are zeros, written once per ring row by a call with row NULL (which
  * writes nothing else). */
@@ -426,12 +473,7 @@ static void mt_dw_ring_row(const int8_t *row, int32_t w_in, int32_t c, int32_t l
         if (!row) {
             continue;
         }
-        const int8_t *src = row + ix * c;
-        for (int32_t q = 0; q < quads - 1; q++, src += 4, d += qstep) {
-            const int32_t v = mt_read_s32(src);
-            d[0] = mt_lo_off(v, off16x2);
-            d[1] = mt_hi_off(v, off16x2);
-        }
+        d = mt_dw_widen_quads(row + ix * c, quads - 1, off16x2, qstep, d);
         const int32_t v = mt_read_s32(row + ix * c + c - 4); /* the last quad overlaps when C % 4 != 0 */
         d[0] = mt_lo_off(v, off16x2);
         d[1] = mt_hi_off(v, off16x2);
