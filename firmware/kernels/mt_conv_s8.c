@@ -468,7 +468,7 @@ MT_INLINE int32_t *mt_conv_zeros(int32_t *cols, int32_t n)
     return cols;
 }
 
-/* n rows of row_len values (a multiple of 4, rows in_row bytes apart) widened into one position's words at
+/* n >= 1 rows of row_len values (a multiple of 4, rows in_row bytes apart) widened into one position's words at
  * cols; returns the end. */
 MT_INLINE int32_t *mt_conv_widen_rows(const int8_t *src, int32_t n, int32_t in_row, int32_t row_len, int32_t off16x2,
                                       int32_t *cols)
@@ -517,18 +517,20 @@ static MT_NO_LIBCALLS void mt_conv_window(const mt_conv_rows *r, const int8_t *s
     ky1 = b1 > b0 ? MT_MAX(ky0, ky1) : ky0; /* no column inside the input: every row is padding */
     cols = mt_conv_zeros(cols, ky0 * row_len);
     src += ky0 * in_row;
-    if (b0 > 0 || b1 < row_len) {
-        for (int32_t ky = ky0; ky < ky1; ky++, src += in_row) {
-            for (int32_t i = 0; i < row_len; i += 4) {
-                mt_write_s32(stage + i, r->pad4);
-            }
-            for (int32_t i = b0; i < b1; i++) {
-                stage[i] = src[i];
-            }
-            cols = mt_conv_widen_rows(stage, 1, 0, row_len, off16x2, cols);
+    const int32_t rows = ky1 - ky0;
+    if (rows > 0 && (b0 > 0 || b1 < row_len)) { /* the rows into the stage, one after another (it holds K values) */
+        for (int32_t i = 0; i < rows * row_len; i += 4) {
+            mt_write_s32(stage + i, r->pad4);
         }
-    } else if (ky1 > ky0) {
-        cols = mt_conv_widen_rows(src, ky1 - ky0, in_row, row_len, off16x2, cols);
+        int8_t *d = stage;
+        for (int32_t ky = ky0; ky < ky1; ky++, src += in_row, d += row_len) {
+            for (int32_t i = b0; i < b1; i++) {
+                d[i] = src[i];
+            }
+        }
+        cols = mt_conv_widen_rows(stage, rows, row_len, row_len, off16x2, cols);
+    } else if (rows > 0) {
+        cols = mt_conv_widen_rows(src, rows, in_row, row_len, off16x2, cols);
     }
     mt_conv_zeros(cols, (r->kh - ky1) * row_len);
 }
