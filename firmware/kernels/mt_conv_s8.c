@@ -20,7 +20,8 @@
  *       im2col (any other shape, or when the band does not fit the scratch): the K values (OHWI order,
  *         padded to a multiple of 4) of two consecutive positions gathered and widened; padding taps are the
  *         input zero point, which widens to 0. When a window's rows are whole groups (KW x C_in % 4 == 0, e.g.
- *         a first conv with one input channel) it is widened row by row, rows in the padding written as zeros.
+ *         a first conv with one input channel) it is widened row by row, rows in the padding written as zeros;
+ *         1x1 convs with stride 1 and no padding widen two consecutive runs of C_in input values per pass.
  * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs (32 with packed
  * filters) at a time, entering the first round part way (Duff's device) so any K works, then requantises the 8
  * accumulators (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a

@@ -6,13 +6,15 @@
  * DSP path (ch_mult = 1, C >= 4) with the scratch buffer of mt_depthwise_conv_s8_get_buffer_size(): the channels
  * go in quads (the last one overlaps its neighbour when C % 4 != 0). The scratch holds, per quad, a record
  * (mt_pass, mt_support.h) followed by its KH x KW taps' weights widened once ((c0, c2), (c1, c3) per tap), then a
- * ring of KH input rows (plus a zero row for vertical padding), each widened once with the input offset added
+ * ring of KH + 1 input rows (plus a zero row for vertical padding), each widened once with the input offset added
  * (SXTAB16) and zero padding at both ends, quad-major so that one quad's words of neighbouring columns are 8 bytes
  * apart. A pass computes two horizontally adjacent outputs x every quad: per tap one weight pair and two input
  * pairs and 8 SMLABB / SMLATT, then the shared output stage (single rounding, packed clamp, one word per output
  * position). 3x3 with stride 1 runs as assembly (mt_dw_pair_asm) when every shift is in [-23, -2]: there each
  * kernel row loads its 4 input columns once (column k + 1 serves the second output's tap k, then the first
- * output's tap k + 1), and the last column of an odd output width takes a one-output pass (mt_dw_one_asm). Other
+ * output's tap k + 1); the last column of an odd output width goes in vertical pairs, output rows 2i and 2i + 1
+ * (mt_dw_vpair_asm: each of the KH + 1 input rows loaded once for both windows, the reason for the ring's extra
+ * row), with a one-output pass (mt_dw_one_asm) for the last row of an odd height or stride 2 rows. Other
  * shapes and shifts run the pass in C, where an odd output width pairs its last column with a dummy whose
  * outputs go to a trash area.
  * DSP path without that scratch (or C < 4): 4 channels at a time; per tap one word of input and one of filter
@@ -294,37 +296,30 @@ void mt_dw_vpair_asm(const mt_pass *j);
     "smlatt r3, r7, r11, r3\n\t" \
     "ldrd r10, r11, [lr, #" W2 "]\n\t" MT_DW_OUT0
 
-/* A 3x3 pass over every quad (NAME: a global function taking the mt_pass; INIT loads the biases from the record
- * at lr, ROW0 / ROW the first / other kernel rows, OUTPUT the output stage, which leaves lr alone). Registers:
- * r0-r3 (and r4-r7 for two outputs) the accumulators, r8-r11 input and weight words, r12 the kernel row's input,
- * lr the record. Stack: [0] job, [4] quads left, [12..20] the three rows' input for this quad, [24] the quad
- * step. */
-#define MT_DW_ASM_PASS(NAME, INIT, ROW0, ROW, OUTPUT) \
+/* The frame of a 3x3 pass over every quad (NAME: a global function taking the mt_pass; BODY one quad's MACs and
+ * output stage, which leaves lr alone; ROWS the registers of its 3 or 4 input rows, ADVANCE their step to the next
+ * quad's, in r9). Registers: r0-r3 (and r4-r7 for two outputs) the accumulators, r8-r11 input and weight words,
+ * r12 the kernel row's input, lr the record. Stack: [0] job, [4] quads left, [8..20] the rows' input for this
+ * quad, [24] the quad step. */
+#define MT_DW_ASM_FRAME(NAME, ROWS, ADVANCE, BODY) \
     MT_ASM_FUNCTION(NAME) \
     "push {r4-r11, lr}\n\t" \
     "sub sp, #28\n\t" \
     "str r0, [sp]\n\t" \
     "ldr r1, [r0, #8]\n\t" \
-    "ldm r1, {r2, r3, r4}\n\t" \
-    "add r1, sp, #12\n\t" \
-    "stm r1, {r2, r3, r4}\n\t" \
+    "ldm r1, {" ROWS "}\n\t" \
+    "add r1, sp, #8\n\t" \
+    "stm r1, {" ROWS "}\n\t" \
     "ldr r2, [r0, #4]\n\t" \
     "ldr r3, [r0, #12]\n\t" \
     "str r2, [sp, #4]\n\t" \
     "str r3, [sp, #24]\n\t" \
     "ldr lr, [r0]\n" \
-    "1:\n\t" INIT \
-    "ldr r12, [sp, #12]\n\t" ROW0("68", "72", "76", "84") \
-    "ldr r12, [sp, #16]\n\t" ROW("92", "96", "100", "108") \
-    "ldr r12, [sp, #20]\n\t" ROW("116", "120", "124", "132") \
-    "mov r12, lr\n\t" OUTPUT \
+    "1:\n\t" BODY \
     "ldr r9, [sp, #24]\n\t" /* the next quad: its rows and its record */ \
-    "add r10, sp, #12\n\t" \
-    "ldm r10, {r0, r1, r2}\n\t" \
-    "add r0, r0, r9\n\t" \
-    "add r1, r1, r9\n\t" \
-    "add r2, r2, r9\n\t" \
-    "stm r10, {r0, r1, r2}\n\t" \
+    "add r10, sp, #8\n\t" \
+    "ldm r10, {" ROWS "}\n\t" ADVANCE \
+    "stm r10, {" ROWS "}\n\t" \
     "add lr, lr, #140\n\t" \
     "ldr r3, [sp, #4]\n\t" \
     "subs r3, r3, #1\n\t" \
@@ -333,6 +328,15 @@ void mt_dw_vpair_asm(const mt_pass *j);
     "add sp, #28\n\t" \
     "pop {r4-r11, pc}\n" \
     ".size " NAME ", . - " NAME "\n"
+#define MT_DW_ADVANCE3 "add r2, r2, r9\n\t" "add r3, r3, r9\n\t" "add r4, r4, r9\n\t"
+
+/* A pass of one output or two horizontally adjacent ones (INIT loads the biases from the record at lr, ROW0 / ROW
+ * the first / other kernel rows, OUTPUT the output stage). */
+#define MT_DW_ASM_PASS(NAME, INIT, ROW0, ROW, OUTPUT) \
+    MT_DW_ASM_FRAME(NAME, "r2, r3, r4", MT_DW_ADVANCE3, \
+                    INIT "ldr r12, [sp, #8]\n\t" ROW0("68", "72", "76", "84") \
+                    "ldr r12, [sp, #12]\n\t" ROW("92", "96", "100", "108") \
+                    "ldr r12, [sp, #16]\n\t" ROW("116", "120", "124", "132") "mov r12, lr\n\t" OUTPUT)
 #define MT_DW_ROW2_FIRST(W0, W04, W1, W2) MT_DW_ROW2(MT_DW_OUT0_BIAS, W0, W04, W1, W2)
 #define MT_DW_ROW2_NEXT(W0, W04, W1, W2) MT_DW_ROW2(MT_DW_OUT0, W0, W04, W1, W2)
 #define MT_DW_ROW1_OF(W0, W04, W1, W2) MT_DW_ROW1(W0, W1, W2)
@@ -359,43 +363,13 @@ void mt_dw_vpair_asm(const mt_pass *j);
     MT_DW_VCOL("8", "", MT_DW_WA("124", MT_DW_OUT1)) \
     MT_DW_VCOL("16", "", MT_DW_WA("132", MT_DW_OUT1))
 
-/* Two vertically adjacent outputs (the last column of an odd width, two output rows) x every quad: the frame of
- * MT_DW_ASM_PASS with four input rows on the stack ([8..20]). */
+/* Two vertically adjacent outputs (the last column of an odd width, two output rows) x every quad. */
 #define MT_DW_ASM_VPAIR(NAME) \
-    MT_ASM_FUNCTION(NAME) \
-    "push {r4-r11, lr}\n\t" \
-    "sub sp, #28\n\t" \
-    "str r0, [sp]\n\t" \
-    "ldr r1, [r0, #8]\n\t" \
-    "ldm r1, {r2, r3, r4, r5}\n\t" \
-    "add r1, sp, #8\n\t" \
-    "stm r1, {r2, r3, r4, r5}\n\t" \
-    "ldr r2, [r0, #4]\n\t" \
-    "ldr r3, [r0, #12]\n\t" \
-    "str r2, [sp, #4]\n\t" \
-    "str r3, [sp, #24]\n\t" \
-    "ldr lr, [r0]\n" \
-    "1:\n\t" \
-    "ldm lr, {r4, r5, r6, r7}\n\t" MT_DW_VROW0 \
-    MT_DW_VROW("12", "92", "100", "108", "68", "76", "84") \
-    MT_DW_VROW("16", "116", "124", "132", "92", "100", "108") MT_DW_VROW3 \
-    "mov r12, lr\n\t" MT_ASM_PASS_OUTPUT \
-    "ldr r9, [sp, #24]\n\t" /* the next quad: its rows and its record */ \
-    "add r10, sp, #8\n\t" \
-    "ldm r10, {r0, r1, r2, r3}\n\t" \
-    "add r0, r0, r9\n\t" \
-    "add r1, r1, r9\n\t" \
-    "add r2, r2, r9\n\t" \
-    "add r3, r3, r9\n\t" \
-    "stm r10, {r0, r1, r2, r3}\n\t" \
-    "add lr, lr, #140\n\t" \
-    "ldr r3, [sp, #4]\n\t" \
-    "subs r3, r3, #1\n\t" \
-    "str r3, [sp, #4]\n\t" \
-    "bne 1b\n\t" \
-    "add sp, #28\n\t" \
-    "pop {r4-r11, pc}\n" \
-    ".size " NAME ", . - " NAME "\n"
+    MT_DW_ASM_FRAME(NAME, "r2, r3, r4, r5", MT_DW_ADVANCE3 "add r5, r5, r9\n\t", \
+                    "ldm lr, {r4, r5, r6, r7}\n\t" MT_DW_VROW0 \
+                    MT_DW_VROW("12", "92", "100", "108", "68", "76", "84") \
+                    MT_DW_VROW("16", "116", "124", "132", "92", "100", "108") MT_DW_VROW3 \
+                    "mov r12, lr\n\t" MT_ASM_PASS_OUTPUT)
 
 __asm__(".syntax unified\n"
         ".thumb\n"

@@ -400,9 +400,9 @@ def dsp_pass_cases(seed: int = 3, count: int = 40) -> list[KernelCase]:
                                      (2, (2, 2), (1, 1), (1, 1, 1, 1)), (2, (4, 6), (2, 1), (5, 6, 4, 2))):
         co = int(rng.choice([5, 16]))
         m, sh = _quant(rng, co, kh * kw * c)
-        cases.append(KernelCase(op="conv", seed=int(rng.integers(1, 2**32)),
-                                input=(int(rng.integers(1, 3)), int(rng.integers(kh, kh + 8)), int(rng.integers(kw, 11)),
-                                       c), kernel=(kh, kw), c_out=co, stride=stride, padding=pad,
+        n, h, w = int(rng.integers(1, 3)), int(rng.integers(kh, kh + 8)), int(rng.integers(kw, 11))
+        cases.append(KernelCase(op="conv", seed=int(rng.integers(1, 2**32)), input=(n, h, w, c), kernel=(kh, kw),
+                                c_out=co, stride=stride, padding=pad,
                                 input_offset=int(rng.integers(-127, 129)), output_offset=int(rng.integers(-128, 128)),
                                 bias=[int(v) for v in rng.integers(-30000, 30000, co)], multiplier=m, shift=sh,
                                 name=f"pass conv rows of whole groups {kh}x{kw}x{c} pad {pad}"))
