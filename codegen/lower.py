@@ -104,7 +104,7 @@ def pack_conv_filter(filt, bias, multiplier, shift, output_offset):
 
 
 def dwconv_scratch_bytes(in_dims, kh, kw, c_out, dsp):
-    """Must equal mt_depthwise_conv_s8_get_buffer_size(): the quads' records and widened weights, a ring of KH
+    """Must equal mt_depthwise_conv_s8_get_buffer_size(): the quads' records and widened weights, a ring of KH + 1
     widened input rows and a zero row, trash outputs (0 where the DSP scratch path does not apply)."""
     c_in, w = in_dims[3], in_dims[2]
     if not dsp or c_out != c_in or c_out < 4:
@@ -112,7 +112,7 @@ def dwconv_scratch_bytes(in_dims, kh, kw, c_out, dsp):
     quads = (c_out + 3) // 4
     w_out = w + kw - 1
     cols = ((w_out + 1) // 2 * 2 - 1) + kw
-    return quads * (17 + 2 * kh * kw) * 4 + (kh + 1) * cols * quads * 8 + (c_out + 3) // 4 * 4
+    return quads * (17 + 2 * kh * kw) * 4 + (kh + 2) * cols * quads * 8 + (c_out + 3) // 4 * 4
 
 
 DILATED_PIXELS = 8  # output pixels gathered per call of the dense kernel (mt_conv_dilated_s8.c)

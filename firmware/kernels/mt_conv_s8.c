@@ -19,7 +19,9 @@
  *         weights are widened in the matching (kx, ky, c) order);
  *       im2col (any other shape, or when the band does not fit the scratch): the K values (OHWI order,
  *         padded to a multiple of 4) of two consecutive positions gathered and widened; padding taps are the
- *         input zero point, which widens to 0.
+ *         input zero point, which widens to 0. When a window's rows are whole groups (KW x C_in % 4 == 0, e.g.
+ *         a first conv with one input channel) it is widened row by row, rows in the padding written as zeros;
+ *         1x1 convs with stride 1 and no padding widen two consecutive runs of C_in input values per pass.
  * A pass (mt_conv_pair: two positions x every quad of the block) runs the MAC loop 16 K-pairs (32 with packed
  * filters) at a time, entering the first round part way (Duff's device) so any K works, then requantises the 8
  * accumulators (SMULL, LSLS, ASRS, ADC with the output offset, SSAT: single rounding), packs each position's 4 outputs into a
@@ -344,9 +346,11 @@ MT_INLINE void mt_conv_widen_pair(const int8_t *s0, const int8_t *s1, int32_t n,
                          "sxtab16 %[t1], %[off], %[b]\n\t"
                          "sxtab16 %[a], %[off], %[a], ror #8\n\t"
                          "sxtab16 %[b], %[off], %[b], ror #8\n\t"
-                         "strd %[t0], %[t1], [%[d]], #16\n\t"
+                         "str %[t0], [%[d]], #16\n\t" /* STRs: 1 cycle each on Cortex-M4, STRD 3 */
+                         "str %[t1], [%[d], #-12]\n\t"
+                         "str %[a], [%[d], #-8]\n\t"
                          "subs %[n], %[n], #4\n\t"
-                         "strd %[a], %[b], [%[d], #-8]\n\t"
+                         "str %[b], [%[d], #-4]\n\t"
                          "bne 1b"
                          : [s0] "+r"(s0), [s1] "+r"(s1), [d] "+r"(dst), [n] "+r"(n), [a] "=&r"(a), [b] "=&r"(b),
                            [t0] "=&r"(t0), [t1] "=&r"(t1)
@@ -448,6 +452,88 @@ static MT_NO_LIBCALLS void mt_conv_im2col(const int8_t *in, const mt_dims *input
     }
     mt_conv_copy(s, 0, (int32_t)(stage + 4 * groups - s), pad);
     mt_conv_widen_col(stage, 4 * groups, off16x2, cols);
+}
+
+/* What mt_conv_window needs of the layer. */
+typedef struct {
+    int32_t kh, in_row, row_len; /* row_len = KW x C_in, a multiple of 4 */
+    int32_t off16x2, pad4;       /* the input offset in both halfwords, the zero point in every byte */
+} mt_conv_rows;
+
+/* n values of padding (the zero point, which widens to 0) into one position's words at cols; returns the end. */
+MT_INLINE int32_t *mt_conv_zeros(int32_t *cols, int32_t n)
+{
+    for (; n > 0; n -= 4, cols += 4) {
+        cols[0] = cols[2] = 0;
+    }
+    return cols;
+}
+
+/* n >= 1 rows of row_len values (a multiple of 4, rows in_row bytes apart) widened into one position's words at
+ * cols; returns the end. */
+MT_INLINE int32_t *mt_conv_widen_rows(const int8_t *src, int32_t n, int32_t in_row, int32_t row_len, int32_t off16x2,
+                                      int32_t *cols)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    const int8_t *s;
+    int32_t i, v, t;
+    __asm__ volatile("1:\n\t"
+                     "mov %[s], %[src]\n\t"
+                     "mov %[i], %[len]\n"
+                     "2:\n\t"
+                     "ldr %[v], [%[s]], #4\n\t"
+                     "sxtab16 %[t], %[off], %[v]\n\t"
+                     "sxtab16 %[v], %[off], %[v], ror #8\n\t"
+                     "str %[t], [%[d]], #16\n\t"
+                     "str %[v], [%[d], #-8]\n\t"
+                     "subs %[i], %[i], #4\n\t"
+                     "bne 2b\n\t"
+                     "add %[src], %[src], %[row]\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b"
+                     : [src] "+r"(src), [n] "+r"(n), [d] "+r"(cols), [s] "=&r"(s), [i] "=&r"(i), [v] "=&r"(v),
+                       [t] "=&r"(t)
+                     : [len] "r"(row_len), [row] "r"(in_row), [off] "r"(off16x2)
+                     : "cc", "memory");
+#else
+    for (; n > 0; n--, src += in_row) {
+        for (int32_t i = 0; i < row_len; i += 4, cols += 4) {
+            const int32_t v = mt_read_s32(src + i);
+            cols[0] = mt_lo_off(v, off16x2);
+            cols[2] = mt_hi_off(v, off16x2);
+        }
+    }
+#endif
+    return cols;
+}
+
+/* One position's window (rows of whole groups) into one column of the im2col buffer: rows outside ky0 .. ky1 - 1
+ * are padding; a row whose bytes outside b0 .. b1 - 1 are padding goes through the stage (zero points, then its
+ * part inside the input). src: the window's first row and column, read only inside those bounds. */
+static MT_NO_LIBCALLS void mt_conv_window(const mt_conv_rows *r, const int8_t *src, int32_t ky0, int32_t ky1,
+                                          int32_t b0, int32_t b1, int8_t *stage, int32_t *cols)
+{
+    const int32_t row_len = r->row_len, in_row = r->in_row, off16x2 = r->off16x2;
+    ky0 = MT_MIN(ky0, r->kh);
+    ky1 = b1 > b0 ? MT_MAX(ky0, ky1) : ky0; /* no column inside the input: every row is padding */
+    cols = mt_conv_zeros(cols, ky0 * row_len);
+    src += ky0 * in_row;
+    const int32_t rows = ky1 - ky0;
+    if (rows > 0 && (b0 > 0 || b1 < row_len)) { /* the rows into the stage, one after another (it holds K values) */
+        for (int32_t i = 0; i < rows * row_len; i += 4) {
+            mt_write_s32(stage + i, r->pad4);
+        }
+        int8_t *d = stage;
+        for (int32_t ky = ky0; ky < ky1; ky++, src += in_row, d += row_len) {
+            for (int32_t i = b0; i < b1; i++) {
+                d[i] = src[i];
+            }
+        }
+        cols = mt_conv_widen_rows(stage, rows, row_len, row_len, off16x2, cols);
+    } else if (rows > 0) {
+        cols = mt_conv_widen_rows(src, rows, in_row, row_len, off16x2, cols);
+    }
+    mt_conv_zeros(cols, (r->kh - ky1) * row_len);
 }
 
 /* The window at src, inside the input, into one column of the im2col buffer (as mt_conv_im2col). direct: its
@@ -553,6 +639,19 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
                     }
                 }
             }
+        } else if (filter_dims->h == 1 && filter_dims->w == 1 && (c_in & 3) == 0 && p->stride.h == 1 &&
+                   p->stride.w == 1 && (p->padding.top | p->padding.left | p->padding.bottom | p->padding.right) == 0) {
+            /* 1x1, stride 1, no padding: position i's window is the i-th run of C_in input values */
+            const int32_t positions = output_dims->n * output_dims->h * w_out;
+            j.x = xbuf;
+            for (int32_t i = 0; i < positions; i += 2) {
+                const int8_t *s0 = input + i * c_in;
+                const int last = i + 1 == positions; /* an odd count pairs its last position with itself */
+                mt_conv_widen_runs(s0, last ? s0 : s0 + c_in, c_in, off16x2, xbuf);
+                j.out0 = output + i * c_out;
+                j.out1 = last ? j.out0 : j.out0 + c_out;
+                mt_conv_run(&j, fast, p->packed != 0);
+            }
         } else {
             const int32_t groups = kpairs >> 1;
             int8_t *stage = (int8_t *)(xbuf + 4 * groups);
@@ -563,13 +662,19 @@ static mt_status mt_conv_dsp(const mt_context *ctx, const mt_conv_params *p, con
             const int32_t row_len = kw * c_in;
             const int direct = kh == 1 || (row_len & 3) == 0;
             const int one_row = kh == 1 && (row_len & 3) == 0; /* a window is one run of whole groups */
+            const int whole_rows = kh > 1 && (row_len & 3) == 0; /* every window row by row (mt_conv_window) */
+            const mt_conv_rows rows = {kh, in_row, row_len, off16x2, (int32_t)mt_splat4(-p->input_offset)};
             const int8_t *input_end = input + input_dims->n * in_image - (kh - 1) * in_row - ((row_len + 3) & ~3);
             for (int32_t i = 0; i < positions; i += 2) {
                 const int8_t *runs[2] = {0, 0}; /* one-row windows inside the input, widened below */
                 for (int32_t c = 0; c < 2; c++) { /* positions i and i + 1 (the last one twice) */
                     const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
                     const int8_t *src = input + b * in_image + iy0 * in_row + ix0 * c_in;
-                    if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
+                    if (whole_rows) {
+                        mt_conv_window(&rows, src, MT_MAX(0, -iy0), MT_MIN(kh, input_dims->h - iy0),
+                                       MT_MAX(0, -ix0) * c_in, MT_MIN(kw, input_dims->w - ix0) * c_in, stage,
+                                       xbuf + c);
+                    } else if (iy0 >= 0 && iy0 + kh <= input_dims->h && ix0 >= 0 && ix0 + kw <= input_dims->w &&
                         (direct || src <= input_end)) {
                         if (one_row) {
                             runs[c] = src;

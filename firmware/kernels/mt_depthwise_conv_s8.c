@@ -6,13 +6,15 @@
  * DSP path (ch_mult = 1, C >= 4) with the scratch buffer of mt_depthwise_conv_s8_get_buffer_size(): the channels
  * go in quads (the last one overlaps its neighbour when C % 4 != 0). The scratch holds, per quad, a record
  * (mt_pass, mt_support.h) followed by its KH x KW taps' weights widened once ((c0, c2), (c1, c3) per tap), then a
- * ring of KH input rows (plus a zero row for vertical padding), each widened once with the input offset added
+ * ring of KH + 1 input rows (plus a zero row for vertical padding), each widened once with the input offset added
  * (SXTAB16) and zero padding at both ends, quad-major so that one quad's words of neighbouring columns are 8 bytes
  * apart. A pass computes two horizontally adjacent outputs x every quad: per tap one weight pair and two input
  * pairs and 8 SMLABB / SMLATT, then the shared output stage (single rounding, packed clamp, one word per output
  * position). 3x3 with stride 1 runs as assembly (mt_dw_pair_asm) when every shift is in [-23, -2]: there each
  * kernel row loads its 4 input columns once (column k + 1 serves the second output's tap k, then the first
- * output's tap k + 1), and the last column of an odd output width takes a one-output pass (mt_dw_one_asm). Other
+ * output's tap k + 1); the last column of an odd output width goes in vertical pairs, output rows 2i and 2i + 1
+ * (mt_dw_vpair_asm: each of the KH + 1 input rows loaded once for both windows, the reason for the ring's extra
+ * row), with a one-output pass (mt_dw_one_asm) for the last row of an odd height or stride 2 rows. Other
  * shapes and shifts run the pass in C, where an odd output width pairs its last column with a dummy whose
  * outputs go to a trash area.
  * DSP path without that scratch (or C < 4): 4 channels at a time; per tap one word of input and one of filter
@@ -32,10 +34,10 @@ static int32_t mt_dw_cols(int32_t w_out, int32_t kw, int32_t stride)
     return stride * (((w_out + 1) & ~1) - 1) + kw;
 }
 
-/* The ring: KH rows and one zero row, each cols x quads x 2 words. */
+/* The ring: KH + 1 rows (the windows of two output rows) and one zero row, each cols x quads x 2 words. */
 static int32_t mt_dw_ring_bytes(const mt_dims *f, int32_t cols)
 {
-    return (f->h + 1) * cols * ((f->c + 3) >> 2) * 8;
+    return (f->h + 2) * cols * ((f->c + 3) >> 2) * 8;
 }
 #endif
 
@@ -251,6 +253,7 @@ static void mt_dw_pair_c(const mt_pass *j, const mt_dims *f, int32_t stride, int
 #if defined(__GNUC__) && defined(__thumb2__)
 void mt_dw_pair_asm(const mt_pass *j);
 void mt_dw_one_asm(const mt_pass *j);
+void mt_dw_vpair_asm(const mt_pass *j);
 
 /* 4 lane-wise MACs of the input pair r8 / r9 with the weight pair r10 / r11: A0-A3 = B0-B3 + the products. */
 #define MT_DW_MAC(A0, A1, A2, A3, B0, B1, B2, B3) \
@@ -293,37 +296,30 @@ void mt_dw_one_asm(const mt_pass *j);
     "smlatt r3, r7, r11, r3\n\t" \
     "ldrd r10, r11, [lr, #" W2 "]\n\t" MT_DW_OUT0
 
-/* A 3x3 pass over every quad (NAME: a global function taking the mt_pass; INIT loads the biases from the record
- * at lr, ROW0 / ROW the first / other kernel rows, OUTPUT the output stage, which leaves lr alone). Registers:
- * r0-r3 (and r4-r7 for two outputs) the accumulators, r8-r11 input and weight words, r12 the kernel row's input,
- * lr the record. Stack: [0] job, [4] quads left, [12..20] the three rows' input for this quad, [24] the quad
- * step. */
-#define MT_DW_ASM_PASS(NAME, INIT, ROW0, ROW, OUTPUT) \
+/* The frame of a 3x3 pass over every quad (NAME: a global function taking the mt_pass; BODY one quad's MACs and
+ * output stage, which leaves lr alone; ROWS the registers of its 3 or 4 input rows, ADVANCE their step to the next
+ * quad's, in r9). Registers: r0-r3 (and r4-r7 for two outputs) the accumulators, r8-r11 input and weight words,
+ * r12 the kernel row's input, lr the record. Stack: [0] job, [4] quads left, [8..20] the rows' input for this
+ * quad, [24] the quad step. */
+#define MT_DW_ASM_FRAME(NAME, ROWS, ADVANCE, BODY) \
     MT_ASM_FUNCTION(NAME) \
     "push {r4-r11, lr}\n\t" \
     "sub sp, #28\n\t" \
     "str r0, [sp]\n\t" \
     "ldr r1, [r0, #8]\n\t" \
-    "ldm r1, {r2, r3, r4}\n\t" \
-    "add r1, sp, #12\n\t" \
-    "stm r1, {r2, r3, r4}\n\t" \
+    "ldm r1, {" ROWS "}\n\t" \
+    "add r1, sp, #8\n\t" \
+    "stm r1, {" ROWS "}\n\t" \
     "ldr r2, [r0, #4]\n\t" \
     "ldr r3, [r0, #12]\n\t" \
     "str r2, [sp, #4]\n\t" \
     "str r3, [sp, #24]\n\t" \
     "ldr lr, [r0]\n" \
-    "1:\n\t" INIT \
-    "ldr r12, [sp, #12]\n\t" ROW0("68", "72", "76", "84") \
-    "ldr r12, [sp, #16]\n\t" ROW("92", "96", "100", "108") \
-    "ldr r12, [sp, #20]\n\t" ROW("116", "120", "124", "132") \
-    "mov r12, lr\n\t" OUTPUT \
+    "1:\n\t" BODY \
     "ldr r9, [sp, #24]\n\t" /* the next quad: its rows and its record */ \
-    "add r10, sp, #12\n\t" \
-    "ldm r10, {r0, r1, r2}\n\t" \
-    "add r0, r0, r9\n\t" \
-    "add r1, r1, r9\n\t" \
-    "add r2, r2, r9\n\t" \
-    "stm r10, {r0, r1, r2}\n\t" \
+    "add r10, sp, #8\n\t" \
+    "ldm r10, {" ROWS "}\n\t" ADVANCE \
+    "stm r10, {" ROWS "}\n\t" \
     "add lr, lr, #140\n\t" \
     "ldr r3, [sp, #4]\n\t" \
     "subs r3, r3, #1\n\t" \
@@ -332,9 +328,48 @@ void mt_dw_one_asm(const mt_pass *j);
     "add sp, #28\n\t" \
     "pop {r4-r11, pc}\n" \
     ".size " NAME ", . - " NAME "\n"
+#define MT_DW_ADVANCE3 "add r2, r2, r9\n\t" "add r3, r3, r9\n\t" "add r4, r4, r9\n\t"
+
+/* A pass of one output or two horizontally adjacent ones (INIT loads the biases from the record at lr, ROW0 / ROW
+ * the first / other kernel rows, OUTPUT the output stage). */
+#define MT_DW_ASM_PASS(NAME, INIT, ROW0, ROW, OUTPUT) \
+    MT_DW_ASM_FRAME(NAME, "r2, r3, r4", MT_DW_ADVANCE3, \
+                    INIT "ldr r12, [sp, #8]\n\t" ROW0("68", "72", "76", "84") \
+                    "ldr r12, [sp, #12]\n\t" ROW("92", "96", "100", "108") \
+                    "ldr r12, [sp, #16]\n\t" ROW("116", "120", "124", "132") "mov r12, lr\n\t" OUTPUT)
 #define MT_DW_ROW2_FIRST(W0, W04, W1, W2) MT_DW_ROW2(MT_DW_OUT0_BIAS, W0, W04, W1, W2)
 #define MT_DW_ROW2_NEXT(W0, W04, W1, W2) MT_DW_ROW2(MT_DW_OUT0, W0, W04, W1, W2)
 #define MT_DW_ROW1_OF(W0, W04, W1, W2) MT_DW_ROW1(W0, W1, W2)
+
+/* Input row R (0-3) of a vertical pair's 3x3 windows (the first output's rows 0-2, the second's 1-3): each of
+ * its 3 columns is loaded once and serves the first output's tap (R, kx) (weights at WA*) and the second's tap
+ * (R - 1, kx) (WB*); row 0 only the first output (FIRST: its first MAC takes the biases), row 3 only the
+ * second. */
+#define MT_DW_VCOL(X, A, B) "ldrd r8, r9, [r12, #" X "]\n\t" B A
+#define MT_DW_WA(W, MAC) "ldrd r10, r11, [lr, #" W "]\n\t" MAC
+#define MT_DW_VROW0 \
+    "ldr r12, [sp, #8]\n\t" \
+    MT_DW_VCOL("0", MT_DW_WA("68", MT_DW_OUT0_BIAS), "") \
+    MT_DW_VCOL("8", MT_DW_WA("76", MT_DW_OUT0), "") \
+    MT_DW_VCOL("16", MT_DW_WA("84", MT_DW_OUT0), "")
+#define MT_DW_VROW(SP, WA0, WA1, WA2, WB0, WB1, WB2) \
+    "ldr r12, [sp, #" SP "]\n\t" \
+    MT_DW_VCOL("0", MT_DW_WA(WA0, MT_DW_OUT0), MT_DW_WA(WB0, MT_DW_OUT1)) \
+    MT_DW_VCOL("8", MT_DW_WA(WA1, MT_DW_OUT0), MT_DW_WA(WB1, MT_DW_OUT1)) \
+    MT_DW_VCOL("16", MT_DW_WA(WA2, MT_DW_OUT0), MT_DW_WA(WB2, MT_DW_OUT1))
+#define MT_DW_VROW3 \
+    "ldr r12, [sp, #20]\n\t" \
+    MT_DW_VCOL("0", "", MT_DW_WA("116", MT_DW_OUT1)) \
+    MT_DW_VCOL("8", "", MT_DW_WA("124", MT_DW_OUT1)) \
+    MT_DW_VCOL("16", "", MT_DW_WA("132", MT_DW_OUT1))
+
+/* Two vertically adjacent outputs (the last column of an odd width, two output rows) x every quad. */
+#define MT_DW_ASM_VPAIR(NAME) \
+    MT_DW_ASM_FRAME(NAME, "r2, r3, r4, r5", MT_DW_ADVANCE3 "add r5, r5, r9\n\t", \
+                    "ldm lr, {r4, r5, r6, r7}\n\t" MT_DW_VROW0 \
+                    MT_DW_VROW("12", "92", "100", "108", "68", "76", "84") \
+                    MT_DW_VROW("16", "116", "124", "132", "92", "100", "108") MT_DW_VROW3 \
+                    "mov r12, lr\n\t" MT_ASM_PASS_OUTPUT)
 
 __asm__(".syntax unified\n"
         ".thumb\n"
@@ -342,8 +377,56 @@ __asm__(".syntax unified\n"
                        MT_ASM_PASS_OUTPUT)
         MT_DW_ASM_PASS("mt_dw_one_asm", "ldm lr, {r0, r1, r2, r3}\n\t", MT_DW_ROW1_OF, MT_DW_ROW1_OF,
                        MT_ASM_PASS_OUTPUT1)
+        MT_DW_ASM_VPAIR("mt_dw_vpair_asm")
         ".text\n");
 #endif
+
+/* n words of input (4 channels each) widened with the offset added into one column of n quads of a ring row
+ * (qstep words apart); returns where quad n goes. */
+MT_INLINE int32_t *mt_dw_widen_quads(const int8_t *src, int32_t n, int32_t off16x2, int32_t qstep, int32_t *d)
+{
+#if defined(__GNUC__) && defined(__thumb2__)
+    int32_t a, b, t;
+    const int32_t step = 4 * qstep;
+    __asm__ volatile("subs %[n], %[n], #2\n\t" /* two quads a round (LDRs: the input may be unaligned) */
+                     "blt 2f\n"
+                     "1:\n\t"
+                     "ldr %[a], [%[s]], #4\n\t"
+                     "ldr %[b], [%[s]], #4\n\t"
+                     "sxtab16 %[t], %[off], %[a]\n\t"
+                     "sxtab16 %[a], %[off], %[a], ror #8\n\t"
+                     "str %[t], [%[d]]\n\t"
+                     "str %[a], [%[d], #4]\n\t"
+                     "add %[d], %[d], %[step]\n\t"
+                     "sxtab16 %[t], %[off], %[b]\n\t"
+                     "sxtab16 %[b], %[off], %[b], ror #8\n\t"
+                     "str %[t], [%[d]]\n\t"
+                     "str %[b], [%[d], #4]\n\t"
+                     "add %[d], %[d], %[step]\n\t"
+                     "subs %[n], %[n], #2\n\t"
+                     "bge 1b\n"
+                     "2:\n\t"
+                     "adds %[n], %[n], #2\n\t" /* 0 or 1 quad left */
+                     "beq 3f\n\t"
+                     "ldr %[a], [%[s]], #4\n\t"
+                     "sxtab16 %[t], %[off], %[a]\n\t"
+                     "sxtab16 %[a], %[off], %[a], ror #8\n\t"
+                     "str %[t], [%[d]]\n\t"
+                     "str %[a], [%[d], #4]\n\t"
+                     "add %[d], %[d], %[step]\n"
+                     "3:"
+                     : [s] "+r"(src), [n] "+r"(n), [d] "+r"(d), [a] "=&r"(a), [b] "=&r"(b), [t] "=&r"(t)
+                     : [off] "r"(off16x2), [step] "r"(step)
+                     : "cc", "memory");
+#else
+    for (; n > 0; n--, src += 4, d += qstep) {
+        const int32_t v = mt_read_s32(src);
+        d[0] = mt_lo_off(v, off16x2);
+        d[1] = mt_hi_off(v, off16x2);
+    }
+#endif
+    return d;
+}
 
 /* Widens input row `row` into a ring row: for each quad, cols columns of 2 words, column j holding input column
  * j - left. The columns outside the input are zeros, written once per ring row by a call with row NULL (which
@@ -364,12 +447,7 @@ static void mt_dw_ring_row(const int8_t *row, int32_t w_in, int32_t c, int32_t l
         if (!row) {
             continue;
         }
-        const int8_t *src = row + ix * c;
-        for (int32_t q = 0; q < quads - 1; q++, src += 4, d += qstep) {
-            const int32_t v = mt_read_s32(src);
-            d[0] = mt_lo_off(v, off16x2);
-            d[1] = mt_hi_off(v, off16x2);
-        }
+        d = mt_dw_widen_quads(row + ix * c, quads - 1, off16x2, qstep, d);
         const int32_t v = mt_read_s32(row + ix * c + c - 4); /* the last quad overlaps when C % 4 != 0 */
         d[0] = mt_lo_off(v, off16x2);
         d[1] = mt_hi_off(v, off16x2);
@@ -395,7 +473,7 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
     int32_t *recs = (int32_t *)ctx->buf;
     int32_t *ring = recs + quads * rec_words;
     const int32_t row_words = 2 * cols * quads;
-    int32_t *zero_row = ring + kh * row_words;
+    int32_t *zero_row = ring + (kh + 1) * row_words;
     int8_t *trash = (int8_t *)(zero_row + row_words);
     const int32_t off16x2 = mt_pack_off16x2(p->input_offset);
 
@@ -413,7 +491,7 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
     for (int32_t i = 0; i < row_words; i++) { /* a loop: GCC's memset call costs more here */
         zero_row[i] = 0;
     }
-    for (int32_t k = 0; k < kh; k++) {
+    for (int32_t k = 0; k <= kh; k++) {
         mt_dw_ring_row(0, input_dims->w, c, p->padding.left, cols, off16x2, ring + k * row_words);
     }
 
@@ -425,21 +503,24 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
     j.min4 = mt_splat4(p->activation.min);
     j.max4 = mt_splat4(p->activation.max);
     j.tail = 4;
-    int32_t ring_row[8]; /* the input row (batch * H + y) each ring row holds, or -1 */
-    for (int32_t k = 0; k < kh; k++) {
+    int32_t ring_row[9]; /* the input row (batch * H + y) each ring row holds, or -1 */
+    for (int32_t k = 0; k <= kh; k++) {
         ring_row[k] = -1;
     }
+    /* an odd width's last column goes in vertical pairs (rows 2i and 2i + 1, the ring holding both windows) */
+    const int vertical = fast && (w_out & 1) && p->stride.h == 1;
     for (int32_t b = 0; b < output_dims->n; b++) {
         const int8_t *in = input + b * input_dims->h * input_dims->w * c;
         for (int32_t oy = 0; oy < output_dims->h; oy++) {
-            const int32_t *rows[8];
-            for (int32_t ky = 0; ky < kh; ky++) {
+            const int vpair = vertical && (oy & 1) == 0 && oy + 1 < output_dims->h;
+            const int32_t *rows[9];
+            for (int32_t ky = 0; ky < kh + vpair; ky++) {
                 const int32_t iy = oy * p->stride.h - p->padding.top + ky;
                 if (iy < 0 || iy >= input_dims->h) {
                     rows[ky] = zero_row;
                     continue;
                 }
-                const int32_t slot = iy % kh;
+                const int32_t slot = iy % (kh + 1);
                 int32_t *dst = ring + slot * row_words;
                 if (ring_row[slot] != b * input_dims->h + iy) {
                     ring_row[slot] = b * input_dims->h + iy;
@@ -450,8 +531,8 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
             }
             int8_t *out_row = output + (b * output_dims->h + oy) * w_out * c;
             for (int32_t ox = 0; ox < w_out; ox += 2) {
-                const int32_t *x[8];
-                for (int32_t ky = 0; ky < kh; ky++) {
+                const int32_t *x[9];
+                for (int32_t ky = 0; ky < kh + vpair; ky++) {
                     x[ky] = rows[ky] + 2 * ox * sw;
                 }
                 j.x = (const int32_t *)(const void *)x;
@@ -461,8 +542,11 @@ static MT_NO_LIBCALLS int mt_dw_scratch(const mt_context *ctx, const mt_dw_conv_
                 if (fast) {
                     if (ox + 1 < w_out) {
                         mt_dw_pair_asm(&j);
-                    } else {
-                        mt_dw_one_asm(&j); /* the last column of an odd width: no dummy partner */
+                    } else if (vpair) {
+                        j.out1 = j.out0 + w_out * c; /* the same column of the next row */
+                        mt_dw_vpair_asm(&j);
+                    } else if (!vertical || (oy & 1) == 0) {
+                        mt_dw_one_asm(&j); /* no partner (stride 2 rows, or the last of an odd height) */
                     }
                     continue;
                 }

@@ -405,16 +405,18 @@ MT_INLINE void mt_mve_store4(int32x4_t acc, const int32_t *mult, const int32_t *
     "sel " V ", " V ", r9\n\t" \
     "ssub8 r1, " V ", r10\n\t" \
     "sel " V ", r10, " V "\n\t"
+/* (The loads come early and the store addresses in registers not written just before: no address-dependency
+ * stalls.) */
 #define MT_ASM_PASS_OUTPUT \
     "add r12, r12, #20\n\t" \
     MT_ASM_REQ("r0", "r4") MT_ASM_REQ("r1", "r5") MT_ASM_REQ("r2", "r6") MT_ASM_REQ("r3", "r7") \
-    MT_ASM_PACK4("r0", "r1", "r2", "r3") MT_ASM_PACK4("r4", "r5", "r6", "r7") \
     "ldr r8, [sp]\n\t" \
-    "ldrd r9, r10, [r8, #28]\n\t" MT_ASM_CLAMP4("r0") MT_ASM_CLAMP4("r4") \
     "ldr r11, [r12, #-52]\n\t" \
-    "ldrd r9, r10, [r8, #36]\n\t" \
-    "str r0, [r9, r11]\n\t" \
-    "str r4, [r10, r11]\n\t"
+    MT_ASM_PACK4("r0", "r1", "r2", "r3") MT_ASM_PACK4("r4", "r5", "r6", "r7") \
+    "ldrd r9, r10, [r8, #28]\n\t" \
+    "ldrd r2, r3, [r8, #36]\n\t" MT_ASM_CLAMP4("r0") MT_ASM_CLAMP4("r4") \
+    "str r0, [r2, r11]\n\t" \
+    "str r4, [r3, r11]\n\t"
 /* The same for one position (accumulators r0-r3, stored to out0). */
 #define MT_ASM_PASS_OUTPUT1 \
     "add r12, r12, #20\n\t" \
@@ -422,12 +424,12 @@ MT_INLINE void mt_mve_store4(int32x4_t acc, const int32_t *mult, const int32_t *
     "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r1") \
     "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r2") \
     "ldm r12!, {r8, r9, r10}\n\t" MT_ASM_REQ1("r3") \
-    MT_ASM_PACK4("r0", "r1", "r2", "r3") \
     "ldr r8, [sp]\n\t" \
-    "ldrd r9, r10, [r8, #28]\n\t" MT_ASM_CLAMP4("r0") \
     "ldr r11, [r12, #-52]\n\t" \
-    "ldr r9, [r8, #36]\n\t" \
-    "str r0, [r9, r11]\n\t"
+    MT_ASM_PACK4("r0", "r1", "r2", "r3") \
+    "ldrd r9, r10, [r8, #28]\n\t" \
+    "ldr r2, [r8, #36]\n\t" MT_ASM_CLAMP4("r0") \
+    "str r0, [r2, r11]\n\t"
 #endif
 #endif
 

@@ -394,6 +394,19 @@ def dsp_pass_cases(seed: int = 3, count: int = 40) -> list[KernelCase]:
                                 output_offset=int(rng.integers(-128, 128)), act_min=act[0], act_max=act[1],
                                 bias=[int(v) for v in rng.integers(-30000, 30000, c)], multiplier=m, shift=sh,
                                 name=f"pass depthwise width {w} pad {pad}"))
+    # im2col windows whose rows are whole groups (KW x C_in % 4 == 0, C_in % 4 != 0: DS-CNN's first conv), row by
+    # row: padding rows, rows cut by the left or right padding, windows entirely in the padding
+    for c, (kh, kw), stride, pad in ((1, (10, 4), (2, 2), (4, 1, 5, 2)), (1, (3, 4), (1, 2), (2, 3, 3, 4)),
+                                     (2, (2, 2), (1, 1), (1, 1, 1, 1)), (2, (4, 6), (2, 1), (5, 6, 4, 2))):
+        co = int(rng.choice([5, 16]))
+        m, sh = _quant(rng, co, kh * kw * c)
+        n, h, w = int(rng.integers(1, 3)), int(rng.integers(kh, kh + 8)), int(rng.integers(kw, 11))
+        cases.append(KernelCase(op="conv", seed=int(rng.integers(1, 2**32)), input=(n, h, w, c), kernel=(kh, kw),
+                                c_out=co, stride=stride, padding=pad,
+                                input_offset=int(rng.integers(-127, 129)), output_offset=int(rng.integers(-128, 128)),
+                                bias=[int(v) for v in rng.integers(-30000, 30000, co)], multiplier=m, shift=sh,
+                                name=f"pass conv rows of whole groups {kh}x{kw}x{c} pad {pad}"))
+        cases[-1].packed = co == 16 and cases[-1].can_pack()
     return cases
 
 
