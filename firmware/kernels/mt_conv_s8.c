@@ -725,33 +725,6 @@ static int mt_conv_mve(const mt_context *ctx, const mt_conv_params *p, const mt_
 
 #endif /* MT_USE_DSP */
 
-#if !MT_USE_DSP
-/* Output position (oy, ox) of one image for channels oc0 .. oc1 - 1, one loop nest per value; taps outside the
- * input are zero padding: skipped. */
-static void mt_conv_simple(const mt_conv_params *p, const mt_per_channel_quant_params *q, const mt_dims *in_d,
-                           const int8_t *in, const mt_dims *f, const int8_t *filter, const int32_t *bias, int32_t oy,
-                           int32_t ox, int32_t oc0, int32_t oc1, int8_t *out)
-{
-    const int32_t c_in = in_d->c;
-    const int32_t lo = p->activation.min - p->output_offset, hi = p->activation.max - p->output_offset;
-    const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
-    const int32_t ky0 = MT_MAX(0, -iy0), ky1 = MT_MIN(f->h, in_d->h - iy0);
-    const int32_t kx0 = MT_MAX(0, -ix0), kx1 = MT_MIN(f->w, in_d->w - ix0);
-    for (int32_t oc = oc0; oc < oc1; oc++) {
-        int32_t acc = bias ? bias[oc] : 0;
-        for (int32_t ky = ky0; ky < ky1; ky++) {
-            for (int32_t kx = kx0; kx < kx1; kx++) {
-                const int8_t *x = in + ((iy0 + ky) * in_d->w + ix0 + kx) * c_in;
-                const int8_t *w = filter + ((oc * f->h + ky) * f->w + kx) * c_in;
-                for (int32_t ic = 0; ic < c_in; ic++) {
-                    acc += ((int32_t)x[ic] + p->input_offset) * (int32_t)w[ic];
-                }
-            }
-        }
-        out[oc] = mt_output_s8(acc, q->multiplier[oc], q->shift[oc], lo, hi, p->output_offset);
-    }
-}
-
 #if MT_USE_SMLAL
 /* Blocked plain C for cores with a 32 x 32 -> 64-bit multiply-accumulate (SMLAL) but no DSP extension
  * (Cortex-M3): 4 output channels x 2 output positions per inner loop. The two positions' int8 inputs xa, xb are
@@ -922,59 +895,46 @@ static void mt_conv_quad2(const mt_conv_params *p, const mt_per_channel_quant_pa
         out1[oc + c] = mt_output_s8(b[c], m, sh, lo, hi, p->output_offset);
     }
 }
-#endif
 
-static void mt_conv_plain(const mt_conv_params *p, const mt_per_channel_quant_params *q, const mt_dims *in_d,
+/* The blocked loops over all outputs; C_out >= 4. */
+static void mt_conv_smlal(const mt_conv_params *p, const mt_per_channel_quant_params *q, const mt_dims *in_d,
                           const int8_t *input, const mt_dims *f, const int8_t *filter, const int32_t *bias,
                           const mt_dims *out_d, int8_t *output)
 {
     const int32_t c_out = out_d->c, in_image = in_d->h * in_d->w * in_d->c, w_out = out_d->w;
-#if MT_USE_SMLAL
-    if (c_out >= 4) {
-        const int32_t k = f->h * f->w * f->c;
-        for (int32_t oc0 = 0; oc0 < c_out; oc0 += 4) {
-            const int32_t oc = MT_MIN(oc0, c_out - 4); /* the last quad overlaps its neighbour */
-            int32_t fold[4];
-            for (int32_t c = 0; c < 4; c++) {
-                int32_t sum = 0;
-                for (int32_t i = 0; i < k; i++) {
-                    sum += filter[(oc + c) * k + i];
-                }
-                fold[c] = (int32_t)((uint32_t)(bias ? bias[oc + c] : 0) + (uint32_t)(p->input_offset * sum));
+    const int32_t k = f->h * f->w * f->c;
+    for (int32_t oc0 = 0; oc0 < c_out; oc0 += 4) {
+        const int32_t oc = MT_MIN(oc0, c_out - 4); /* the last quad overlaps its neighbour */
+        int32_t fold[4];
+        for (int32_t c = 0; c < 4; c++) {
+            int32_t sum = 0;
+            for (int32_t i = 0; i < k; i++) {
+                sum += filter[(oc + c) * k + i];
             }
-            for (int32_t b = 0; b < in_d->n; b++) {
-                const int8_t *in = input + b * in_image;
-                for (int32_t oy = 0; oy < out_d->h; oy++) {
-                    const int32_t iy0 = oy * p->stride.h - p->padding.top;
-                    const int rows_in = iy0 >= 0 && iy0 + f->h <= in_d->h;
-                    int8_t *out = output + (b * out_d->h + oy) * w_out * c_out;
-                    for (int32_t ox = 0; ox < w_out;) {
-                        const int32_t ix0 = ox * p->stride.w - p->padding.left;
-                        if (rows_in && ix0 >= 0 && ox + 1 < w_out && ix0 + p->stride.w + f->w <= in_d->w) {
-                            mt_conv_quad2(p, q, in_d, in, f, filter, fold, oy, ox, oc, out + ox * c_out,
-                                          out + (ox + 1) * c_out);
-                            ox += 2;
-                        } else {
-                            mt_conv_quad1(p, q, in_d, in, f, filter, bias, oy, ox, oc, out + ox * c_out);
-                            ox++;
-                        }
+            fold[c] = (int32_t)((uint32_t)(bias ? bias[oc + c] : 0) + (uint32_t)(p->input_offset * sum));
+        }
+        for (int32_t b = 0; b < in_d->n; b++) {
+            const int8_t *in = input + b * in_image;
+            for (int32_t oy = 0; oy < out_d->h; oy++) {
+                const int32_t iy0 = oy * p->stride.h - p->padding.top;
+                const int rows_in = iy0 >= 0 && iy0 + f->h <= in_d->h;
+                int8_t *out = output + (b * out_d->h + oy) * w_out * c_out;
+                for (int32_t ox = 0; ox < w_out;) {
+                    const int32_t ix0 = ox * p->stride.w - p->padding.left;
+                    if (rows_in && ix0 >= 0 && ox + 1 < w_out && ix0 + p->stride.w + f->w <= in_d->w) {
+                        mt_conv_quad2(p, q, in_d, in, f, filter, fold, oy, ox, oc, out + ox * c_out,
+                                      out + (ox + 1) * c_out);
+                        ox += 2;
+                    } else {
+                        mt_conv_quad1(p, q, in_d, in, f, filter, bias, oy, ox, oc, out + ox * c_out);
+                        ox++;
                     }
                 }
             }
         }
-        return;
-    }
-#endif
-    for (int32_t b = 0; b < in_d->n; b++) {
-        for (int32_t oy = 0; oy < out_d->h; oy++) {
-            for (int32_t ox = 0; ox < w_out; ox++) {
-                mt_conv_simple(p, q, in_d, input + b * in_image, f, filter, bias, oy, ox, 0, c_out,
-                               output + ((b * out_d->h + oy) * w_out + ox) * c_out);
-            }
-        }
     }
 }
-#endif
+#endif /* MT_USE_SMLAL */
 
 mt_status mt_conv_s8(const mt_context *ctx,
                      const mt_conv_params *conv_params,
@@ -1019,7 +979,46 @@ mt_status mt_conv_s8(const mt_context *ctx,
     return mt_conv_dsp(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
 #else
     (void)ctx;
-    mt_conv_plain(p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
+#if MT_USE_SMLAL
+    if (output_dims->c >= 4) {
+        mt_conv_smlal(p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
+        return MT_SUCCESS;
+    }
+#endif
+    const int32_t c_in = input_dims->c;
+    const int32_t c_out = output_dims->c;
+    const int32_t lo = p->activation.min - p->output_offset;
+    const int32_t hi = p->activation.max - p->output_offset;
+    const int32_t in_image = input_dims->h * input_dims->w * c_in;
+    const int32_t out_positions = output_dims->h * output_dims->w;
+    for (int32_t b = 0; b < input_dims->n; b++) {
+        const int8_t *in = input + b * in_image;
+        int8_t *out = output + b * out_positions * c_out;
+        for (int32_t oy = 0; oy < output_dims->h; oy++) {
+            const int32_t iy0 = oy * p->stride.h - p->padding.top;
+            const int32_t ky0 = MT_MAX(0, -iy0); /* taps outside the input are zero padding: skipped */
+            const int32_t ky1 = MT_MIN(filter_dims->h, input_dims->h - iy0);
+            for (int32_t ox = 0; ox < output_dims->w; ox++) {
+                const int32_t ix0 = ox * p->stride.w - p->padding.left;
+                const int32_t kx0 = MT_MAX(0, -ix0);
+                const int32_t kx1 = MT_MIN(filter_dims->w, input_dims->w - ix0);
+                for (int32_t oc = 0; oc < c_out; oc++) {
+                    int32_t acc = bias ? bias[oc] : 0;
+                    for (int32_t ky = ky0; ky < ky1; ky++) {
+                        for (int32_t kx = kx0; kx < kx1; kx++) {
+                            const int8_t *x = in + ((iy0 + ky) * input_dims->w + ix0 + kx) * c_in;
+                            const int8_t *w = filter + ((oc * filter_dims->h + ky) * filter_dims->w + kx) * c_in;
+                            for (int32_t ic = 0; ic < c_in; ic++) {
+                                acc += ((int32_t)x[ic] + p->input_offset) * (int32_t)w[ic];
+                            }
+                        }
+                    }
+                    *out++ = mt_output_s8(acc, quant_params->multiplier[oc], quant_params->shift[oc], lo, hi,
+                                          p->output_offset);
+                }
+            }
+        }
+    }
     return MT_SUCCESS;
 #endif
 }
