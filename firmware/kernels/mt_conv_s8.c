@@ -873,7 +873,8 @@ static void mt_conv_quad2(const mt_conv_params *p, const mt_per_channel_quant_pa
                                c_in;
     const int8_t *w = filter + oc * k;
     int32_t a[4] = {fold[0], fold[1], fold[2], fold[3]}, b[4] = {fold[0], fold[1], fold[2], fold[3]};
-    int64_t s[4] = {0, 0, 0, 0};
+    int64_t s[4];
+    s[0] = s[1] = s[2] = s[3] = 0; /* stores, not a memset call */
     int32_t taps = 0; /* in s since it was last split */
     for (int32_t ky = 0; ky < f->h; ky++, x += in_row, w += run) {
         for (int32_t i = 0; i < run;) {
