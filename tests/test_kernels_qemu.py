@@ -7,12 +7,14 @@ regenerate inputs and filters from each case's seed and print a checksum per cas
 import pytest
 
 from mcu_train.bench.kernel_harness import (KernelCase, bench_cases, build_harness, conv_1x1_cases, dsp_pass_cases,
-                                            random_cases, run_harness)
+                                            fit_cases, random_cases, run_harness)
 from mcu_train.boards import get_board
 
 pytestmark = pytest.mark.qemu
 # One board per core with an optimised path: Cortex-M4, M7, M33 (DSP extension), M55 (Helium).
 BOARDS = ["mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547"]
+# Cores without the DSP extension, plain C only: Cortex-M3 (the blocked loops on SMLAL), Cortex-M0 (simple loops).
+PLAIN_BOARDS = ["lm3s6965evb", "microbit"]
 
 
 def all_cases():
@@ -89,6 +91,19 @@ def test_board_matches_numpy(runs, variant):
     # a refused case (status -1) has no output to compare
     board = [(s, h if s == 0 else None) for s, h in got[variant]]
     assert board == expected, _first_mismatch(cases, board, expected)
+
+
+@pytest.mark.parametrize("name", PLAIN_BOARDS)
+def test_plain_core_matches_numpy(name, tmp_path):
+    """Every case on the cores without DSP; on the 16 KB micro:bit the cases too big for its RAM run shrunk."""
+    board = get_board(name)
+    cases = fit_cases(all_cases(), board)
+    assert [c.op for c in cases] == [c.op for c in all_cases()]
+    assert any("shrunk" in c.name for c in cases) == (name == "microbit")
+    got = run_harness(board, build_harness(board, cases, tmp_path), len(cases), timeout=120)
+    expected = [c.expected() for c in cases]
+    board_got = [(s, h if s == 0 else None) for s, h in got]
+    assert board_got == expected, _first_mismatch(cases, board_got, expected)
 
 
 def test_kernel_cost_targets():

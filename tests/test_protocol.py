@@ -82,3 +82,31 @@ def test_silent_line_times_out_within_stated_time():
     with pytest.raises(BoardTimeout, match="no reply to PING"):
         link.ping(b"hi")
     assert 0.55 < time.monotonic() - t0 < 1.5  # 3 attempts of 0.2 s
+
+
+def test_socket_keeps_what_arrives_while_opening(monkeypatch):
+    """An emulator starts the firmware when it accepts the connection: bytes sent before open_serial returns
+    are kept (pyserial's own open() discards them; here opening is made slow so they are always there)."""
+    import socket
+    import threading
+
+    from serial.urlhandler import protocol_socket
+    server = socket.create_server(("127.0.0.1", 0))
+    sent = threading.Event()
+
+    def greet():
+        conn, _ = server.accept()
+        conn.sendall(b"R 0 0 12345678\n")
+        sent.set()
+        time.sleep(0.5)
+        conn.close()
+
+    threading.Thread(target=greet, daemon=True).start()
+    slow = protocol_socket.Serial._reconfigure_port
+    monkeypatch.setattr(protocol_socket.Serial, "_reconfigure_port", lambda self: (sent.wait(2), slow(self)))
+    ser = open_serial(f"socket://127.0.0.1:{server.getsockname()[1]}", timeout=0.5)
+    try:
+        assert ser.read(15) == b"R 0 0 12345678\n"
+    finally:
+        ser.close()
+        server.close()

@@ -830,6 +830,218 @@ static int mt_conv_mve(const mt_context *ctx, const mt_conv_params *p, const mt_
 
 #endif /* MT_USE_DSP */
 
+#if MT_USE_SMLAL
+/* Blocked plain C for cores with a 32 x 32 -> 64-bit multiply-accumulate (SMLAL) but no DSP extension
+ * (Cortex-M3): 4 output channels x 2 output positions per inner loop. The two positions' int8 inputs xa, xb are
+ * packed into one word X = xa + xb * 2^23 (|xb| * 2^23 <= 2^30, so it fits), and one SMLAL per channel adds
+ * X * w to a 64-bit sum S = A + B * 2^23, A and B the two positions' dot products. After at most MT_PAIR_TAPS
+ * taps |A| <= 255 * 2^14 < 2^22, so A is S's low 23 bits sign-extended and B = (S - A) / 2^23, exactly: 2 MACs per
+ * multiply instruction, each input byte loaded once for 4 channels, each weight byte once for 2 positions. The
+ * inputs are raw (no input offset in the loop): the offset enters through fold = bias + offset * sum(w), which is
+ * right for windows inside the input. Windows that touch padding, and a row's unpaired last position, take a
+ * 4-channel, one-position loop with the offset added per tap (mt_conv_quad1). */
+#define MT_PAIR_TAPS 255
+
+/* s[c] += sum over i < n of (x[i] + x[i + x_step] * 2^23) * w[c * w_row + i], c = 0..3; n >= 1. */
+#if defined(__GNUC__) && defined(__thumb2__)
+void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int64_t *s);
+
+/* One tap: the packed input word in r12, 4 weights in turn in lr, 4 SMLAL (12 instructions, 8 MACs). */
+#define MT_DOT4X2_STEP \
+    "ldr lr, [sp]\n\t" \
+    "ldrsb lr, [r8, lr]\n\t" \
+    "ldrsb r12, [r8], #1\n\t" \
+    "add r12, r12, lr, lsl #23\n\t" \
+    "ldrsb lr, [r9, r10]\n\t" \
+    "smlal r2, r3, r12, lr\n\t" \
+    "ldrsb lr, [r9], #1\n\t" \
+    "smlal r0, r1, r12, lr\n\t" \
+    "ldrsb lr, [r11, r10]\n\t" \
+    "smlal r6, r7, r12, lr\n\t" \
+    "ldrsb lr, [r11], #1\n\t" \
+    "smlal r4, r5, r12, lr\n\t"
+
+/* Registers: r0-r7 the four 64-bit sums, r8 x, r9 / r11 the weights of channels 0 / 2 (channels 1 / 3 at +r10),
+ * r12 the packed input, lr a loaded byte. Stack: [0] x_step, [4] x + n % 4 (end of the single-tap loop), [8] x + n
+ * (end of the loop of 4 taps). */
+__asm__(".syntax unified\n"
+        ".thumb\n"
+        ".section .text.mt_conv_dot4x2,\"ax\",%progbits\n"
+        ".global mt_conv_dot4x2\n"
+        ".type mt_conv_dot4x2, %function\n"
+        ".p2align 2\n"
+        "mt_conv_dot4x2:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "sub sp, #12\n\t"
+        "mov r8, r0\n\t"
+        "str r1, [sp]\n\t"
+        "mov r9, r2\n\t"
+        "mov r10, r3\n\t"
+        "add r11, r2, r3, lsl #1\n\t"
+        "ldr r0, [sp, #48]\n\t" /* n */
+        "add r1, r8, r0\n\t"
+        "str r1, [sp, #8]\n\t"
+        "and r0, r0, #3\n\t"
+        "add r0, r8, r0\n\t"
+        "str r0, [sp, #4]\n\t"
+        "ldr lr, [sp, #52]\n\t" /* s */
+        "ldm lr, {r0-r7}\n\t"
+        "ldr lr, [sp, #4]\n\t"
+        "cmp r8, lr\n\t"
+        "beq 2f\n"
+        "1:\n\t" MT_DOT4X2_STEP
+        "ldr lr, [sp, #4]\n\t"
+        "cmp r8, lr\n\t"
+        "bne 1b\n"
+        "2:\n\t"
+        "ldr lr, [sp, #8]\n\t"
+        "cmp r8, lr\n\t"
+        "beq 4f\n"
+        "3:\n\t" MT_DOT4X2_STEP MT_DOT4X2_STEP MT_DOT4X2_STEP MT_DOT4X2_STEP
+        "ldr lr, [sp, #8]\n\t"
+        "cmp r8, lr\n\t"
+        "bne 3b\n"
+        "4:\n\t"
+        "ldr lr, [sp, #52]\n\t"
+        "stm lr, {r0-r7}\n\t"
+        "add sp, #12\n\t"
+        "pop {r4-r11, pc}\n"
+        ".size mt_conv_dot4x2, . - mt_conv_dot4x2\n"
+        ".text\n");
+#else
+static void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int64_t *s)
+{
+    int64_t s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+    const int8_t *w2 = w + 2 * w_row;
+    for (const int8_t *end = x + n; x != end; x++, w++, w2++) {
+        const int32_t xx = (int32_t)x[0] + (int32_t)x[x_step] * (1 << 23);
+        s0 += (int64_t)xx * w[0];
+        s1 += (int64_t)xx * w[w_row];
+        s2 += (int64_t)xx * w2[0];
+        s3 += (int64_t)xx * w2[w_row];
+    }
+    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+}
+#endif
+
+/* Adds the two dot products packed in s[0..3] to a[0..3] (first position) and b[0..3], and clears s. */
+MT_INLINE void mt_pair_split(int64_t *s, int32_t *a, int32_t *b)
+{
+    for (int32_t c = 0; c < 4; c++) {
+        const int32_t lo = (int32_t)((uint32_t)s[c] << 9) >> 9;
+        a[c] = (int32_t)((uint32_t)a[c] + (uint32_t)lo); /* wrapping, as the reference's int32 sums */
+        b[c] = (int32_t)((uint32_t)b[c] + (uint32_t)((s[c] - lo) >> 23));
+        s[c] = 0;
+    }
+}
+
+/* Channels oc .. oc + 3 of output position (oy, ox), any window: acc = bias + sum over the taps inside the input
+ * of (x + input_offset) * w. */
+static void mt_conv_quad1(const mt_conv_params *p, const mt_per_channel_quant_params *q, const mt_dims *in_d,
+                          const int8_t *in, const mt_dims *f, const int8_t *filter, const int32_t *bias, int32_t oy,
+                          int32_t ox, int32_t oc, int8_t *out)
+{
+    const int32_t c_in = in_d->c, k = f->h * f->w * c_in, off = p->input_offset;
+    const int32_t iy0 = oy * p->stride.h - p->padding.top, ix0 = ox * p->stride.w - p->padding.left;
+    const int32_t ky0 = MT_MAX(0, -iy0), ky1 = MT_MIN(f->h, in_d->h - iy0);
+    const int32_t kx0 = MT_MAX(0, -ix0), kx1 = MT_MIN(f->w, in_d->w - ix0);
+    const int32_t n = (kx1 - kx0) * c_in; /* <= 0 when the window lies in the padding */
+    int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0, a2 = bias ? bias[oc + 2] : 0,
+            a3 = bias ? bias[oc + 3] : 0;
+    for (int32_t ky = ky0; ky < ky1; ky++) {
+        const int8_t *x = in + ((iy0 + ky) * in_d->w + ix0 + kx0) * c_in;
+        const int8_t *w = filter + oc * k + (ky * f->w + kx0) * c_in;
+        const int8_t *w2 = w + 2 * k;
+        for (int32_t i = n; i > 0; i--, x++, w++, w2++) {
+            const int32_t v = *x + off;
+            a0 += v * w[0];
+            a1 += v * w[k];
+            a2 += v * w2[0];
+            a3 += v * w2[k];
+        }
+    }
+    const int32_t lo = p->activation.min - p->output_offset, hi = p->activation.max - p->output_offset;
+    const int32_t a[4] = {a0, a1, a2, a3};
+    for (int32_t c = 0; c < 4; c++) {
+        out[oc + c] = mt_output_s8(a[c], q->multiplier[oc + c], q->shift[oc + c], lo, hi, p->output_offset);
+    }
+}
+
+/* Channels oc .. oc + 3 of output positions (oy, ox) and (oy, ox + 1), both windows inside the input; fold[c] =
+ * bias + input_offset * (sum of channel oc + c's weights). */
+static void mt_conv_quad2(const mt_conv_params *p, const mt_per_channel_quant_params *q, const mt_dims *in_d,
+                          const int8_t *in, const mt_dims *f, const int8_t *filter, const int32_t *fold, int32_t oy,
+                          int32_t ox, int32_t oc, int8_t *out0, int8_t *out1)
+{
+    const int32_t c_in = in_d->c, k = f->h * f->w * c_in, run = f->w * c_in, in_row = in_d->w * c_in;
+    const int8_t *x = in + ((oy * p->stride.h - p->padding.top) * in_d->w + ox * p->stride.w - p->padding.left) *
+                               c_in;
+    const int8_t *w = filter + oc * k;
+    int32_t a[4] = {fold[0], fold[1], fold[2], fold[3]}, b[4] = {fold[0], fold[1], fold[2], fold[3]};
+    int64_t s[4];
+    s[0] = s[1] = s[2] = s[3] = 0; /* stores, not a memset call */
+    int32_t taps = 0; /* in s since it was last split */
+    for (int32_t ky = 0; ky < f->h; ky++, x += in_row, w += run) {
+        for (int32_t i = 0; i < run;) {
+            if (taps == MT_PAIR_TAPS) {
+                mt_pair_split(s, a, b);
+                taps = 0;
+            }
+            const int32_t n = MT_MIN(run - i, MT_PAIR_TAPS - taps);
+            mt_conv_dot4x2(x + i, p->stride.w * c_in, w + i, k, n, s);
+            taps += n;
+            i += n;
+        }
+    }
+    mt_pair_split(s, a, b);
+    const int32_t lo = p->activation.min - p->output_offset, hi = p->activation.max - p->output_offset;
+    for (int32_t c = 0; c < 4; c++) {
+        const int32_t m = q->multiplier[oc + c], sh = q->shift[oc + c];
+        out0[oc + c] = mt_output_s8(a[c], m, sh, lo, hi, p->output_offset);
+        out1[oc + c] = mt_output_s8(b[c], m, sh, lo, hi, p->output_offset);
+    }
+}
+
+/* The blocked loops over all outputs; C_out >= 4. */
+static void mt_conv_smlal(const mt_conv_params *p, const mt_per_channel_quant_params *q, const mt_dims *in_d,
+                          const int8_t *input, const mt_dims *f, const int8_t *filter, const int32_t *bias,
+                          const mt_dims *out_d, int8_t *output)
+{
+    const int32_t c_out = out_d->c, in_image = in_d->h * in_d->w * in_d->c, w_out = out_d->w;
+    const int32_t k = f->h * f->w * f->c;
+    for (int32_t oc0 = 0; oc0 < c_out; oc0 += 4) {
+        const int32_t oc = MT_MIN(oc0, c_out - 4); /* the last quad overlaps its neighbour */
+        int32_t fold[4];
+        for (int32_t c = 0; c < 4; c++) {
+            int32_t sum = 0;
+            for (int32_t i = 0; i < k; i++) {
+                sum += filter[(oc + c) * k + i];
+            }
+            fold[c] = (int32_t)((uint32_t)(bias ? bias[oc + c] : 0) + (uint32_t)(p->input_offset * sum));
+        }
+        for (int32_t b = 0; b < in_d->n; b++) {
+            const int8_t *in = input + b * in_image;
+            for (int32_t oy = 0; oy < out_d->h; oy++) {
+                const int32_t iy0 = oy * p->stride.h - p->padding.top;
+                const int rows_in = iy0 >= 0 && iy0 + f->h <= in_d->h;
+                int8_t *out = output + (b * out_d->h + oy) * w_out * c_out;
+                for (int32_t ox = 0; ox < w_out;) {
+                    const int32_t ix0 = ox * p->stride.w - p->padding.left;
+                    if (rows_in && ix0 >= 0 && ox + 1 < w_out && ix0 + p->stride.w + f->w <= in_d->w) {
+                        mt_conv_quad2(p, q, in_d, in, f, filter, fold, oy, ox, oc, out + ox * c_out,
+                                      out + (ox + 1) * c_out);
+                        ox += 2;
+                    } else {
+                        mt_conv_quad1(p, q, in_d, in, f, filter, bias, oy, ox, oc, out + ox * c_out);
+                        ox++;
+                    }
+                }
+            }
+        }
+    }
+}
+#endif /* MT_USE_SMLAL */
+
 mt_status mt_conv_s8(const mt_context *ctx,
                      const mt_conv_params *conv_params,
                      const mt_per_channel_quant_params *quant_params,
@@ -873,6 +1085,12 @@ mt_status mt_conv_s8(const mt_context *ctx,
     return mt_conv_dsp(ctx, p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
 #else
     (void)ctx;
+#if MT_USE_SMLAL
+    if (output_dims->c >= 4) {
+        mt_conv_smlal(p, quant_params, input_dims, input, filter_dims, filter, bias, output_dims, output);
+        return MT_SUCCESS;
+    }
+#endif
     const int32_t c_in = input_dims->c;
     const int32_t c_out = output_dims->c;
     const int32_t lo = p->activation.min - p->output_offset;

@@ -18,6 +18,14 @@
 #define MT_USE_MVE 0
 #endif
 
+/* Plain C on cores without the DSP extension takes blocked loops built on 64-bit multiply-accumulates (SMLAL),
+ * except on ARMv6-M (Cortex-M0/M0+), where a 64-bit multiply is a library call: it keeps the simple loops. */
+#if !MT_USE_DSP && !defined(__ARM_ARCH_6M__)
+#define MT_USE_SMLAL 1
+#else
+#define MT_USE_SMLAL 0
+#endif
+
 #define MT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define MT_MIN(a, b) ((a) < (b) ? (a) : (b))
 

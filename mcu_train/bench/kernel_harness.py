@@ -123,14 +123,15 @@ class KernelCase:
             return out * self.filter_dims[3]
         return 0
 
-    def scratch_bytes(self) -> int:
-        """The kernel's scratch size query on the DSP path (an upper bound of every path)."""
+    def scratch_bytes(self, dsp: bool = True) -> int:
+        """The kernel's scratch size query on the DSP path (an upper bound of every path), or on the plain C
+        path (dsp=False)."""
         from codegen.lower import conv_scratch_bytes, dwconv_scratch_bytes
         if self.op == "conv":
-            return conv_scratch_bytes(self.input_dims, *self.kernel, self.c_out, dsp=True,
+            return conv_scratch_bytes(self.input_dims, *self.kernel, self.c_out, dsp=dsp,
                                       quads=0 if self.packed else None)
         if self.op == "depthwise":
-            return dwconv_scratch_bytes(self.input_dims, *self.kernel, self.input_dims[3] * self.ch_mult, dsp=True)
+            return dwconv_scratch_bytes(self.input_dims, *self.kernel, self.input_dims[3] * self.ch_mult, dsp=dsp)
         return 0
 
     def describe(self) -> str:
@@ -206,15 +207,25 @@ class KernelCase:
             return -1, None
 
 
-def render_cases(cases: list[KernelCase]) -> str:
-    """The C table hx_cases.h for `cases` (template firmware/kernels/harness/hx_cases.h.j2)."""
+def _buffer_sizes(cases: list[KernelCase], dsp: bool) -> dict:
+    """The harness's buffers for `cases`: the largest input, filter, output and scratch, in bytes."""
+    sizes = lambda f: max([int(np.prod(f(c))) for c in cases] + [1])  # noqa: E731
+    return dict(max_input=sizes(lambda c: c.input_dims), max_filter=sizes(lambda c: c.filter_dims),
+                max_output=sizes(lambda c: c.output_dims), max_scratch=max([c.scratch_bytes(dsp) for c in cases] + [4]))
+
+
+def _harness_ram(cases: list[KernelCase], dsp: bool) -> int:
+    b = _buffer_sizes(cases, dsp)
+    return 2 * b["max_input"] + b["max_filter"] + b["max_output"] + b["max_scratch"]  # two inputs (add)
+
+
+def render_cases(cases: list[KernelCase], dsp: bool = True) -> str:
+    """The C table hx_cases.h for `cases` (template firmware/kernels/harness/hx_cases.h.j2); dsp=False sizes
+    the scratch for the plain C path."""
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HARNESS_DIR), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    sizes = lambda f: max([int(np.prod(f(c))) for c in cases] + [1])  # noqa: E731
-    return env.get_template("hx_cases.h.j2").render(
-        cases=cases, max_input=sizes(lambda c: c.input_dims), max_filter=sizes(lambda c: c.filter_dims),
-        max_output=sizes(lambda c: c.output_dims), max_scratch=max([c.scratch_bytes() for c in cases] + [4]))
+    return env.get_template("hx_cases.h.j2").render(cases=cases, **_buffer_sizes(cases, dsp))
 
 
 def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = False, defines=()) -> Path:
@@ -224,11 +235,65 @@ def build_harness(board, cases: list[KernelCase], out_dir, reference: bool = Fal
     out_dir = Path(out_dir)
     gen = out_dir / ("gen_ref" if reference else "gen_dsp")
     gen.mkdir(parents=True, exist_ok=True)
-    (gen / "hx_cases.h").write_text(render_cases(cases))
+    (gen / "hx_cases.h").write_text(render_cases(cases, dsp=board.dsp and not reference))
     sources = [HARNESS_DIR / "mt_kernel_harness.c", *sorted(KERNELS_DIR.glob("mt_*.c"))]
     name = "harness_ref.elf" if reference else "harness_dsp.elf"
     return build_elf(board, sources, out_dir / name, include_dirs=[KERNELS_DIR, HARNESS_DIR, gen],
                      defines=[*(["MT_FORCE_REFERENCE"] if reference else []), *defines]).elf
+
+
+HARNESS_RAM_RESERVE = 1024  # the harness's other static data besides its buffers and the stack
+
+
+def fit_cases(cases: list[KernelCase], board) -> list[KernelCase]:
+    """`cases` for one harness in `board`'s RAM: unchanged where they fit, else each case whose input, output or
+    filter is above its share of the RAM (a sixth, a sixth, a third) shrunk to it (see _shrunk)."""
+    budget = board.ram.size - board.stack_bytes - HARNESS_RAM_RESERVE
+    if _harness_ram(cases, board.dsp) <= budget:
+        return list(cases)
+    fitted = [_shrunk(c, budget // 6, budget // 3, budget // 6) for c in cases]
+    if _harness_ram(fitted, board.dsp) > budget:
+        raise ValueError(f"the kernel cases do not fit {board.name}'s RAM even shrunk")
+    return fitted
+
+
+def _shrunk(case: KernelCase, max_input: int, max_filter: int, max_output: int) -> KernelCase:
+    """A copy of `case` with its input and output within max_input / max_output bytes and its filter within
+    max_filter: fewer images, then rows, columns and input channels (add, relu, requantize: fewer values; avg_pool
+    keeps its rows and columns, which its multiplier table depends on), then fewer output channels; kernel,
+    stride, padding, offsets, clamps and the per-channel values of the channels kept are unchanged."""
+    import dataclasses
+    size = lambda dims: int(np.prod(dims))  # noqa: E731
+    c = dataclasses.replace(case)
+    if size(c.input_dims) <= max_input and size(c.output_dims) <= max_output and size(c.filter_dims) <= max_filter:
+        return c
+    c.name = f"{case.name}, shrunk" if case.name else ""
+
+    def smaller(dims, i, least):
+        return tuple(max(least, v // 2) if j == i else v for j, v in enumerate(dims))
+
+    def keep_channels(n):
+        c.multiplier, c.shift = c.multiplier[:n], c.shift[:n]
+        c.bias = None if c.bias is None else c.bias[:n]
+
+    while size(c.input_dims) > max_input or size(c.output_dims) > max_output:
+        n, h, w, ch = c.input_dims
+        kh, kw = c.kernel
+        t, l, b, r = c.padding
+        spatial = c.op not in ("fc", "add", "relu", "requantize", "avg_pool")
+        least = (1, max(1, kh - t - b), max(1, kw - l - r), 1)  # at least one output row and column
+        i = next((i for i, v in enumerate((n, h, w, ch)) if v > least[i] and (spatial or i in (0, 3))), None)
+        if i is None:
+            raise ValueError(f"cannot shrink {case.describe()}")
+        c.input = smaller(c.input_dims, i, least[i])
+        if i == 3 and c.op == "depthwise":
+            keep_channels(c.input_dims[3] * c.ch_mult)
+    while size(c.filter_dims) > max_filter:
+        if c.op not in ("conv", "fc") or c.c_out == 1:
+            raise ValueError(f"cannot shrink {case.describe()}")
+        c.c_out = max(1, c.c_out // 2)
+        keep_channels(c.c_out)
+    return c
 
 
 RESULT = re.compile(rb"^R (\d+) (-?\d+) ([0-9a-f]{8})$", re.M)

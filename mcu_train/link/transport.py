@@ -4,15 +4,37 @@ import socket
 import time
 
 import serial
+from serial.urlhandler import protocol_socket
 
 from mcu_train.errors import BoardGone
+
+
+class _SocketSerial(protocol_socket.Serial):
+    """socket:// that keeps what arrives while it opens. pyserial's open() ends by discarding the input, but an
+    emulator starts the firmware when the connection is accepted: what it prints at once (a kernel harness's
+    first results) was lost whenever this process was slow to finish opening."""
+    _opening = False
+
+    def open(self):
+        self._opening = True
+        try:
+            super().open()
+        finally:
+            self._opening = False
+
+    def reset_input_buffer(self):
+        if not self._opening:
+            super().reset_input_buffer()
 
 
 def open_serial(url, timeout=0.05, baudrate=115200):
     """pyserial for any URL (`baudrate` matters for real ports only); TCP_NODELAY on sockets, or every reply
     stalls ~40 ms in Nagle's algorithm."""
     try:
-        ser = serial.serial_for_url(url, timeout=timeout, baudrate=baudrate)
+        if url.startswith("socket://"):
+            ser = _SocketSerial(url, timeout=timeout, baudrate=baudrate)
+        else:
+            ser = serial.serial_for_url(url, timeout=timeout, baudrate=baudrate)
     except (serial.SerialException, OSError) as e:
         raise BoardGone(f"cannot open {url}: {e}") from e
     sock = getattr(ser, "_socket", None)
