@@ -396,6 +396,121 @@ static void add_scaled_row(int32_t *gr, const int8_t *xr, int32_t n, int32_t v, 
         gr[c] += v * (xr[c] - zp);
 }
 
+#if MT_USE_DSP
+/* a's low halfword below b's (PKHBT), a's high halfword below b's (PKHTB). */
+static inline int32_t low_halves(uint32_t a, uint32_t b)
+{
+#if defined(__thumb2__)
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)((a & 0xFFFFu) | (b << 16));
+#endif
+}
+
+static inline int32_t high_halves(uint32_t a, uint32_t b)
+{
+#if defined(__thumb2__)
+    int32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(b), "r"(a));
+    return r;
+#else
+    return (int32_t)((a >> 16) | (b & 0xFFFF0000u));
+#endif
+}
+#endif
+
+/* A full error map's gradient rows, one kernel tap (CI weights) at a time with its sums in registers:
+ * g[t] = sum over positions of v * (x - zp) over the positions whose error v is not zero (listed once, at most
+ * MAP_LISTED of them) and whose input of that tap is not padding, two positions at a time (their errors in
+ * the halfwords of one word: with DSP, each channel's two inputs are packed into one word for SMLAD). Returns
+ * the bias gradient (the sum of the v), or MAP_UNLISTED when there are too many positions to list. */
+#define MAP_LISTED 64
+#define MAP_UNLISTED INT32_MIN
+typedef struct {
+    int16_t v, row, col; /* the error, the input row and column of tap (0, 0) */
+} map_pos;
+typedef struct {
+    const int8_t *a, *b; /* the two positions' inputs of the tap */
+    uint32_t v;          /* their errors, a's in the low halfword (b's is 0 when b only pads an odd count) */
+} map_pair;
+
+__attribute__((noinline)) static int32_t map_gradient(const tl_layer *l, const int8_t *x, const int8_t *yo,
+                                                      const int16_t *eo, tl_gate gt, int32_t *g)
+{
+    const int32_t H = l->in.h, W = l->in.w, CI = l->in.c, OW = l->out.w, CO = l->out.c, P = l->out.h * OW;
+    const int32_t zp = l->in_zp;
+    if (P > MAP_LISTED)
+        return MAP_UNLISTED;
+    map_pos at[MAP_LISTED];
+    map_pair pairs[MAP_LISTED / 2];
+    int32_t gb = 0, n = 0;
+    for (int32_t pos = 0; pos < P; pos++) {
+        const int32_t v = passes(gt, yo[pos * CO]) ? eo[pos * CO] : 0;
+        if (v) {
+            gb += v;
+            at[n++] = (map_pos){(int16_t)v, (int16_t)((pos / OW) * l->sh - l->pad_t),
+                                (int16_t)((pos % OW) * l->sw - l->pad_l)};
+        }
+    }
+#if MT_USE_DSP
+    const int32_t off = (int32_t)(((uint32_t)-zp & 0xFFFFu) * 0x10001u); /* -zp in both halfwords */
+#endif
+    for (int32_t i = 0; i < l->kh; i++)
+        for (int32_t j = 0; j < l->kw; j++) {
+            int32_t m = 0; /* listed positions whose input of tap (i, j) is not padding */
+            for (int32_t k = 0; k < n; k++) {
+                const int32_t ih = at[k].row + i, iw = at[k].col + j;
+                if ((uint32_t)ih < (uint32_t)H && (uint32_t)iw < (uint32_t)W) {
+                    map_pair *q = pairs + m / 2;
+                    const int8_t *xr = x + (ih * W + iw) * CI;
+                    if (m % 2) {
+                        q->b = xr;
+                        q->v |= (uint32_t)at[k].v << 16;
+                    } else {
+                        *q = (map_pair){xr, xr, (uint32_t)at[k].v & 0xFFFFu};
+                    }
+                    m++;
+                }
+            }
+            const map_pair *end = pairs + (m + 1) / 2;
+            int32_t *gr = g + (i * l->kw + j) * CI, c = 0;
+            for (; c + 4 <= CI; c += 4) {
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (const map_pair *q = pairs; q < end; q++) {
+#if MT_USE_DSP
+                    const int32_t wa = (int32_t)read4(q->a + c), wb = (int32_t)read4(q->b + c), v = (int32_t)q->v;
+                    const uint32_t la = (uint32_t)mt_lo_off(wa, off), ha = (uint32_t)mt_hi_off(wa, off);
+                    const uint32_t lb = (uint32_t)mt_lo_off(wb, off), hb = (uint32_t)mt_hi_off(wb, off);
+                    a0 = mt_smlad(low_halves(la, lb), v, a0);
+                    a1 = mt_smlad(low_halves(ha, hb), v, a1);
+                    a2 = mt_smlad(high_halves(la, lb), v, a2);
+                    a3 = mt_smlad(high_halves(ha, hb), v, a3);
+#else
+                    const int8_t *xa = q->a + c, *xb = q->b + c;
+                    const int32_t va = (int16_t)(q->v & 0xFFFFu), vb = (int16_t)(q->v >> 16);
+                    a0 += va * (xa[0] - zp) + vb * (xb[0] - zp);
+                    a1 += va * (xa[1] - zp) + vb * (xb[1] - zp);
+                    a2 += va * (xa[2] - zp) + vb * (xb[2] - zp);
+                    a3 += va * (xa[3] - zp) + vb * (xb[3] - zp);
+#endif
+                }
+                gr[c] = a0;
+                gr[c + 1] = a1;
+                gr[c + 2] = a2;
+                gr[c + 3] = a3;
+            }
+            for (; c < CI; c++) {
+                int32_t a = 0;
+                for (const map_pair *q = pairs; q < end; q++)
+                    a += (int16_t)(q->v & 0xFFFFu) * (q->a[c] - zp) + (int16_t)(q->v >> 16) * (q->b[c] - zp);
+                gr[c] = a;
+            }
+        }
+    return gb;
+}
+
 /* The input error with the served weights (before this window's update), as int32 sums in acc (H * W * CI):
  * each output position's scale-weighted errors (fold, one per channel; 0 for pruned channels) spread over the
  * input elements its taps read. */
@@ -500,13 +615,14 @@ static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_para
     for (int32_t o = 0; o < CO; o++) {
         if (!kept[o])
             continue;
-        int32_t gb = 0;
+        int32_t gb = broadcast ? MAP_UNLISTED : map_gradient(l, x, y + o, e + o, gt, g);
         if (raw) {
             const int32_t gated = gated_sums(l, x, y + o, gt, g), offset = zp * gated;
             gb = e[o] * gated;
             for (int32_t t = 0; t < K; t++)
                 g[t] = e[o] * (g[t] - offset);
-        } else {
+        } else if (gb == MAP_UNLISTED) {
+            gb = 0;
             memset(g, 0, sizeof(int32_t) * (size_t)K);
             for (int32_t pr = 0; pr < OH; pr++)
                 for (int32_t qc = 0; qc < OW; qc++) {
