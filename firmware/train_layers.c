@@ -252,6 +252,13 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     if (!refitted && !vw) { /* the common case */
         UNROLL for (int32_t t = 0; t < K; t++)
             w[t] = (int8_t)g[t];
+    } else if (!vw && er < 0 && er >= -62) {
+        /* A refit without momentum: round(nw * ratio) as fx_scaled_parts computes it, whose saturation a
+         * result of at most about WEIGHT_REFIT never reaches. */
+        const int n = -er;
+        const int64_t half = (int64_t)1 << (n - 1);
+        for (int32_t t = 0; t < K; t++)
+            w[t] = (int8_t)(((int64_t)g[t] * mr + half) >> n);
     } else {
         for (int32_t t = 0; t < K; t++) {
             int32_t nw = g[t], v = w[t] - nw;
