@@ -34,3 +34,21 @@ def test_trainer_matches_reference_and_fits(tmp_path, name, steps):
     # SRAM after the faster kernels").
     assert sram["peak_bytes"] <= 24 * 1024, sram
     assert sram["stack_used_bytes"] > 0 and sram["arena_bytes"] == compiled.arena_bytes
+
+
+def test_last_block_matches_reference_on_a_dsp_core(tmp_path):
+    """`--train exits+last-block` on the Cortex-M4F: the last block's padded 1x5 conv (a full error map, its
+    gradient rows through the DSP path) trains to the reference's weights, decisions and counters."""
+    board = get_board("mps2-an386")
+    compiled, out, elf = th.compile_trainer(tmp_path, board, "exits+last-block")
+    meta = th.load_meta(out)
+    ref = TrainerReference(compiled)
+    rows, y, mask = th.hapt_stream(meta, 120, person=27, label_fraction=0.3, shift=True)
+    with session(board, elf) as (running, link):
+        trainer = Trainer(link, meta)
+        got, want = th.run_both(trainer, ref, rows, y, mask)
+        bad = th.first_mismatch(got, want)
+        assert bad is None, f"window {bad[0]}: board {bad[1]} != reference {bad[2]}"
+        assert trainer.checkpoint_get() == ref.checkpoint()
+        assert trainer.stats() == ref.stats()
+    assert sum(s.outcome == Outcome.TRAINED for s in got) >= 20
