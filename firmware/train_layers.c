@@ -113,12 +113,92 @@ static inline int32_t store_new(int32_t *g, const int8_t *w, int32_t t, int32_t 
     return a > m ? a : m;
 }
 
+#if MT_USE_DSP
+/* a's low halfword below b's (PKHBT), a's high halfword below b's (PKHTB). */
+static inline int32_t low_halves(uint32_t a, uint32_t b)
+{
+#if defined(__thumb2__)
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)((a & 0xFFFFu) | (b << 16));
+#endif
+}
+
+static inline int32_t high_halves(uint32_t a, uint32_t b)
+{
+#if defined(__thumb2__)
+    int32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(b), "r"(a));
+    return r;
+#else
+    return (int32_t)((a >> 16) | (b & 0xFFFF0000u));
+#endif
+}
+
+#if defined(__thumb2__)
+/* Each signed halfword of acc becomes the larger (max16) or the smaller (min16) of its and v's: SSUB16 sets
+ * the GE flags that SEL reads. */
+static inline void max16(uint32_t *acc, uint32_t v)
+{
+    uint32_t scratch;
+    __asm__("ssub16 %1, %2, %0\n\tsel %0, %2, %0" : "+r"(*acc), "=&r"(scratch) : "r"(v) : "cc");
+}
+
+static inline void min16(uint32_t *acc, uint32_t v)
+{
+    uint32_t scratch;
+    __asm__("ssub16 %1, %2, %0\n\tsel %0, %0, %2" : "+r"(*acc), "=&r"(scratch) : "r"(v) : "cc");
+}
+#endif
+#endif
+
+#if MT_USE_DSP && defined(__thumb2__)
+/* A weight's step on the DSP path, from the high word of g * mm: rounded by SMMULR (post 0), or truncated by
+ * SMMUL and then rounded by `post` bits. Called with constant post 0 or not, to keep the branch out of loops. */
+__attribute__((always_inline)) static inline int32_t dsp_step(int32_t g, int32_t mm, int32_t post_half, int post)
+{
+    int32_t d;
+    if (!post) {
+        __asm__("smmulr %0, %1, %2" : "=r"(d) : "r"(g), "r"(mm));
+        return d;
+    }
+    __asm__("smmul %0, %1, %2" : "=r"(d) : "r"(g), "r"(mm));
+    return (d + post_half) >> post;
+}
+
+/* New weights g = w - d two at a time while every one fits 16 bits (the caller bounds the steps), their
+ * largest and smallest kept in the halfwords of two words; *m32 = their largest magnitude. Returns how many
+ * weights are done (all but an odd last one). */
+__attribute__((always_inline)) static inline int32_t steps16(int32_t *g, const int8_t *w, int32_t K, int32_t mm,
+                                                             int32_t post_half, int post, int32_t *m32)
+{
+    uint32_t hi = 0, lo = 0;
+    int32_t t = 0;
+    for (; t + 2 <= K; t += 2) {
+        const int32_t n0 = w[t] - dsp_step(g[t], mm, post_half, post);
+        const int32_t n1 = w[t + 1] - dsp_step(g[t + 1], mm, post_half, post);
+        g[t] = n0;
+        g[t + 1] = n1;
+        const uint32_t pk = (uint32_t)low_halves((uint32_t)n0, (uint32_t)n1);
+        max16(&hi, pk);
+        min16(&lo, pk);
+    }
+    const int32_t top = (int16_t)(hi & 0xFFFFu) > (int16_t)(hi >> 16) ? (int16_t)(hi & 0xFFFFu) : (int16_t)(hi >> 16);
+    const int32_t bottom = (int16_t)(lo & 0xFFFFu) < (int16_t)(lo >> 16) ? (int16_t)(lo & 0xFFFFu) : (int16_t)(lo >> 16);
+    *m32 = top > -bottom ? top : -bottom;
+    return t;
+}
+#endif
+
 /* New weights w - d of a row, d = round(g * f_w) (+ decay, + momentum), into g (saturated to +-2^30); returns
  * their largest magnitude (and the momentum's in *vmax). The common case (no decay, no momentum,
  * f_w < 2^-1) is one 64-bit multiply and a rounding shift per weight. */
 __attribute__((noinline)) static int64_t new_weights(int32_t *g, const int8_t *w, const int16_t *vw, int32_t K,
-                                                     float f_w, float f_d, float mu, int64_t *vmax)
+                                                     uint32_t gmag, float f_w, float f_d, float mu, int64_t *vmax)
 {
+    (void)gmag; /* bounds the steps, on the DSP path: |d| <= gmag * mm / 2^32 + 1 */
     int32_t mw, ew, md, ed, mv, ev;
     fx_parts(f_w, &mw, &ew);
     fx_parts(f_d, &md, &ed);
@@ -133,19 +213,15 @@ __attribute__((noinline)) static int64_t new_weights(int32_t *g, const int8_t *w
         const int32_t post_half = post ? 1 << (post - 1) : 0;
         int32_t m32 = 0;
 #if MT_USE_DSP && defined(__thumb2__)
-        /* The high word in one instruction: SMMULR rounds (adds 2^31) as `half` does, SMMUL does not. */
-        if (half) {
-            UNROLL for (int32_t t = 0; t < K; t++) {
-                int32_t d;
-                __asm__("smmulr %0, %1, %2" : "=r"(d) : "r"(g[t]), "r"(mm));
-                m32 = store_new(g, w, t, d, m32);
-            }
+        int32_t t = 0;
+        if ((((uint64_t)gmag * (uint32_t)mm) >> 32) < 32767 - 128)
+            t = post ? steps16(g, w, K, mm, post_half, post, &m32) : steps16(g, w, K, mm, 0, 0, &m32);
+        if (!post) {
+            UNROLL for (; t < K; t++)
+                m32 = store_new(g, w, t, dsp_step(g[t], mm, 0, 0), m32);
         } else {
-            UNROLL for (int32_t t = 0; t < K; t++) {
-                int32_t d;
-                __asm__("smmul %0, %1, %2" : "=r"(d) : "r"(g[t]), "r"(mm));
-                m32 = store_new(g, w, t, (d + post_half) >> post, m32);
-            }
+            UNROLL for (; t < K; t++)
+                m32 = store_new(g, w, t, dsp_step(g[t], mm, post_half, post), m32);
         }
         return m32;
 #endif
@@ -196,10 +272,12 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     int16_t *vw = p->vw ? p->vw + l->w + o * K : 0;
     const float s = p->scale[c], s_in = l->in_scale, sigma_g = sigma * s_in;
     float lr = h->lr;
+    uint32_t gmag = UINT32_MAX; /* the OR of the gradient's magnitudes (at least the largest), when known */
     if (h->clip_norm > 0.0f) {
         uint32_t m = 0; /* the OR of the magnitudes has the bit length of the largest */
         UNROLL for (int32_t t = 0; t < K; t++)
             m |= g[t] < 0 ? (uint32_t)0 - (uint32_t)g[t] : (uint32_t)g[t];
+        gmag = m;
         int sh = fx_bitlen(m) - 15;
         if (sh < 0)
             sh = 0;
@@ -218,7 +296,7 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     if (!fm_isfinite(f_w) || !fm_isfinite(f_b) || !fm_isfinite(f_d))
         return 0;
     int64_t vmax;
-    const int64_t m = new_weights(g, w, vw, K, f_w, f_d, h->momentum, &vmax);
+    const int64_t m = new_weights(g, w, vw, K, gmag, f_w, f_d, h->momentum, &vmax);
     int64_t db = fx_scaled(gb, f_b) + fx_scaled(p->bias[c], f_d);
     if (p->vb)
         db = fx_scaled(p->vb[c], h->momentum) + db;
@@ -402,31 +480,6 @@ static void add_scaled_row(int32_t *gr, const int8_t *xr, int32_t n, int32_t v, 
     UNROLL for (; c < n; c++)
         gr[c] += v * (xr[c] - zp);
 }
-
-#if MT_USE_DSP
-/* a's low halfword below b's (PKHBT), a's high halfword below b's (PKHTB). */
-static inline int32_t low_halves(uint32_t a, uint32_t b)
-{
-#if defined(__thumb2__)
-    int32_t r;
-    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-#else
-    return (int32_t)((a & 0xFFFFu) | (b << 16));
-#endif
-}
-
-static inline int32_t high_halves(uint32_t a, uint32_t b)
-{
-#if defined(__thumb2__)
-    int32_t r;
-    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(b), "r"(a));
-    return r;
-#else
-    return (int32_t)((a >> 16) | (b & 0xFFFF0000u));
-#endif
-}
-#endif
 
 /* A full error map's gradient rows, one kernel tap (CI weights) at a time with its sums in registers:
  * g[t] = sum over positions of v * (x - zp) over the positions whose error v is not zero (listed once, at most
