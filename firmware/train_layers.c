@@ -485,8 +485,8 @@ static void add_scaled_row(int32_t *gr, const int8_t *xr, int32_t n, int32_t v, 
  * g[t] = sum over positions of v * (x - zp) over the positions whose error v is not zero (listed once, at most
  * MAP_LISTED of them) and whose input of that tap is not padding, two positions at a time (their errors in
  * the halfwords of one word: with DSP, each channel's two inputs are packed into one word for SMLAD). Returns
- * the bias gradient (the sum of the v), or MAP_UNLISTED when there are too many positions to list. */
-#define MAP_LISTED 64
+ * the bias gradient (the sum of the v), or MAP_UNLISTED for one position or too many to list. */
+#define MAP_LISTED 32
 #define MAP_UNLISTED INT32_MIN
 typedef struct {
     int16_t v, row, col; /* the error, the input row and column of tap (0, 0) */
@@ -501,7 +501,7 @@ __attribute__((noinline)) static int32_t map_gradient(const tl_layer *l, const i
 {
     const int32_t H = l->in.h, W = l->in.w, CI = l->in.c, OW = l->out.w, CO = l->out.c, P = l->out.h * OW;
     const int32_t zp = l->in_zp;
-    if (P > MAP_LISTED)
+    if (P < 2 || P > MAP_LISTED) /* one position (a dense layer): add_scaled_row's single pass is cheaper */
         return MAP_UNLISTED;
     map_pos at[MAP_LISTED];
     map_pair pairs[MAP_LISTED / 2];
