@@ -113,31 +113,27 @@ static inline int32_t store_new(int32_t *g, const int8_t *w, int32_t t, int32_t 
     return a > m ? a : m;
 }
 
-#if MT_USE_DSP
-/* a's low halfword below b's (PKHBT), a's high halfword below b's (PKHTB). */
+/* The trainer's own DSP instructions, as inline assembly (Thumb-2 cores with the DSP extension). */
+#if MT_USE_DSP && defined(__thumb2__)
+#define TL_DSP 1
+#else
+#define TL_DSP 0
+#endif
+#if TL_DSP
+/* a's low halfword below b's (PKHBT). */
 static inline int32_t low_halves(uint32_t a, uint32_t b)
 {
-#if defined(__thumb2__)
     int32_t r;
     __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
     return r;
-#else
-    return (int32_t)((a & 0xFFFFu) | (b << 16));
-#endif
 }
 
-static inline int32_t high_halves(uint32_t a, uint32_t b)
+/* Both pairings of a's and b's halfwords: the low ones (PKHBT) and the high ones (PKHTB), a's below b's. */
+static inline void pair_halves(uint32_t a, uint32_t b, uint32_t *low, uint32_t *high)
 {
-#if defined(__thumb2__)
-    int32_t r;
-    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(b), "r"(a));
-    return r;
-#else
-    return (int32_t)((a >> 16) | (b & 0xFFFF0000u));
-#endif
+    __asm__("pkhbt %0, %2, %3, lsl #16\n\tpkhtb %1, %3, %2, asr #16" : "=&r"(*low), "=r"(*high) : "r"(a), "r"(b));
 }
 
-#if defined(__thumb2__)
 /* Each signed halfword of acc becomes the larger (max16) or the smaller (min16) of its and v's: SSUB16 sets
  * the GE flags that SEL reads. */
 static inline void max16(uint32_t *acc, uint32_t v)
@@ -151,10 +147,7 @@ static inline void min16(uint32_t *acc, uint32_t v)
     uint32_t scratch;
     __asm__("ssub16 %1, %2, %0\n\tsel %0, %0, %2" : "+r"(*acc), "=&r"(scratch) : "r"(v) : "cc");
 }
-#endif
-#endif
 
-#if MT_USE_DSP && defined(__thumb2__)
 /* A weight's step on the DSP path, from the high word of g * mm: rounded by SMMULR (post 0), or truncated by
  * SMMUL and then rounded by `post` bits. Called with constant post 0 or not, to keep the branch out of loops. */
 __attribute__((always_inline)) static inline int32_t dsp_step(int32_t g, int32_t mm, int32_t post_half, int post)
@@ -212,7 +205,7 @@ __attribute__((noinline)) static int64_t new_weights(int32_t *g, const int8_t *w
         const int64_t half = n <= 32 ? (int64_t)1 << 31 : 0;
         const int32_t post_half = post ? 1 << (post - 1) : 0;
         int32_t m32 = 0;
-#if MT_USE_DSP && defined(__thumb2__)
+#if TL_DSP
         int32_t t = 0;
         if ((((uint64_t)gmag * (uint32_t)mm) >> 32) < 32767 - 128)
             t = post ? steps16(g, w, K, mm, post_half, post, &m32) : steps16(g, w, K, mm, 0, 0, &m32);
@@ -514,7 +507,7 @@ __attribute__((noinline)) static int32_t map_gradient(const tl_layer *l, const i
                                 (int16_t)((pos % OW) * l->sw - l->pad_l)};
         }
     }
-#if MT_USE_DSP
+#if TL_DSP
     const int32_t off = (int32_t)(((uint32_t)-zp & 0xFFFFu) * 0x10001u); /* -zp in both halfwords */
 #endif
     for (int32_t i = 0; i < l->kh; i++)
@@ -539,14 +532,17 @@ __attribute__((noinline)) static int32_t map_gradient(const tl_layer *l, const i
             for (; c + 4 <= CI; c += 4) {
                 int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                 for (const map_pair *q = pairs; q < end; q++) {
-#if MT_USE_DSP
+#if TL_DSP
                     const int32_t wa = (int32_t)read4(q->a + c), wb = (int32_t)read4(q->b + c), v = (int32_t)q->v;
                     const uint32_t la = (uint32_t)mt_lo_off(wa, off), ha = (uint32_t)mt_hi_off(wa, off);
                     const uint32_t lb = (uint32_t)mt_lo_off(wb, off), hb = (uint32_t)mt_hi_off(wb, off);
-                    a0 = mt_smlad(low_halves(la, lb), v, a0);
-                    a1 = mt_smlad(low_halves(ha, hb), v, a1);
-                    a2 = mt_smlad(high_halves(la, lb), v, a2);
-                    a3 = mt_smlad(high_halves(ha, hb), v, a3);
+                    uint32_t c0, c2, c1, c3;
+                    pair_halves(la, lb, &c0, &c2);
+                    pair_halves(ha, hb, &c1, &c3);
+                    a0 = mt_smlad((int32_t)c0, v, a0);
+                    a1 = mt_smlad((int32_t)c1, v, a1);
+                    a2 = mt_smlad((int32_t)c2, v, a2);
+                    a3 = mt_smlad((int32_t)c3, v, a3);
 #else
                     const int8_t *xa = q->a + c, *xb = q->b + c;
                     const int32_t va = (int16_t)(q->v & 0xFFFFu), vb = (int16_t)(q->v >> 16);
