@@ -27,6 +27,12 @@ WEIGHT_REFIT = 120  # a channel's largest |weight| right after its scale is refi
 WEIGHT_LOW = 96  # below this the channel's scale is refitted (when its values fit)
 UPDATE_RANGE = 1 << 30  # an update that takes a weight beyond this many steps is never applied
 INT32_MAX = 2**31 - 1
+# A study of issue 13 (docs/RESULTS.md, "The last block's training cost"); the firmware does "all". On a labelled
+# window that left at an early exit the final exit's unit trains and is do-no-harm evidence ("all"), does
+# neither ("reached": only windows that reached the final exit), or trains but is no evidence
+# ("evidence-reached"); "-or-wrong": as "all" when the early exit's prediction was wrong.
+FINAL_UNIT_RULES = ("all", "reached", "evidence-reached", "reached-or-wrong", "evidence-reached-or-wrong")
+FINAL_UNIT_RULE = "all"
 DNH_WINS = 1  # do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies
 PROTO_TEMPERATURE = 16.0  # prototype heads: the Gaussian softmax's temperature (higher: less confident; docs/RESULTS.md)
 
@@ -889,9 +895,16 @@ class TrainerReference:
         # Every unit trains, with its personalised head (and the generic heads the do-no-harm comparison
         # needs): a label is rare, so it teaches every exit and is evidence for every exit's guard.
         train_units = list(range(len(self.units)))
+        early = labelled and k < final and FINAL_UNIT_RULE != "all"  # the study's rules
+        if early and FINAL_UNIT_RULE.endswith("-or-wrong"):
+            early = fmath.argmax(served) == int(label)
+        if early and FINAL_UNIT_RULE.startswith("reached"):
+            train_units = [u for u in train_units if self.units[u].exit != final]
         # Do-no-harm evidence: labelled windows; on exits that never saw a label, the confident teacher's
         # pseudo-labels (label-free: the generic final exit always agrees with itself, so it keeps serving).
         evidence = [u for u in train_units if labelled or self.exits[self.units[u].exit].labelled == 0]
+        if early and FINAL_UNIT_RULE.startswith("evidence-reached"):
+            evidence = [u for u in evidence if self.units[u].exit != final]
         if target is not None:
             exits = {self.units[u].exit for u in train_units}
             self._complete(win, exits, {self.units[u].exit for u in evidence}, train_units, macs)

@@ -113,12 +113,85 @@ static inline int32_t store_new(int32_t *g, const int8_t *w, int32_t t, int32_t 
     return a > m ? a : m;
 }
 
+/* The trainer's own DSP instructions, as inline assembly (Thumb-2 cores with the DSP extension). */
+#if MT_USE_DSP && defined(__thumb2__)
+#define TL_DSP 1
+#else
+#define TL_DSP 0
+#endif
+#if TL_DSP
+/* a's low halfword below b's (PKHBT). */
+static inline int32_t low_halves(uint32_t a, uint32_t b)
+{
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+/* Both pairings of a's and b's halfwords: the low ones (PKHBT) and the high ones (PKHTB), a's below b's. */
+static inline void pair_halves(uint32_t a, uint32_t b, uint32_t *low, uint32_t *high)
+{
+    __asm__("pkhbt %0, %2, %3, lsl #16\n\tpkhtb %1, %3, %2, asr #16" : "=&r"(*low), "=r"(*high) : "r"(a), "r"(b));
+}
+
+/* Each signed halfword of acc becomes the larger (max16) or the smaller (min16) of its and v's: SSUB16 sets
+ * the GE flags that SEL reads. */
+static inline void max16(uint32_t *acc, uint32_t v)
+{
+    uint32_t scratch;
+    __asm__("ssub16 %1, %2, %0\n\tsel %0, %2, %0" : "+r"(*acc), "=&r"(scratch) : "r"(v) : "cc");
+}
+
+static inline void min16(uint32_t *acc, uint32_t v)
+{
+    uint32_t scratch;
+    __asm__("ssub16 %1, %2, %0\n\tsel %0, %0, %2" : "+r"(*acc), "=&r"(scratch) : "r"(v) : "cc");
+}
+
+/* A weight's step on the DSP path, from the high word of g * mm: rounded by SMMULR (post 0), or truncated by
+ * SMMUL and then rounded by `post` bits. Called with constant post 0 or not, to keep the branch out of loops. */
+__attribute__((always_inline)) static inline int32_t dsp_step(int32_t g, int32_t mm, int32_t post_half, int post)
+{
+    int32_t d;
+    if (!post) {
+        __asm__("smmulr %0, %1, %2" : "=r"(d) : "r"(g), "r"(mm));
+        return d;
+    }
+    __asm__("smmul %0, %1, %2" : "=r"(d) : "r"(g), "r"(mm));
+    return (d + post_half) >> post;
+}
+
+/* New weights g = w - d two at a time while every one fits 16 bits (the caller bounds the steps), their
+ * largest and smallest kept in the halfwords of two words; *m32 = their largest magnitude. Returns how many
+ * weights are done (all but an odd last one). */
+__attribute__((always_inline)) static inline int32_t steps16(int32_t *g, const int8_t *w, int32_t K, int32_t mm,
+                                                             int32_t post_half, int post, int32_t *m32)
+{
+    uint32_t hi = 0, lo = 0;
+    int32_t t = 0;
+    for (; t + 2 <= K; t += 2) {
+        const int32_t n0 = w[t] - dsp_step(g[t], mm, post_half, post);
+        const int32_t n1 = w[t + 1] - dsp_step(g[t + 1], mm, post_half, post);
+        g[t] = n0;
+        g[t + 1] = n1;
+        const uint32_t pk = (uint32_t)low_halves((uint32_t)n0, (uint32_t)n1);
+        max16(&hi, pk);
+        min16(&lo, pk);
+    }
+    const int32_t top = (int16_t)(hi & 0xFFFFu) > (int16_t)(hi >> 16) ? (int16_t)(hi & 0xFFFFu) : (int16_t)(hi >> 16);
+    const int32_t bottom = (int16_t)(lo & 0xFFFFu) < (int16_t)(lo >> 16) ? (int16_t)(lo & 0xFFFFu) : (int16_t)(lo >> 16);
+    *m32 = top > -bottom ? top : -bottom;
+    return t;
+}
+#endif
+
 /* New weights w - d of a row, d = round(g * f_w) (+ decay, + momentum), into g (saturated to +-2^30); returns
  * their largest magnitude (and the momentum's in *vmax). The common case (no decay, no momentum,
  * f_w < 2^-1) is one 64-bit multiply and a rounding shift per weight. */
 __attribute__((noinline)) static int64_t new_weights(int32_t *g, const int8_t *w, const int16_t *vw, int32_t K,
-                                                     float f_w, float f_d, float mu, int64_t *vmax)
+                                                     uint32_t gmag, float f_w, float f_d, float mu, int64_t *vmax)
 {
+    (void)gmag; /* bounds the steps, on the DSP path: |d| <= gmag * mm / 2^32 + 1 */
     int32_t mw, ew, md, ed, mv, ev;
     fx_parts(f_w, &mw, &ew);
     fx_parts(f_d, &md, &ed);
@@ -132,20 +205,16 @@ __attribute__((noinline)) static int64_t new_weights(int32_t *g, const int8_t *w
         const int64_t half = n <= 32 ? (int64_t)1 << 31 : 0;
         const int32_t post_half = post ? 1 << (post - 1) : 0;
         int32_t m32 = 0;
-#if MT_USE_DSP && defined(__thumb2__)
-        /* The high word in one instruction: SMMULR rounds (adds 2^31) as `half` does, SMMUL does not. */
-        if (half) {
-            UNROLL for (int32_t t = 0; t < K; t++) {
-                int32_t d;
-                __asm__("smmulr %0, %1, %2" : "=r"(d) : "r"(g[t]), "r"(mm));
-                m32 = store_new(g, w, t, d, m32);
-            }
+#if TL_DSP
+        int32_t t = 0;
+        if ((((uint64_t)gmag * (uint32_t)mm) >> 32) < 32767 - 128)
+            t = post ? steps16(g, w, K, mm, post_half, post, &m32) : steps16(g, w, K, mm, 0, 0, &m32);
+        if (!post) {
+            UNROLL for (; t < K; t++)
+                m32 = store_new(g, w, t, dsp_step(g[t], mm, 0, 0), m32);
         } else {
-            UNROLL for (int32_t t = 0; t < K; t++) {
-                int32_t d;
-                __asm__("smmul %0, %1, %2" : "=r"(d) : "r"(g[t]), "r"(mm));
-                m32 = store_new(g, w, t, (d + post_half) >> post, m32);
-            }
+            UNROLL for (; t < K; t++)
+                m32 = store_new(g, w, t, dsp_step(g[t], mm, post_half, post), m32);
         }
         return m32;
 #endif
@@ -196,10 +265,12 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     int16_t *vw = p->vw ? p->vw + l->w + o * K : 0;
     const float s = p->scale[c], s_in = l->in_scale, sigma_g = sigma * s_in;
     float lr = h->lr;
+    uint32_t gmag = UINT32_MAX; /* the OR of the gradient's magnitudes (at least the largest), when known */
     if (h->clip_norm > 0.0f) {
         uint32_t m = 0; /* the OR of the magnitudes has the bit length of the largest */
         UNROLL for (int32_t t = 0; t < K; t++)
             m |= g[t] < 0 ? (uint32_t)0 - (uint32_t)g[t] : (uint32_t)g[t];
+        gmag = m;
         int sh = fx_bitlen(m) - 15;
         if (sh < 0)
             sh = 0;
@@ -218,7 +289,7 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     if (!fm_isfinite(f_w) || !fm_isfinite(f_b) || !fm_isfinite(f_d))
         return 0;
     int64_t vmax;
-    const int64_t m = new_weights(g, w, vw, K, f_w, f_d, h->momentum, &vmax);
+    const int64_t m = new_weights(g, w, vw, K, gmag, f_w, f_d, h->momentum, &vmax);
     int64_t db = fx_scaled(gb, f_b) + fx_scaled(p->bias[c], f_d);
     if (p->vb)
         db = fx_scaled(p->vb[c], h->momentum) + db;
@@ -252,6 +323,13 @@ __attribute__((noinline)) static int update_row(const tl_layer *l, const tl_para
     if (!refitted && !vw) { /* the common case */
         UNROLL for (int32_t t = 0; t < K; t++)
             w[t] = (int8_t)g[t];
+    } else if (!vw && er < 0 && er >= -62) {
+        /* A refit without momentum: round(nw * ratio) as fx_scaled_parts computes it, whose saturation a
+         * result of at most about WEIGHT_REFIT never reaches. */
+        const int n = -er;
+        const int64_t half = (int64_t)1 << (n - 1);
+        for (int32_t t = 0; t < K; t++)
+            w[t] = (int8_t)(((int64_t)g[t] * mr + half) >> n);
     } else {
         for (int32_t t = 0; t < K; t++) {
             int32_t nw = g[t], v = w[t] - nw;
@@ -396,6 +474,99 @@ static void add_scaled_row(int32_t *gr, const int8_t *xr, int32_t n, int32_t v, 
         gr[c] += v * (xr[c] - zp);
 }
 
+/* A full error map's gradient rows, one kernel tap (CI weights) at a time with its sums in registers:
+ * g[t] = sum over positions of v * (x - zp) over the positions whose error v is not zero (listed once, at most
+ * MAP_LISTED of them) and whose input of that tap is not padding, two positions at a time (their errors in
+ * the halfwords of one word: with DSP, each channel's two inputs are packed into one word for SMLAD). Returns
+ * the bias gradient (the sum of the v), or MAP_UNLISTED for one position or too many to list. */
+#define MAP_LISTED 32
+#define MAP_UNLISTED INT32_MIN
+typedef struct {
+    int16_t v, row, col; /* the error, the input row and column of tap (0, 0) */
+} map_pos;
+typedef struct {
+    const int8_t *a, *b; /* the two positions' inputs of the tap */
+    uint32_t v;          /* their errors, a's in the low halfword (b's is 0 when b only pads an odd count) */
+} map_pair;
+
+__attribute__((noinline)) static int32_t map_gradient(const tl_layer *l, const int8_t *x, const int8_t *yo,
+                                                      const int16_t *eo, tl_gate gt, int32_t *g)
+{
+    const int32_t H = l->in.h, W = l->in.w, CI = l->in.c, OW = l->out.w, CO = l->out.c, P = l->out.h * OW;
+    const int32_t zp = l->in_zp;
+    if (P < 2 || P > MAP_LISTED) /* one position (a dense layer): add_scaled_row's single pass is cheaper */
+        return MAP_UNLISTED;
+    map_pos at[MAP_LISTED];
+    map_pair pairs[MAP_LISTED / 2];
+    int32_t gb = 0, n = 0;
+    for (int32_t pos = 0; pos < P; pos++) {
+        const int32_t v = passes(gt, yo[pos * CO]) ? eo[pos * CO] : 0;
+        if (v) {
+            gb += v;
+            at[n++] = (map_pos){(int16_t)v, (int16_t)((pos / OW) * l->sh - l->pad_t),
+                                (int16_t)((pos % OW) * l->sw - l->pad_l)};
+        }
+    }
+#if TL_DSP
+    const int32_t off = (int32_t)(((uint32_t)-zp & 0xFFFFu) * 0x10001u); /* -zp in both halfwords */
+#endif
+    for (int32_t i = 0; i < l->kh; i++)
+        for (int32_t j = 0; j < l->kw; j++) {
+            int32_t m = 0; /* listed positions whose input of tap (i, j) is not padding */
+            for (int32_t k = 0; k < n; k++) {
+                const int32_t ih = at[k].row + i, iw = at[k].col + j;
+                if ((uint32_t)ih < (uint32_t)H && (uint32_t)iw < (uint32_t)W) {
+                    map_pair *q = pairs + m / 2;
+                    const int8_t *xr = x + (ih * W + iw) * CI;
+                    if (m % 2) {
+                        q->b = xr;
+                        q->v |= (uint32_t)at[k].v << 16;
+                    } else {
+                        *q = (map_pair){xr, xr, (uint32_t)at[k].v & 0xFFFFu};
+                    }
+                    m++;
+                }
+            }
+            const map_pair *end = pairs + (m + 1) / 2;
+            int32_t *gr = g + (i * l->kw + j) * CI, c = 0;
+            for (; c + 4 <= CI; c += 4) {
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (const map_pair *q = pairs; q < end; q++) {
+#if TL_DSP
+                    const int32_t wa = (int32_t)read4(q->a + c), wb = (int32_t)read4(q->b + c), v = (int32_t)q->v;
+                    const uint32_t la = (uint32_t)mt_lo_off(wa, off), ha = (uint32_t)mt_hi_off(wa, off);
+                    const uint32_t lb = (uint32_t)mt_lo_off(wb, off), hb = (uint32_t)mt_hi_off(wb, off);
+                    uint32_t c0, c2, c1, c3;
+                    pair_halves(la, lb, &c0, &c2);
+                    pair_halves(ha, hb, &c1, &c3);
+                    a0 = mt_smlad((int32_t)c0, v, a0);
+                    a1 = mt_smlad((int32_t)c1, v, a1);
+                    a2 = mt_smlad((int32_t)c2, v, a2);
+                    a3 = mt_smlad((int32_t)c3, v, a3);
+#else
+                    const int8_t *xa = q->a + c, *xb = q->b + c;
+                    const int32_t va = (int16_t)(q->v & 0xFFFFu), vb = (int16_t)(q->v >> 16);
+                    a0 += va * (xa[0] - zp) + vb * (xb[0] - zp);
+                    a1 += va * (xa[1] - zp) + vb * (xb[1] - zp);
+                    a2 += va * (xa[2] - zp) + vb * (xb[2] - zp);
+                    a3 += va * (xa[3] - zp) + vb * (xb[3] - zp);
+#endif
+                }
+                gr[c] = a0;
+                gr[c + 1] = a1;
+                gr[c + 2] = a2;
+                gr[c + 3] = a3;
+            }
+            for (; c < CI; c++) {
+                int32_t a = 0;
+                for (const map_pair *q = pairs; q < end; q++)
+                    a += (int16_t)(q->v & 0xFFFFu) * (q->a[c] - zp) + (int16_t)(q->v >> 16) * (q->b[c] - zp);
+                gr[c] = a;
+            }
+        }
+    return gb;
+}
+
 /* The input error with the served weights (before this window's update), as int32 sums in acc (H * W * CI):
  * each output position's scale-weighted errors (fold, one per channel; 0 for pruned channels) spread over the
  * input elements its taps read. */
@@ -500,13 +671,14 @@ static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_para
     for (int32_t o = 0; o < CO; o++) {
         if (!kept[o])
             continue;
-        int32_t gb = 0;
+        int32_t gb = broadcast ? MAP_UNLISTED : map_gradient(l, x, y + o, e + o, gt, g);
         if (raw) {
             const int32_t gated = gated_sums(l, x, y + o, gt, g), offset = zp * gated;
             gb = e[o] * gated;
             for (int32_t t = 0; t < K; t++)
                 g[t] = e[o] * (g[t] - offset);
-        } else {
+        } else if (gb == MAP_UNLISTED) {
+            gb = 0;
             memset(g, 0, sizeof(int32_t) * (size_t)K);
             for (int32_t pr = 0; pr < OH; pr++)
                 for (int32_t qc = 0; qc < OW; qc++) {
