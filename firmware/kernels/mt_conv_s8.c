@@ -842,9 +842,11 @@ static int mt_conv_mve(const mt_context *ctx, const mt_conv_params *p, const mt_
  * 4-channel, one-position loop with the offset added per tap (mt_conv_quad1). */
 #define MT_PAIR_TAPS 255
 
-/* s[c] += sum over i < n of (x[i] + x[i + x_step] * 2^23) * w[c * w_row + i], c = 0..3; n >= 1. */
+/* With S[c] = sum over i < n of (x[i] + x[i + x_step] * 2^23) * w[c * w_row + i] (c = 0..3, 1 <= n <=
+ * MT_PAIR_TAPS): ab[c] += A[c] (the first position's dot product: S's low 23 bits sign-extended) and ab[4 + c] +=
+ * B[c] = (S[c] - A[c]) / 2^23 (the second's), wrapping as the reference's int32 sums. */
 #if defined(__GNUC__) && defined(__thumb2__)
-void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int64_t *s);
+void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int32_t *ab);
 
 /* One tap: the packed input word in r12, 4 weights in turn in lr, 4 SMLAL (12 instructions, 8 MACs). */
 #define MT_DOT4X2_STEP \
@@ -860,6 +862,20 @@ void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_
     "smlal r6, r7, r12, lr\n\t" \
     "ldrsb lr, [r11], #1\n\t" \
     "smlal r4, r5, r12, lr\n\t"
+
+/* Splits channel c's sum (lo, hi) into A (r8) and B (lo) and adds them to ab[c] and ab[4 + c] (ab in lr). */
+#define MT_DOT4X2_SPLIT(lo, hi, c) \
+    "sbfx r8, " lo ", #0, #23\n\t" \
+    "subs " lo ", " lo ", r8\n\t" \
+    "sbc " hi ", " hi ", r8, asr #31\n\t" \
+    "lsrs " lo ", " lo ", #23\n\t" \
+    "orr " lo ", " lo ", " hi ", lsl #9\n\t" \
+    "ldr r9, [lr, #" #c " * 4]\n\t" \
+    "add r9, r9, r8\n\t" \
+    "str r9, [lr, #" #c " * 4]\n\t" \
+    "ldr r9, [lr, #16 + " #c " * 4]\n\t" \
+    "add r9, r9, " lo "\n\t" \
+    "str r9, [lr, #16 + " #c " * 4]\n\t"
 
 /* Registers: r0-r7 the four 64-bit sums, r8 x, r9 / r11 the weights of channels 0 / 2 (channels 1 / 3 at +r10),
  * r12 the packed input, lr a loaded byte. Stack: [0] x_step, [4] x + n % 4 (end of the single-tap loop), [8] x + n
@@ -884,8 +900,14 @@ __asm__(".syntax unified\n"
         "and r0, r0, #3\n\t"
         "add r0, r8, r0\n\t"
         "str r0, [sp, #4]\n\t"
-        "ldr lr, [sp, #52]\n\t" /* s */
-        "ldm lr, {r0-r7}\n\t"
+        "movs r0, #0\n\t"
+        "movs r1, #0\n\t"
+        "movs r2, #0\n\t"
+        "movs r3, #0\n\t"
+        "movs r4, #0\n\t"
+        "movs r5, #0\n\t"
+        "movs r6, #0\n\t"
+        "movs r7, #0\n\t"
         "ldr lr, [sp, #4]\n\t"
         "cmp r8, lr\n\t"
         "beq 2f\n"
@@ -902,38 +924,30 @@ __asm__(".syntax unified\n"
         "cmp r8, lr\n\t"
         "bne 3b\n"
         "4:\n\t"
-        "ldr lr, [sp, #52]\n\t"
-        "stm lr, {r0-r7}\n\t"
+        "ldr lr, [sp, #52]\n\t" /* ab */
+        MT_DOT4X2_SPLIT("r0", "r1", 0) MT_DOT4X2_SPLIT("r2", "r3", 1) MT_DOT4X2_SPLIT("r4", "r5", 2)
+        MT_DOT4X2_SPLIT("r6", "r7", 3)
         "add sp, #12\n\t"
         "pop {r4-r11, pc}\n"
         ".size mt_conv_dot4x2, . - mt_conv_dot4x2\n"
         ".text\n");
 #else
-static void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int64_t *s)
+static void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int32_t *ab)
 {
-    int64_t s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
-    const int8_t *w2 = w + 2 * w_row;
-    for (const int8_t *end = x + n; x != end; x++, w++, w2++) {
+    int64_t s[4] = {0, 0, 0, 0};
+    for (const int8_t *end = x + n; x != end; x++, w++) {
         const int32_t xx = (int32_t)x[0] + (int32_t)x[x_step] * (1 << 23);
-        s0 += (int64_t)xx * w[0];
-        s1 += (int64_t)xx * w[w_row];
-        s2 += (int64_t)xx * w2[0];
-        s3 += (int64_t)xx * w2[w_row];
+        for (int32_t c = 0; c < 4; c++) {
+            s[c] += (int64_t)xx * w[c * w_row];
+        }
     }
-    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
-}
-#endif
-
-/* Adds the two dot products packed in s[0..3] to a[0..3] (first position) and b[0..3], and clears s. */
-MT_INLINE void mt_pair_split(int64_t *s, int32_t *a, int32_t *b)
-{
     for (int32_t c = 0; c < 4; c++) {
         const int32_t lo = (int32_t)((uint32_t)s[c] << 9) >> 9;
-        a[c] = (int32_t)((uint32_t)a[c] + (uint32_t)lo); /* wrapping, as the reference's int32 sums */
-        b[c] = (int32_t)((uint32_t)b[c] + (uint32_t)((s[c] - lo) >> 23));
-        s[c] = 0;
+        ab[c] = (int32_t)((uint32_t)ab[c] + (uint32_t)lo);
+        ab[4 + c] = (int32_t)((uint32_t)ab[4 + c] + (uint32_t)((s[c] - lo) >> 23));
     }
 }
+#endif
 
 /* Channels oc .. oc + 3 of output position (oy, ox), any window: acc = bias + sum over the taps inside the input
  * of (x + input_offset) * w. */
@@ -977,28 +991,17 @@ static void mt_conv_quad2(const mt_conv_params *p, const mt_per_channel_quant_pa
     const int8_t *x = in + ((oy * p->stride.h - p->padding.top) * in_d->w + ox * p->stride.w - p->padding.left) *
                                c_in;
     const int8_t *w = filter + oc * k;
-    int32_t a[4] = {fold[0], fold[1], fold[2], fold[3]}, b[4] = {fold[0], fold[1], fold[2], fold[3]};
-    int64_t s[4];
-    s[0] = s[1] = s[2] = s[3] = 0; /* stores, not a memset call */
-    int32_t taps = 0; /* in s since it was last split */
+    int32_t ab[8] = {fold[0], fold[1], fold[2], fold[3], fold[0], fold[1], fold[2], fold[3]};
     for (int32_t ky = 0; ky < f->h; ky++, x += in_row, w += run) {
-        for (int32_t i = 0; i < run;) {
-            if (taps == MT_PAIR_TAPS) {
-                mt_pair_split(s, a, b);
-                taps = 0;
-            }
-            const int32_t n = MT_MIN(run - i, MT_PAIR_TAPS - taps);
-            mt_conv_dot4x2(x + i, p->stride.w * c_in, w + i, k, n, s);
-            taps += n;
-            i += n;
+        for (int32_t i = 0; i < run; i += MT_PAIR_TAPS) {
+            mt_conv_dot4x2(x + i, p->stride.w * c_in, w + i, k, MT_MIN(run - i, MT_PAIR_TAPS), ab);
         }
     }
-    mt_pair_split(s, a, b);
     const int32_t lo = p->activation.min - p->output_offset, hi = p->activation.max - p->output_offset;
     for (int32_t c = 0; c < 4; c++) {
         const int32_t m = q->multiplier[oc + c], sh = q->shift[oc + c];
-        out0[oc + c] = mt_output_s8(a[c], m, sh, lo, hi, p->output_offset);
-        out1[oc + c] = mt_output_s8(b[c], m, sh, lo, hi, p->output_offset);
+        out0[oc + c] = mt_output_s8(ab[c], m, sh, lo, hi, p->output_offset);
+        out1[oc + c] = mt_output_s8(ab[4 + c], m, sh, lo, hi, p->output_offset);
     }
 }
 
