@@ -82,6 +82,19 @@ mt_status mt_max_pool_s8(const mt_pool_params *pool_params,
                 const int32_t kx1 = MT_MIN(pool_dims->w, in_w - ix0);
                 const int8_t *base = in + ((iy0 + ky0) * in_w + ix0 + kx0) * c;
                 int32_t ch = 0;
+#if MT_USE_SMLAL
+                if (ky1 - ky0 == 1) { /* one row (1-D pooling): the first tap starts the maximum */
+                    for (; ch + 4 <= c; ch += 4) {
+                        const int8_t *px = base + ch;
+                        uint32_t m = (uint32_t)mt_read_s32(px);
+                        for (int32_t kx = kx0 + 1; kx < kx1; kx++) {
+                            px += c;
+                            m = mt_max4((uint32_t)mt_read_s32(px), m);
+                        }
+                        mt_write_s32(output + ch, (int32_t)mt_pool_clamp4(m, min4, max4));
+                    }
+                }
+#endif
 #if MT_USE_DSP || MT_USE_SMLAL
                 for (; ch + 4 <= c; ch += 4) {
                     uint32_t m = 0x80808080u; /* -128 in every byte */
