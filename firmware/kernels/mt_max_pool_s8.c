@@ -66,8 +66,8 @@ mt_status mt_max_pool_s8(const mt_pool_params *pool_params,
     const int32_t act_min = p->activation.min;
     const int32_t act_max = p->activation.max;
 #if MT_USE_DSP || MT_USE_SMLAL
-    const uint32_t min4 = 0x01010101u * (uint8_t)act_min;
-    const uint32_t max4 = 0x01010101u * (uint8_t)act_max;
+    const uint32_t min4 = mt_splat4(act_min);
+    const uint32_t max4 = mt_splat4(act_max);
 #endif
 
     for (int32_t b = 0; b < input_dims->n; b++) {
@@ -102,8 +102,9 @@ mt_status mt_max_pool_s8(const mt_pool_params *pool_params,
                     for (int32_t ky = ky0; ky < ky1; ky++) {
                         const int8_t *px = row;
                         for (int32_t kx = kx0; kx < kx1; kx++) {
-                            m = mt_max4((uint32_t)mt_read_s32(px), m);
+                            const uint32_t v = (uint32_t)mt_read_s32(px);
                             px += c;
+                            m = mt_max4(v, m);
                         }
                         row += in_w * c;
                     }
