@@ -5,6 +5,8 @@
  *
  * DSP path (windows of at most 256 taps): 4 channels per word, summed in 16-bit lanes with SXTAB16 (a sum
  * of 256 int8 values fits in int16); the input offset is added once per window as v * input_offset.
+ * Cortex-M3 (MT_USE_SMLAL) does the same with plain word arithmetic: each byte biased by 128 (x ^ 0x80) and
+ * bytes 0, 2 / 1, 3 summed in the 16-bit lanes of two words (256 * 255 fits), the bias taken off per window.
  */
 #include "mt_support.h"
 
@@ -73,6 +75,30 @@ mt_status mt_avg_pool_s8(const mt_avg_pool_params *pool_params,
                         output[ch + 1] = mt_output_s8((int16_t)s13 + off_sum, mult, shift, lo, hi, out_off);
                         output[ch + 2] = mt_output_s8((s02 >> 16) + off_sum, mult, shift, lo, hi, out_off);
                         output[ch + 3] = mt_output_s8((s13 >> 16) + off_sum, mult, shift, lo, hi, out_off);
+                    }
+                }
+#elif MT_USE_SMLAL
+                if (area <= 256) {
+                    const int32_t off_biased = off_sum - 128 * valid;
+                    for (; ch + 4 <= c; ch += 4) {
+                        uint32_t s02 = 0, s13 = 0; /* 16-bit lanes: channels (0, 2) and (1, 3), each + 128 a tap */
+                        const int8_t *row = base + ch;
+                        for (int32_t ky = ky0; ky < ky1; ky++) {
+                            const int8_t *px = row;
+                            for (int32_t kx = kx0; kx < kx1; kx++) {
+                                const uint32_t u = (uint32_t)mt_read_s32(px) ^ 0x80808080u;
+                                px += c;
+                                s02 += u & 0x00FF00FFu;
+                                s13 += (u >> 8) & 0x00FF00FFu;
+                            }
+                            row += in_w * c;
+                        }
+                        output[ch] = mt_output_s8((int32_t)(s02 & 0xFFFFu) + off_biased, mult, shift, lo, hi, out_off);
+                        output[ch + 1] = mt_output_s8((int32_t)(s13 & 0xFFFFu) + off_biased, mult, shift, lo, hi,
+                                                      out_off);
+                        output[ch + 2] = mt_output_s8((int32_t)(s02 >> 16) + off_biased, mult, shift, lo, hi, out_off);
+                        output[ch + 3] = mt_output_s8((int32_t)(s13 >> 16) + off_biased, mult, shift, lo, hi,
+                                                      out_off);
                     }
                 }
 #endif

@@ -842,9 +842,13 @@ static int mt_conv_mve(const mt_context *ctx, const mt_conv_params *p, const mt_
  * 4-channel, one-position loop with the offset added per tap (mt_conv_quad1). */
 #define MT_PAIR_TAPS 255
 
-/* s[c] += sum over i < n of (x[i] + x[i + x_step] * 2^23) * w[c * w_row + i], c = 0..3; n >= 1. */
+/* With S[c] = sum over i < n of (x[i] + x[i + x_step] * 2^23) * w[c * w_row + i] (c = 0..3, 1 <= n <=
+ * MT_PAIR_TAPS): ab[c] += A[c] (the first position's dot product: S's low 23 bits sign-extended) and ab[4 + c] +=
+ * B[c] = (S[c] - A[c]) / 2^23 (the second's), wrapping as the reference's int32 sums. Repeated for `pairs` >= 1
+ * pairs of positions, x advancing by pair_step and ab by 8 each time (one call for a row's pairs). */
 #if defined(__GNUC__) && defined(__thumb2__)
-void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int64_t *s);
+void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int32_t *ab,
+                    int32_t pairs, int32_t pair_step);
 
 /* One tap: the packed input word in r12, 4 weights in turn in lr, 4 SMLAL (12 instructions, 8 MACs). */
 #define MT_DOT4X2_STEP \
@@ -861,9 +865,23 @@ void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_
     "ldrsb lr, [r11], #1\n\t" \
     "smlal r4, r5, r12, lr\n\t"
 
+/* Splits channel c's sum (lo, hi) into A (r12) and B (lo) and adds them to ab[c] and ab[4 + c] (ab in lr). */
+#define MT_DOT4X2_SPLIT(lo, hi, c) \
+    "sbfx r12, " lo ", #0, #23\n\t" \
+    "subs " lo ", " lo ", r12\n\t" \
+    "sbc " hi ", " hi ", r12, asr #31\n\t" \
+    "lsrs " lo ", " lo ", #23\n\t" \
+    "orr " lo ", " lo ", " hi ", lsl #9\n\t" \
+    "ldr r9, [lr, #" #c " * 4]\n\t" \
+    "add r9, r9, r12\n\t" \
+    "str r9, [lr, #" #c " * 4]\n\t" \
+    "ldr r9, [lr, #16 + " #c " * 4]\n\t" \
+    "add r9, r9, " lo "\n\t" \
+    "str r9, [lr, #16 + " #c " * 4]\n\t"
+
 /* Registers: r0-r7 the four 64-bit sums, r8 x, r9 / r11 the weights of channels 0 / 2 (channels 1 / 3 at +r10),
  * r12 the packed input, lr a loaded byte. Stack: [0] x_step, [4] x + n % 4 (end of the single-tap loop), [8] x + n
- * (end of the loop of 4 taps). */
+ * (end of the loop of 4 taps), [12] w; the arguments n, ab, pairs, pair_step at [52], [56], [60], [64]. */
 __asm__(".syntax unified\n"
         ".thumb\n"
         ".section .text.mt_conv_dot4x2,\"ax\",%progbits\n"
@@ -872,20 +890,28 @@ __asm__(".syntax unified\n"
         ".p2align 2\n"
         "mt_conv_dot4x2:\n\t"
         "push {r4-r11, lr}\n\t"
-        "sub sp, #12\n\t"
+        "sub sp, #16\n\t"
         "mov r8, r0\n\t"
         "str r1, [sp]\n\t"
-        "mov r9, r2\n\t"
-        "mov r10, r3\n\t"
-        "add r11, r2, r3, lsl #1\n\t"
-        "ldr r0, [sp, #48]\n\t" /* n */
+        "str r2, [sp, #12]\n\t"
+        "mov r10, r3\n"
+        "5:\n\t"
+        "ldr r9, [sp, #12]\n\t"
+        "add r11, r9, r10, lsl #1\n\t"
+        "ldr r0, [sp, #52]\n\t" /* n */
         "add r1, r8, r0\n\t"
         "str r1, [sp, #8]\n\t"
         "and r0, r0, #3\n\t"
         "add r0, r8, r0\n\t"
         "str r0, [sp, #4]\n\t"
-        "ldr lr, [sp, #52]\n\t" /* s */
-        "ldm lr, {r0-r7}\n\t"
+        "movs r0, #0\n\t"
+        "movs r1, #0\n\t"
+        "movs r2, #0\n\t"
+        "movs r3, #0\n\t"
+        "movs r4, #0\n\t"
+        "movs r5, #0\n\t"
+        "movs r6, #0\n\t"
+        "movs r7, #0\n\t"
         "ldr lr, [sp, #4]\n\t"
         "cmp r8, lr\n\t"
         "beq 2f\n"
@@ -902,38 +928,43 @@ __asm__(".syntax unified\n"
         "cmp r8, lr\n\t"
         "bne 3b\n"
         "4:\n\t"
-        "ldr lr, [sp, #52]\n\t"
-        "stm lr, {r0-r7}\n\t"
-        "add sp, #12\n\t"
+        "ldr lr, [sp, #56]\n\t" /* ab */
+        MT_DOT4X2_SPLIT("r0", "r1", 0) MT_DOT4X2_SPLIT("r2", "r3", 1) MT_DOT4X2_SPLIT("r4", "r5", 2)
+        MT_DOT4X2_SPLIT("r6", "r7", 3)
+        "add lr, lr, #32\n\t"
+        "str lr, [sp, #56]\n\t"
+        "ldr r0, [sp, #52]\n\t" /* x back to the pair's start, on to the next pair */
+        "sub r8, r8, r0\n\t"
+        "ldr r0, [sp, #64]\n\t"
+        "add r8, r8, r0\n\t"
+        "ldr r0, [sp, #60]\n\t"
+        "subs r0, r0, #1\n\t"
+        "str r0, [sp, #60]\n\t"
+        "bne 5b\n\t"
+        "add sp, #16\n\t"
         "pop {r4-r11, pc}\n"
         ".size mt_conv_dot4x2, . - mt_conv_dot4x2\n"
         ".text\n");
 #else
-static void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int64_t *s)
+static void mt_conv_dot4x2(const int8_t *x, int32_t x_step, const int8_t *w, int32_t w_row, int32_t n, int32_t *ab,
+                           int32_t pairs, int32_t pair_step)
 {
-    int64_t s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
-    const int8_t *w2 = w + 2 * w_row;
-    for (const int8_t *end = x + n; x != end; x++, w++, w2++) {
-        const int32_t xx = (int32_t)x[0] + (int32_t)x[x_step] * (1 << 23);
-        s0 += (int64_t)xx * w[0];
-        s1 += (int64_t)xx * w[w_row];
-        s2 += (int64_t)xx * w2[0];
-        s3 += (int64_t)xx * w2[w_row];
+    for (; pairs > 0; pairs--, x += pair_step, ab += 8) {
+        int64_t s[4] = {0, 0, 0, 0};
+        for (int32_t i = 0; i < n; i++) {
+            const int32_t xx = (int32_t)x[i] + (int32_t)x[i + x_step] * (1 << 23);
+            for (int32_t c = 0; c < 4; c++) {
+                s[c] += (int64_t)xx * w[c * w_row + i];
+            }
+        }
+        for (int32_t c = 0; c < 4; c++) {
+            const int32_t lo = (int32_t)((uint32_t)s[c] << 9) >> 9;
+            ab[c] = (int32_t)((uint32_t)ab[c] + (uint32_t)lo);
+            ab[4 + c] = (int32_t)((uint32_t)ab[4 + c] + (uint32_t)((s[c] - lo) >> 23));
+        }
     }
-    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
 }
 #endif
-
-/* Adds the two dot products packed in s[0..3] to a[0..3] (first position) and b[0..3], and clears s. */
-MT_INLINE void mt_pair_split(int64_t *s, int32_t *a, int32_t *b)
-{
-    for (int32_t c = 0; c < 4; c++) {
-        const int32_t lo = (int32_t)((uint32_t)s[c] << 9) >> 9;
-        a[c] = (int32_t)((uint32_t)a[c] + (uint32_t)lo); /* wrapping, as the reference's int32 sums */
-        b[c] = (int32_t)((uint32_t)b[c] + (uint32_t)((s[c] - lo) >> 23));
-        s[c] = 0;
-    }
-}
 
 /* Channels oc .. oc + 3 of output position (oy, ox), any window: acc = bias + sum over the taps inside the input
  * of (x + input_offset) * w. */
@@ -977,28 +1008,43 @@ static void mt_conv_quad2(const mt_conv_params *p, const mt_per_channel_quant_pa
     const int8_t *x = in + ((oy * p->stride.h - p->padding.top) * in_d->w + ox * p->stride.w - p->padding.left) *
                                c_in;
     const int8_t *w = filter + oc * k;
-    int32_t a[4] = {fold[0], fold[1], fold[2], fold[3]}, b[4] = {fold[0], fold[1], fold[2], fold[3]};
-    int64_t s[4];
-    s[0] = s[1] = s[2] = s[3] = 0; /* stores, not a memset call */
-    int32_t taps = 0; /* in s since it was last split */
+    int32_t ab[8] = {fold[0], fold[1], fold[2], fold[3], fold[0], fold[1], fold[2], fold[3]};
     for (int32_t ky = 0; ky < f->h; ky++, x += in_row, w += run) {
-        for (int32_t i = 0; i < run;) {
-            if (taps == MT_PAIR_TAPS) {
-                mt_pair_split(s, a, b);
-                taps = 0;
-            }
-            const int32_t n = MT_MIN(run - i, MT_PAIR_TAPS - taps);
-            mt_conv_dot4x2(x + i, p->stride.w * c_in, w + i, k, n, s);
-            taps += n;
-            i += n;
+        for (int32_t i = 0; i < run; i += MT_PAIR_TAPS) {
+            mt_conv_dot4x2(x + i, p->stride.w * c_in, w + i, k, MT_MIN(run - i, MT_PAIR_TAPS), ab, 1, 0);
         }
     }
-    mt_pair_split(s, a, b);
     const int32_t lo = p->activation.min - p->output_offset, hi = p->activation.max - p->output_offset;
     for (int32_t c = 0; c < 4; c++) {
         const int32_t m = q->multiplier[oc + c], sh = q->shift[oc + c];
-        out0[oc + c] = mt_output_s8(a[c], m, sh, lo, hi, p->output_offset);
-        out1[oc + c] = mt_output_s8(b[c], m, sh, lo, hi, p->output_offset);
+        out0[oc + c] = mt_output_s8(ab[c], m, sh, lo, hi, p->output_offset);
+        out1[oc + c] = mt_output_s8(ab[4 + c], m, sh, lo, hi, p->output_offset);
+    }
+}
+
+/* Most position pairs one mt_conv_quad_run call takes (its sums on the stack: 32 B a pair). */
+#define MT_RUN_PAIRS 16
+
+/* Channels oc .. oc + 3 of `pairs` consecutive position pairs from the window at x on (one row of taps, at most
+ * MT_PAIR_TAPS, every window inside the input): one assembly call for all pairs. out points at the first
+ * position's output pixel (c_out bytes a position). */
+static void mt_conv_quad_run(const mt_conv_params *p, const mt_per_channel_quant_params *q, const int8_t *x,
+                             const mt_dims *f, const int8_t *filter, const int32_t *fold, int32_t oc, int32_t pairs,
+                             int8_t *out, int32_t c_out)
+{
+    const int32_t k = f->w * f->c, x_step = p->stride.w * f->c;
+    int32_t ab[8 * MT_RUN_PAIRS];
+    for (int32_t j = 0; j < 8 * pairs; j += 4) {
+        ab[j] = fold[0], ab[j + 1] = fold[1], ab[j + 2] = fold[2], ab[j + 3] = fold[3];
+    }
+    mt_conv_dot4x2(x, x_step, filter + oc * k, k, k, ab, pairs, 2 * x_step);
+    const int32_t lo = p->activation.min - p->output_offset, hi = p->activation.max - p->output_offset;
+    for (int32_t c = 0; c < 4; c++) {
+        const int32_t m = q->multiplier[oc + c], sh = q->shift[oc + c];
+        int8_t *o = out + oc + c;
+        for (int32_t j = c; j < 8 * pairs; j += 4, o += c_out) {
+            *o = mt_output_s8(ab[j], m, sh, lo, hi, p->output_offset);
+        }
     }
 }
 
@@ -1009,6 +1055,7 @@ static void mt_conv_smlal(const mt_conv_params *p, const mt_per_channel_quant_pa
 {
     const int32_t c_out = out_d->c, in_image = in_d->h * in_d->w * in_d->c, w_out = out_d->w;
     const int32_t k = f->h * f->w * f->c;
+    const int row_runs = f->h == 1 && k <= MT_PAIR_TAPS; /* a pair's taps in one assembly pass */
     for (int32_t oc0 = 0; oc0 < c_out; oc0 += 4) {
         const int32_t oc = MT_MIN(oc0, c_out - 4); /* the last quad overlaps its neighbour */
         int32_t fold[4];
@@ -1027,7 +1074,16 @@ static void mt_conv_smlal(const mt_conv_params *p, const mt_per_channel_quant_pa
                 int8_t *out = output + (b * out_d->h + oy) * w_out * c_out;
                 for (int32_t ox = 0; ox < w_out;) {
                     const int32_t ix0 = ox * p->stride.w - p->padding.left;
-                    if (rows_in && ix0 >= 0 && ox + 1 < w_out && ix0 + p->stride.w + f->w <= in_d->w) {
+                    if (row_runs && rows_in && ix0 >= 0 && ox + 1 < w_out && ix0 + p->stride.w + f->w <= in_d->w) {
+                        int32_t pairs = 1; /* and the pairs after it inside the input */
+                        while (pairs < MT_RUN_PAIRS && ox + 2 * pairs + 1 < w_out &&
+                               ix0 + (2 * pairs + 1) * p->stride.w + f->w <= in_d->w) {
+                            pairs++;
+                        }
+                        mt_conv_quad_run(p, q, in + (iy0 * in_d->w + ix0) * in_d->c, f, filter, fold, oc, pairs,
+                                         out + ox * c_out, c_out);
+                        ox += 2 * pairs;
+                    } else if (rows_in && ix0 >= 0 && ox + 1 < w_out && ix0 + p->stride.w + f->w <= in_d->w) {
                         mt_conv_quad2(p, q, in_d, in, f, filter, fold, oy, ox, oc, out + ox * c_out,
                                       out + (ox + 1) * c_out);
                         ox += 2;

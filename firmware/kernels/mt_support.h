@@ -169,6 +169,11 @@ MT_INLINE int mt_quant_ok(const mt_per_channel_quant_params *q, int32_t n)
     return 1;
 }
 
+MT_INLINE uint32_t mt_splat4(int32_t v)
+{
+    return 0x01010101u * (uint8_t)(int8_t)v;
+}
+
 #if MT_USE_DSP
 /* Sign-extend bytes 0 and 2 / 1 and 3 of a word into two halfwords (SXTB16, SXTB16 with ROR #8).
  * Pairs from mt_lo() multiply with pairs from mt_lo() of the matching word (same for mt_hi), so the int8
@@ -274,11 +279,6 @@ MT_INLINE uint32_t mt_clamp4(uint32_t v, uint32_t min4, uint32_t max4)
     v = __sel(v, min4);
     (void)__ssub8((int8x4_t)v, (int8x4_t)max4); /* GE[i] = v[i] >= max */
     return __sel(max4, v);
-}
-
-MT_INLINE uint32_t mt_splat4(int32_t v)
-{
-    return 0x01010101u * (uint8_t)(int8_t)v;
 }
 
 MT_INLINE int32_t mt_pack_off16x2(int32_t offset)
