@@ -34,6 +34,9 @@ INT32_MAX = 2**31 - 1
 FINAL_UNIT_RULES = ("all", "reached", "evidence-reached", "reached-or-wrong", "evidence-reached-or-wrong")
 FINAL_UNIT_RULE = "all"
 DNH_WINS = 1  # do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies
+# When examples are replayed they are evidence too; the personalised head has trained on them, so its
+# lead must be larger (chosen on the validation people: docs/RESULTS.md "Replayed examples as do-no-harm evidence").
+DNH_WINS_REPLAY = 2
 PROTO_TEMPERATURE = 16.0  # prototype heads: the Gaussian softmax's temperature (higher: less confident; docs/RESULTS.md)
 
 
@@ -600,7 +603,7 @@ class TrainerReference:
             return True
         if mode == ServeMode.GENERIC:
             return False
-        return serves_personalised(self.exits[k], self.cfg)
+        return serves_personalised(self.exits[k], self.cfg, self.memory.slots > 0 and self.cfg.replays > 0)
 
     def _run_head(self, win, u, personal):
         """Unit u's steps with its generic (flash) or personalised (params) arrays; records the logits. With
@@ -748,7 +751,8 @@ class TrainerReference:
 
     def _replay(self, mask, new_slot, macs):
         """After training on a labelled example: per unit in mask, cfg.replays examples of the memory (not the
-        new one, in slot new_slot) through the same forward and backward. Returns the skipped updates."""
+        new one, in slot new_slot) through both heads, as do-no-harm evidence, and the same backward. Returns
+        the skipped updates."""
         skipped = 0
         for u, unit in enumerate(self.units):
             if not mask >> u & 1:
@@ -758,8 +762,10 @@ class TrainerReference:
                 if slot is None:
                     break
                 win = self._unit_window(u, self.memory.unit_input(slot, u))
+                self._run_head(win, u, False)
                 self._run_head(win, u, True)
-                macs["forward"] += unit.forward_macs
+                macs["forward"] += 2 * unit.forward_macs
+                self._note_evidence(win, unit.exit, self.memory.labels[slot], True)
                 back = Backward(unit, self.params[u], self.cfg, macs)
                 back.run(win.acts, self.memory.labels[slot], self.tables[unit.exit])
                 skipped += back.skipped
@@ -1019,13 +1025,15 @@ class TrainerReference:
         return win.acts
 
 
-def serves_personalised(e, cfg):
+def serves_personalised(e, cfg, replay=False):
     """The do-no-harm rule: an exit serves its personalised head only when its moving accuracy beats the generic
-    head's by DNH_WINS steps of the moving average (about that many more windows won than lost lately), on
-    labelled evidence once it has dnh_min_labels labels, or before its first label on the label-free evidence."""
+    head's by DNH_WINS (DNH_WINS_REPLAY when replayed examples are evidence too) steps of the moving average
+    (about that many more windows won than lost lately), on labelled evidence once it has dnh_min_labels labels,
+    or before its first label on the label-free evidence."""
     if 0 < e.labelled < cfg.dnh_min_labels:
         return False
-    return F(F(e.acc_personalised) - F(e.acc_generic)) >= F(F(DNH_WINS) * F(cfg.dnh_rate))
+    wins = DNH_WINS_REPLAY if replay else DNH_WINS
+    return F(F(e.acc_personalised) - F(e.acc_generic)) >= F(F(wins) * F(cfg.dnh_rate))
 
 
 def filter_features(z_q, table):

@@ -8,6 +8,9 @@
 
 #define K MODEL_NUM_EXITS
 #define DNH_WINS 1 /* do no harm: the personalised head's lead needed to serve, in steps of the moving accuracies */
+/* When examples are replayed they are evidence too; the personalised head has trained on them, so its
+ * lead must be larger (docs/RESULTS.md "Replayed examples as do-no-harm evidence"). */
+#define DNH_WINS_REPLAY 2
 #define CHECK(call)                        \
     do {                                   \
         mt_status status_ = (call);        \
@@ -224,7 +227,8 @@ uint8_t trainer_serving(int k)
     const tr_exit_state *e = &trainer_state()->exits[k];
     if (e->labelled > 0 && e->labelled < cfg.dnh_min_labels)
         return 0;
-    return e->acc_personal - e->acc_generic >= (float)DNH_WINS * cfg.dnh_rate;
+    const int replayed = tr_memory_slots && cfg.replays; /* replayed examples are evidence too */
+    return e->acc_personal - e->acc_generic >= (float)(replayed ? DNH_WINS_REPLAY : DNH_WINS) * cfg.dnh_rate;
 }
 
 uint32_t trainer_threshold_q16(int k) { return (uint32_t)(trainer_state()->exits[k].threshold * 65536.0f); }
@@ -429,24 +433,6 @@ static void adapt_thresholds(void)
     }
 }
 
-/* After training on a labelled example (in slot skip): per unit in mask, cfg.replays examples of the memory
- * through the same forward and backward (their MACs count as training). */
-static mt_status replay(uint8_t mask, int skip, tr_step_result *r, uint32_t *skipped)
-{
-    for (int u = 0; u < tr_num_units; u++)
-        for (uint32_t j = 0; ((mask >> u) & 1u) && j < cfg.replays; j++) {
-            const int s = mem_pick(u, skip);
-            if (s < 0)
-                break;
-            memcpy(unit_input(u), mem_input(s, u), tr_units[u].input_bytes);
-            CHECK(run_head(u, 1));
-            r->macs_forward += tr_units[u].forward_macs;
-            counters.macs_forward += tr_units[u].forward_macs;
-            train_unit(u, mem_labels()[s], r, skipped);
-        }
-    return MT_SUCCESS;
-}
-
 /* Every TRAIN (codegen/train_reference.py _note_window, _ask): the label credit grows by label_budget. An
  * unlabelled window, filtered or not, before any training (which reuses the arena) asks for its label when a
  * credit is there, no recent request waits, and its uncertainty score (1 - confidence, + 1/2 for a class the memory has few examples of, + 1/2 when the exits
@@ -506,6 +492,26 @@ static void note_evidence(int k, int target, int has_label)
     es->acc_generic = es->acc_generic + cfg.dnh_rate * (cg - es->acc_generic);
     if (has_label)
         es->labelled++;
+}
+
+/* After training on a labelled example (in slot skip): per unit in mask, cfg.replays examples of the memory
+ * through both heads, as do-no-harm evidence, and the same backward (their MACs count as training). */
+static mt_status replay(uint8_t mask, int skip, tr_step_result *r, uint32_t *skipped)
+{
+    for (int u = 0; u < tr_num_units; u++)
+        for (uint32_t j = 0; ((mask >> u) & 1u) && j < cfg.replays; j++) {
+            const int s = mem_pick(u, skip);
+            if (s < 0)
+                break;
+            memcpy(unit_input(u), mem_input(s, u), tr_units[u].input_bytes);
+            CHECK(run_head(u, 0));
+            CHECK(run_head(u, 1));
+            r->macs_forward += 2 * tr_units[u].forward_macs;
+            counters.macs_forward += 2 * tr_units[u].forward_macs;
+            note_evidence(tr_units[u].exit, mem_labels()[s], 1);
+            train_unit(u, mem_labels()[s], r, skipped);
+        }
+    return MT_SUCCESS;
 }
 
 static mt_status label_pending(int label, tr_step_result *r, uint32_t *skipped)

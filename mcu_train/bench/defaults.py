@@ -23,7 +23,7 @@ VALIDATION = (21, 22, 23, 24)
 REPORTING = (25, 26, 27, 28, 29, 30)
 STREAMS = (("rotate", 0.1), ("none", 0.1), ("none", 0.0))  # (shift, fraction of windows labelled)
 GUARD_PT = 0.5
-DNH_WINS = 1  # codegen.train_reference.DNH_WINS as shipped
+DNH_WINS, DNH_WINS_REPLAY = 1, 2  # codegen.train_reference's as shipped (without, with a replay memory)
 # Where the search started: the boot values before issue 14 (so a rerun reproduces docs/training.md's table).
 START = dict(lr=0.1, pseudo_threshold=0.9, dnh_wins=3, threshold_min=0.6, dnh_rate=0.05, dnh_min_labels=0)
 # The search, in order: each parameter's values are tried with the others at the best so far. lr and the
@@ -61,8 +61,11 @@ def evaluate(arg):
     from codegen import train_reference
     task, overrides = arg
     overrides = dict(overrides)
-    # The guard's margin is a compile-time constant of the firmware, not a CONFIG field: set per task here.
-    train_reference.DNH_WINS = overrides.pop("dnh_wins", DNH_WINS)
+    # The guard's margin is a compile-time constant of the firmware, not a CONFIG field: set per task here
+    # (`dnh_wins` sets it with and without a replay memory).
+    wins = overrides.pop("dnh_wins", None)
+    train_reference.DNH_WINS = DNH_WINS if wins is None else wins
+    train_reference.DNH_WINS_REPLAY = DNH_WINS_REPLAY if wins is None else wins
     overrides = overrides.items()
     compiled, stream = task_stream(task)
     cfg = config(len(compiled.meta["exits"]), overrides, task.setting)
