@@ -123,8 +123,11 @@ def test_defaults_sweep_scores_a_candidate_on_the_reference():
     nothing useful: the board answers as the generic model), and its score ranks by the shifted streams."""
     from mcu_train.bench import defaults
     task = StreamTask(21, 0, 0.1, "rotate", windows=60)
-    frozen = defaults.evaluate((task, (("lr", 0.0), ("dnh_wins", 1))))
+    from codegen import train_reference
+    frozen = defaults.evaluate((task, (("lr", 0.0), ("dnh_wins", 3))))
     assert frozen["board"] == frozen["generic"] and frozen["trained"] > 0
+    # the guard's margin was set for that task only (later tests' references must equal the firmware)
+    assert (train_reference.DNH_WINS, train_reference.DNH_WINS_REPLAY) == (defaults.DNH_WINS, defaults.DNH_WINS_REPLAY)
     assert defaults.config(4, [("threshold_min", 0.75), ("pseudo_threshold", 1.0)]).threshold_min == [0.75] * 4
     summary = defaults.summarise([dict(frozen, shift=s, labels=l) for s, l in defaults.STREAMS])
     assert defaults.score(summary) == (True, frozen["board"], frozen["board"])

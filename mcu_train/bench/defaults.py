@@ -61,15 +61,17 @@ def evaluate(arg):
     from codegen import train_reference
     task, overrides = arg
     overrides = dict(overrides)
-    # The guard's margin is a compile-time constant of the firmware, not a CONFIG field: set per task here
-    # (`dnh_wins` sets it with and without a replay memory).
+    # The guard's margin is a compile-time constant of the firmware, not a CONFIG field: set for this task
+    # only (`dnh_wins` sets it with and without a replay memory), then the shipped values again.
     wins = overrides.pop("dnh_wins", None)
     train_reference.DNH_WINS = DNH_WINS if wins is None else wins
     train_reference.DNH_WINS_REPLAY = DNH_WINS_REPLAY if wins is None else wins
-    overrides = overrides.items()
     compiled, stream = task_stream(task)
-    cfg = config(len(compiled.meta["exits"]), overrides, task.setting)
-    steps, per_exit = _run_reference(compiled, stream, cfg)
+    cfg = config(len(compiled.meta["exits"]), overrides.items(), task.setting)
+    try:
+        steps, per_exit = _run_reference(compiled, stream, cfg)
+    finally:
+        train_reference.DNH_WINS, train_reference.DNH_WINS_REPLAY = DNH_WINS, DNH_WINS_REPLAY
     r = dict(truth=stream.truth, prediction=np.array([s.prediction for s in steps]), **per_exit)
     generic, board = stream_accuracies(r)
     return dict(person=task.person, seed=task.seed, shift=task.shift, labels=task.labels, generic=generic,
