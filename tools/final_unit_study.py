@@ -10,6 +10,7 @@ import argparse
 
 import numpy as np
 
+from codegen.train_reference import FINAL_UNIT_RULES
 from mcu_train.bench.analysis import stream_accuracies
 from mcu_train.bench.streams import StreamTask, _run_reference, task_config, task_stream
 from mcu_train.bench.sweep import run_tasks
@@ -35,7 +36,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--people", type=int, nargs="+", default=[21, 22, 23, 24])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--rules", nargs="+", default=["all", "reached", "evidence-reached"])
+    ap.add_argument("--rules", nargs="+", default=["all", "reached", "evidence-reached"],
+                    choices=FINAL_UNIT_RULES)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     tasks = [(evaluate, (StreamTask(p, s, 0.1, shift, train="exits+last-block"), rule))

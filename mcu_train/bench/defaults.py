@@ -14,6 +14,7 @@ the highest mean second-half accuracy under the shift, less the worst shifted st
 import argparse
 import numpy as np
 
+from codegen import train_reference
 from codegen.trainer import RECOMMENDED_REPLAY_BYTES
 from mcu_train.bench.analysis import stream_accuracies
 from mcu_train.bench.streams import SETTINGS, StreamTask, _run_reference, task_stream
@@ -23,7 +24,7 @@ VALIDATION = (21, 22, 23, 24)
 REPORTING = (25, 26, 27, 28, 29, 30)
 STREAMS = (("rotate", 0.1), ("none", 0.1), ("none", 0.0))  # (shift, fraction of windows labelled)
 GUARD_PT = 0.5
-DNH_WINS, DNH_WINS_REPLAY = 1, 2  # codegen.train_reference's as shipped (without, with a replay memory)
+DNH_WINS, DNH_WINS_REPLAY = train_reference.DNH_WINS, train_reference.DNH_WINS_REPLAY  # as shipped
 # Where the search started: the boot values before issue 14 (so a rerun reproduces docs/training.md's table).
 START = dict(lr=0.1, pseudo_threshold=0.9, dnh_wins=3, threshold_min=0.6, dnh_rate=0.05, dnh_min_labels=0)
 # The search, in order: each parameter's values are tried with the others at the best so far. lr and the
@@ -58,7 +59,6 @@ def config(num_exits, overrides=(), setting="stream"):
 
 def evaluate(arg):
     """(StreamTask, overrides) -> second-half accuracy (%) of the generic model and of the board."""
-    from codegen import train_reference
     task, overrides = arg
     overrides = dict(overrides)
     # The guard's margin is a compile-time constant of the firmware, not a CONFIG field: set for this task

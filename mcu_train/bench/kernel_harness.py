@@ -267,7 +267,7 @@ def _shrunk(case: KernelCase, max_input: int, max_filter: int, max_output: int) 
     c = dataclasses.replace(case)
     if size(c.input_dims) <= max_input and size(c.output_dims) <= max_output and size(c.filter_dims) <= max_filter:
         return c
-    c.name = f"{case.name}, shrunk" if case.name else ""
+    c.name = f"{case.name or case.describe()}, shrunk"
 
     def smaller(dims, i, least):
         return tuple(max(least, v // 2) if j == i else v for j, v in enumerate(dims))
