@@ -126,7 +126,7 @@ def _fit_trained_conv_scratch(steps, plan):
     return plan()
 
 
-def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False, replay_bytes=None):
+def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False, replay_bytes=None, block_keep=None):
     if momentum and train is None:
         raise CompileError("--momentum needs --train (it adds the trainer's momentum buffers)")
     if replay_bytes is not None and train is None:
@@ -156,7 +156,8 @@ def build(onnx_path, board, calib=None, exits=None, train=None, momentum=False, 
         if any(s.view for s in steps):
             raise CompileError(f"{onnx_path}: --train cannot train a model whose Concat is written in place")
         train_spec = trainer.plan(graph, steps, train, momentum,
-                                  trainer.DEFAULT_REPLAY_BYTES if replay_bytes is None else replay_bytes)
+                                  trainer.DEFAULT_REPLAY_BYTES if replay_bytes is None else replay_bytes,
+                                  block_keep)
     if board.dsp and not getattr(board, "mve", False):
         trained = {i for u in train_spec.units for i in u.steps} if train_spec else set()
         flash_left = (board.flash.size - RUNTIME_FLASH_BYTES - sum(t.nbytes for t in tables) -
@@ -303,10 +304,10 @@ def write_outputs(out_dir, files):
 
 
 def compile_model(onnx_path, board, out_dir, calib=None, exits=None, quiet=False, train=None, momentum=False,
-                  replay_bytes=None):
+                  replay_bytes=None, block_keep=None):
     from codegen.qdq_export import export_qdq
     t0 = time.monotonic()
-    compiled = build(onnx_path, board, calib, exits, train, momentum, replay_bytes)
+    compiled = build(onnx_path, board, calib, exits, train, momentum, replay_bytes, block_keep)
     sources, model_hash = render(compiled, Path(onnx_path).name)
     compiled.meta["model_hash"] = model_hash
     compiled.memory["model_hash"] = model_hash

@@ -172,7 +172,10 @@ class Backward:
                 wl1 = np.abs(w).reshape(co, -1).sum(axis=1)
                 scores = [F(v + F(F(cfg.prune_weight_l1) * F(self.p.scale[c0 + o] * F(int(l)))))
                           for o, (v, l) in enumerate(zip(scores, wl1))]
-            kept = kept_channels(scores, cfg.prune_keep)
+            keep = F(cfg.prune_keep)
+            if keep < F(1) and F(layer.keep_max) < keep:
+                keep = F(layer.keep_max)
+            kept = kept_channels(scores, keep)
         else:
             kept = np.ones(co, bool)
         per_channel = oh * ow * layer.taps * (2 if need_dx else 1)

@@ -37,6 +37,11 @@ from codegen import planner
 from codegen.ir import CompileError
 
 TRAIN_MODES = ("exits", "exits+last-block")
+# `--block-keep`: with exits+last-block, the last block's conv updates at most this fraction of its output
+# channels a window (the error-map scores choose them; CONFIG prune_keep 1 still turns pruning off). 1: as
+# prune_keep says. Fewer channels make a trained window cheaper at some accuracy (docs/RESULTS.md "The last
+# block's channels").
+LAST_BLOCK_KEEP = 1.0
 HEAD_SCRATCH = "heads.scratch"  # the scratch buffer of every head step (training_buffers)
 TRAINABLE_KERNELS = ("conv", "dense", "maxpool", "avgpool", "relu")
 # Persistent trainer state (firmware/trainer.h tr_state): the filter, then one record per exit; 4-byte words.
@@ -74,6 +79,7 @@ class TrainLayer:
     dense: bool = False  # a dense layer (pruned only when prune_dense is set)
     arrays: dict = field(default_factory=dict)  # trainable layers: initial scale, bias, mult, shift, w
     bound: float = 0.0  # largest magnitude a weight or bias of this layer may take
+    keep_max: float = 1.0  # error-map pruning keeps at most this fraction of its channels (below prune_keep 1)
     w_offset: int = 0  # first weight in the unit's W / L arrays
     ch_offset: int = 0  # first channel in the unit's per-channel arrays
 
@@ -299,9 +305,13 @@ def memory_layout(units, budget):
                 unit_offsets=[offsets[u.input] for u in units], unit_bytes=[sizes[u.input] for u in units])
 
 
-def find_units(graph, steps, mode, momentum=False):
+def find_units(graph, steps, mode, momentum=False, block_keep=None):
     if mode not in TRAIN_MODES:
         raise CompileError(f"--train {mode!r}: one of {', '.join(TRAIN_MODES)}")
+    if block_keep is not None and mode != "exits+last-block":
+        raise CompileError("--block-keep needs --train exits+last-block (it prunes the last block's updates)")
+    if block_keep is not None and not 0 < block_keep <= 1:
+        raise CompileError(f"--block-keep {block_keep}: a fraction of the last block's channels, in (0, 1]")
     num_exits = len(graph.exits)
     if num_exits < 2 and mode == "exits":
         raise CompileError("--train exits needs a model with early exits; this one has only the final classifier "
@@ -332,6 +342,8 @@ def find_units(graph, steps, mode, momentum=False):
         layers = [_layer(s, graph.qparams) for s in chain]
         for i, layer in zip(idx, layers):
             layer.step = i
+        if k == num_exits - 1 and convs:
+            layers[0].keep_max = float(np.float32(LAST_BLOCK_KEEP if block_keep is None else block_keep))
         if not any(l.trainable for l in layers):
             raise CompileError(f"exit {k}: its head has no weights to train")
         w_off = ch_off = 0
@@ -405,8 +417,8 @@ WORK_BUFFERS = ("error0", "error1", "input_error", "fold", "row", "scores", "kep
 MAX_FILTER_CLASSES = 32  # firmware/instance_filter.c: the filter's features of exit 0 work on at most this many
 
 
-def plan(graph, steps, mode, momentum=False, replay_bytes=DEFAULT_REPLAY_BYTES):
-    units = find_units(graph, steps, mode, momentum)
+def plan(graph, steps, mode, momentum=False, replay_bytes=DEFAULT_REPLAY_BYTES, block_keep=None):
+    units = find_units(graph, steps, mode, momentum, block_keep)
     classes = graph.shapes[graph.exits[0]][1]
     if classes > MAX_FILTER_CLASSES:
         raise CompileError(f"exit 0 has {classes} classes; the instance filter handles at most {MAX_FILTER_CLASSES}")
@@ -424,7 +436,8 @@ def describe(spec):
         units=[dict(exit=u.exit, input=u.input, parameters=u.num_params, weights=u.num_weights,
                     channels=u.num_channels, params_bytes=u.params_bytes, forward_macs=u.forward_macs,
                     layers=[dict(kind=l.kind, name=l.name, step=l.step, dense=l.dense, in_dims=list(l.in_dims),
-                                 out_dims=list(l.out_dims), act=l.act, bound=l.bound) for l in u.layers])
+                                 out_dims=list(l.out_dims), act=l.act, bound=l.bound, keep_max=l.keep_max)
+                            for l in u.layers])
                for u in spec.units])
 
 
@@ -472,7 +485,7 @@ def render_context(spec, compiled, config):
                                sw=l.stride[1], pad_t=l.padding[0], pad_l=l.padding[1], in_dims=list(l.in_dims),
                                out_dims=list(l.out_dims), in_offset=off[l.input], out_offset=off[l.output],
                                in_zp=l.in_zero_point, in_scale=l.in_scale, out_scale=l.out_scale, w=l.w_offset,
-                               ch=l.ch_offset, bound=l.bound))
+                               ch=l.ch_offset, bound=l.bound, keep_max=l.keep_max))
         init = np.frombuffer(unit.initial_params(), "<u4")
         units.append(dict(exit=unit.exit, layers=layers, first_step=unit.steps[0], n_steps=len(unit.steps),
                           n_weights=unit.num_weights, n_channels=unit.num_channels, params_bytes=unit.params_bytes,

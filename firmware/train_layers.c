@@ -639,7 +639,8 @@ static void conv_backward(const tl_layer *l, const uint8_t *arena, const tl_para
                 scores[o] = scores[o] + h->prune_weight_l1 * (p->scale[l->ch + o] * (float)l1);
             }
         }
-        n_kept = choose_channels(scores, CO, h->prune_keep, kept);
+        const float keep = h->prune_keep < 1.0f && l->keep_max < h->prune_keep ? l->keep_max : h->prune_keep;
+        n_kept = choose_channels(scores, CO, keep, kept);
     } else {
         memset(kept, 1, (size_t)CO);
     }

@@ -26,6 +26,7 @@ typedef struct {
     int32_t in_zp;
     float in_scale, out_scale;
     float bound; /* largest magnitude a weight or bias of this layer may take */
+    float keep_max; /* pruning keeps at most this fraction of its channels (unless prune_keep is 1: no pruning) */
     uint32_t w, ch; /* first weight and first channel in the unit's arrays */
 } tl_layer;
 

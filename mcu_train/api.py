@@ -30,15 +30,16 @@ def board_of(board) -> Board:
 
 
 def compile_model(model, out_dir, calib=None, board=DEFAULT_BOARD, exits=None, train=None, quiet=True,
-                  momentum=False, replay_bytes=None):
+                  momentum=False, replay_bytes=None, block_keep=None):
     """ONNX model (+ calibration .npz) -> int8 C and reports in `out_dir` (`mcu-train compile`). `train`:
     None, "exits" or "exits+last-block"; `momentum`: also the trainer's momentum buffers; `replay_bytes`: the
-    trainer's replay memory budget (None: codegen.trainer.DEFAULT_REPLAY_BYTES, 0: none). Returns the compiled
+    trainer's replay memory budget (None: codegen.trainer.DEFAULT_REPLAY_BYTES, 0: none); `block_keep`: with
+    exits+last-block, the most of the last block's channels a window updates (None: 1). Returns the compiled
     model (codegen.compile.Compiled)."""
     from codegen.compile import compile_model as compile_onnx
     return compile_onnx(shipped_path(model), board_of(board), out_dir,
                         calib=shipped_path(calib) if calib else None, exits=exits, quiet=quiet, train=train,
-                        momentum=momentum, replay_bytes=replay_bytes)
+                        momentum=momentum, replay_bytes=replay_bytes, block_keep=block_keep)
 
 
 def build(board=DEFAULT_BOARD, model_dir=None, out_dir=None):

@@ -113,6 +113,38 @@ def test_momentum_decay_clipping_pruning_and_last_block_match(tmp_path):
     assert any(s.flags & STEP_PSEUDO and s.outcome == Outcome.TRAINED for s in got)
 
 
+def test_block_keep_caps_the_last_blocks_channels_on_board_and_reference(tmp_path):
+    """`--block-keep 0.25`: the last block's conv updates at most a quarter of its channels a window (CONFIG
+    prune_keep 1 still trains them all), the exits' heads keep prune_keep; the board equals the reference."""
+    compiled, out, elf = th.compile_trainer(tmp_path, HOST, "exits+last-block", block_keep=0.25)
+    meta = th.load_meta(out)
+    block = meta["train"]["units"][-1]["layers"][0]
+    assert block["keep_max"] == 0.25 and all(l["keep_max"] == 1.0 for u in meta["train"]["units"][:-1]
+                                             for l in u["layers"])
+    ref = TrainerReference(compiled)
+    rows, y, mask = th.hapt_stream(meta, 120, person=27, label_fraction=0.3, shift=True)
+    unit = ref.units[-1]
+    layer = unit.layers[0]
+    for prune_keep, kept in ((0.5, layer.channels // 4), (1.0, layer.channels)):
+        cfg = TrainConfig.default(ref.num_exits)
+        cfg.prune_keep = prune_keep
+        macs = dict(forward=0, backward=0, backward_dense=0)
+        unit_gradients(unit, ref.params[-1], ref.unit_activations(rows[0], len(ref.units) - 1), int(y[0]),
+                       compiled.tables[unit.exit], cfg, macs)
+        dense = unit.layers[-1]
+        assert macs["backward"] == kept * layer.macs // layer.channels + dense.macs * 2
+    with session(HOST, elf) as (running, link):
+        board = Trainer(link, meta)
+        configure(board, ref, lr=0.3, serve_mode=ServeMode.PERSONALISED)
+        got, want = th.run_both(board, ref, rows, y, mask)
+        assert_same(got, want)
+        assert board.checkpoint_get() == ref.checkpoint()
+    with pytest.raises(CompileError, match="--block-keep needs --train exits\\+last-block"):
+        th.compile_trainer(tmp_path, HOST, "exits", block_keep=0.25)
+    with pytest.raises(CompileError, match="in \\(0, 1\\]"):
+        th.compile_trainer(tmp_path, HOST, "exits+last-block", name="zero", block_keep=0)
+
+
 # --- gradients -----------------------------------------------------------------------------------------------
 
 def tinygrad_gradients(compiled, unit, params, acts, target):

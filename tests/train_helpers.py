@@ -29,11 +29,12 @@ def default_model(tmp):
     return path, calib
 
 
-def compile_trainer(tmp, board, mode="exits", name=None, model=None, momentum=False):
+def compile_trainer(tmp, board, mode="exits", name=None, model=None, momentum=False, block_keep=None):
     """Compile (and build firmware for) the default model with a trainer: (compiled, out dir, elf)."""
     onnx_path, calib = model or default_model(tmp)
     out = Path(tmp) / (name or f"{mode}-{board.name}")
-    compiled = compile_model(onnx_path, board, out, calib=calib, quiet=True, train=mode, momentum=momentum)
+    compiled = compile_model(onnx_path, board, out, calib=calib, quiet=True, train=mode, momentum=momentum,
+                             block_keep=block_keep)
     elf = build_firmware(board, out, out / "fw").elf
     return compiled, out, elf
 

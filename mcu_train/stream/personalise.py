@@ -118,7 +118,8 @@ def _windows(meta, source, person, windows, label_fraction, shift, seed, resampl
 
 def personalise(*, board, model, calib, train="exits", person=None, source=None, windows=300, label_fraction=0.1,
                 shift=False, filter_mode="learned", keep=0.3, prune=0.5, seed=0, reference=False,
-                output="build/personalise", resample=False, lr=None, pseudo_threshold=None, threshold_max=None):
+                output="build/personalise", resample=False, lr=None, pseudo_threshold=None, threshold_max=None,
+                block_keep=None):
     """`mcu-train personalise`: a HAPT person's windows (default 25), or a user's recordings (`source`),
     through TRAIN on `board` (or the numpy reference); writes and returns the report (personalise.json)."""
     from codegen.compile import build, compile_model
@@ -131,9 +132,10 @@ def personalise(*, board, model, calib, train="exits", person=None, source=None,
     board = get_board(board)
     out = Path(output)
     if source is not None:  # the recordings are read (and a bad one refused) before anything is written
-        picked = _windows(build(model, board, calib, train=train).meta, source, person, windows, label_fraction,
-                          shift, seed, resample)
-    compiled = compile_model(model, board, out / "model", calib=calib, quiet=True, train=train)
+        picked = _windows(build(model, board, calib, train=train, block_keep=block_keep).meta, source, person,
+                          windows, label_fraction, shift, seed, resample)
+    compiled = compile_model(model, board, out / "model", calib=calib, quiet=True, train=train,
+                             block_keep=block_keep)
     meta = load_model_meta(out / "model")
     if source is None:
         picked = _windows(meta, source, person, windows, label_fraction, shift, seed, resample)
@@ -150,7 +152,7 @@ def personalise(*, board, model, calib, train="exits", person=None, source=None,
         cfg.threshold_max = [threshold_max] * len(cfg.thresholds)
         cfg.thresholds = [min(t, threshold_max) for t in cfg.thresholds]
     stream = dict(person=25 if person is None else person, shift=shift) if source is None else dict(source=str(source))
-    report = dict(board=board.name, model=str(model), train=train, **stream,
+    report = dict(board=board.name, model=str(model), train=train, block_keep=block_keep, **stream,
                   label_fraction=label_fraction, config=asdict(cfg), memory={k: compiled.memory[k] for k in (
                       "arena_bytes", "training_arena_bytes", "trainable_parameters")})
     sends = [(r, int(y) if m else None, bool(b)) for r, y, m, b in zip(rows, labels, mask, invalid)]
