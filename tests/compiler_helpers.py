@@ -51,9 +51,21 @@ def board_vs_reference(compiled, out_dir, board, x, thresholds=(0.7,)):
     return mismatches, total
 
 
+def ort_session(path):
+    """onnxruntime on the CPU with exact int8 products: on x86 cores without VNNI its default U8S8 kernels
+    saturate pairs of products at 16 bits (seen on an AVX2 EPYC), so it would disagree with any exact reference.
+    Models its exact mode cannot run (QGemm on int8 activations) run as they are."""
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.x64quantprecision", "1")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except ort.capi.onnxruntime_pybind11_state.NotImplemented:  # its U8U8 rewrite has no QGemm: int8 inputs
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def onnxruntime_exits(qdq_path, x):
     """int8 logits of every exit, from onnxruntime running a QDQ model, one input at a time."""
-    sess = ort.InferenceSession(str(qdq_path), providers=["CPUExecutionProvider"])
+    sess = ort_session(qdq_path)
     name = sess.get_inputs()[0].name
     outs = [sess.run(None, {name: xi[None]}) for xi in x]
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
@@ -107,7 +119,7 @@ def quantise_with_onnxruntime(float_model, tmp_path, quant_format="QDQ", activat
 
 def quantised_model_exits(path, meta, x):
     """onnxruntime on a quantised model whose exits are float outputs, requantised to our exits' scales."""
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort_session(path)
     out = []
     for e in meta["exits"]:
         theirs = np.concatenate([sess.run([e["name"]], {"x": xi[None]})[0] for xi in x])

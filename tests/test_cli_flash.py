@@ -40,7 +40,7 @@ def test_flash_foreground_until_ctrl_c(firmware):
         assert link.handshake().board == "mps2-an386"
         assert link.ping(b"hello") == b"hello"
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(10) == 0
+    assert proc.wait(30) == 0  # it stops QEMU first: slow on a loaded machine
     time.sleep(0.2)
     assert not alive(pid)
 

@@ -3,9 +3,9 @@ people: int8 accuracy within 1 point of float, agreement with onnxruntime, bit-e
 import time
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from compiler_helpers import assert_exits_agree, board_vs_reference, onnxruntime_exits, reference_exit_logits
+from compiler_helpers import (assert_exits_agree, board_vs_reference, onnxruntime_exits, ort_session,
+                              reference_exit_logits)
 from repo import ROOT
 
 from codegen.compile import compile_model
@@ -42,7 +42,7 @@ def test_int8_accuracy_within_one_point_of_float(har, validation):
     compiled, out, _ = har
     x, y = validation
     meta = load_model_meta(out)
-    sess = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    sess = ort_session(MODEL)
     names = [e["name"] for e in meta["exits"]]
     input_name = sess.get_inputs()[0].name
     runs = [sess.run(names, {input_name: xi[None]}) for xi in x]  # exported with batch size 1

@@ -11,10 +11,9 @@ import mlperf_tiny
 import model_zoo
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from compiler_helpers import (board_vs_reference, compile_zoo, onnxruntime_exits, quantise_with_onnxruntime,
-                              quantised_model_exits, random_inputs)
+from compiler_helpers import (board_vs_reference, compile_zoo, onnxruntime_exits, ort_session,
+                              quantise_with_onnxruntime, quantised_model_exits, random_inputs)
 
 from codegen.compile import build, compile_model
 from codegen.errors import McuTrainError
@@ -53,7 +52,7 @@ def onnx_order(meta, k, flat):
 def assert_follows_float_model(model_path, meta, ours, x):
     """The int8 model's last exit against onnxruntime on the original float model: same top class for
     classifiers (a Softmax does not move it), a small error in LSB for values."""
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    sess = ort_session(model_path)
     theirs = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0] for xi in x])
     e = meta["exits"][-1]
     ours_f = onnx_order(meta, len(meta["exits"]) - 1, (ours[-1].astype(np.float32) - e["zero_point"]) * e["scale"])

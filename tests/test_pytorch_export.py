@@ -6,8 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from compiler_helpers import (assert_exits_agree, board_vs_reference, onnxruntime_exits, random_inputs,  # noqa: E402
-                              reference_exit_logits)
+from compiler_helpers import (assert_exits_agree, board_vs_reference, onnxruntime_exits, ort_session,  # noqa: E402
+                              random_inputs, reference_exit_logits)
 
 from codegen.compile import compile_model  # noqa: E402
 from mcu_train.boards import get_board  # noqa: E402
@@ -73,7 +73,7 @@ def test_pytorch_model_compiles_and_matches(tmp_path, module, shape, outputs):
     rows = to_wire(meta, x)
     # The int8 model follows the float PyTorch model.
     import onnxruntime as ort
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort_session(path)
     for k, e in enumerate(meta["exits"]):
         ours = reference_exit_logits(compiled, meta, rows, k)
         ours_f = (ours.astype(np.float32) - e["zero_point"]) * e["scale"]
