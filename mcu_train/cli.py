@@ -1,7 +1,9 @@
 """`mcu-train` command line: parse the arguments, call mcu_train.api, print. Heavy modules are imported inside
 each command so `--help` stays fast."""
 import argparse
+import signal
 import sys
+import time
 
 from mcu_train.errors import McuTrainError
 
@@ -69,9 +71,11 @@ def cmd_flash(args):
     print(f"pid: {running.pid}")
     if args.detach:
         return
-    print("Ctrl-C stops it.")
+    print("Ctrl-C stops it.", flush=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with Ctrl-C ignored
     try:
-        running.process.wait()
+        while running.process.poll() is None:
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
