@@ -37,11 +37,6 @@ from codegen import planner
 from codegen.ir import CompileError
 
 TRAIN_MODES = ("exits", "exits+last-block")
-# `--block-keep`: with exits+last-block, the last block's conv updates at most this fraction of its output
-# channels a window (the error-map scores choose them; CONFIG prune_keep 1 still turns pruning off). 1: as
-# prune_keep says. Fewer channels make a trained window cheaper at some accuracy (docs/RESULTS.md "The last
-# block's channels").
-LAST_BLOCK_KEEP = 1.0
 HEAD_SCRATCH = "heads.scratch"  # the scratch buffer of every head step (training_buffers)
 TRAINABLE_KERNELS = ("conv", "dense", "maxpool", "avgpool", "relu")
 # Persistent trainer state (firmware/trainer.h tr_state): the filter, then one record per exit; 4-byte words.
@@ -342,8 +337,11 @@ def find_units(graph, steps, mode, momentum=False, block_keep=None):
         layers = [_layer(s, graph.qparams) for s in chain]
         for i, layer in zip(idx, layers):
             layer.step = i
-        if k == num_exits - 1 and convs:
-            layers[0].keep_max = float(np.float32(LAST_BLOCK_KEEP if block_keep is None else block_keep))
+        if k == num_exits - 1 and convs and block_keep is not None:
+            # `--block-keep`: the last block's conv updates at most this fraction of its channels a window (the
+            # error-map scores choose them): a trained window costs less, at some accuracy (docs/RESULTS.md
+            # "The last block's channels")
+            layers[0].keep_max = float(np.float32(block_keep))
         if not any(l.trainable for l in layers):
             raise CompileError(f"exit {k}: its head has no weights to train")
         w_off = ch_off = 0

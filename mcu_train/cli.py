@@ -92,7 +92,8 @@ def cmd_compile(args):
     from mcu_train import api
     exits = [e.strip() for e in args.exits.split(",")] if args.exits else None
     api.compile_model(args.model, args.output, calib=args.calib, board=args.board, exits=exits, train=args.train,
-                      quiet=False, momentum=args.momentum, replay_bytes=args.replay_bytes, block_keep=args.block_keep)
+                      quiet=False, momentum=args.momentum, replay_bytes=args.replay_bytes,
+                      block_keep=args.block_keep)
 
 
 def cmd_infer(args):

@@ -72,7 +72,6 @@ def test_pytorch_model_compiles_and_matches(tmp_path, module, shape, outputs):
                        min_top1=0.98, min_within=0.0)
     rows = to_wire(meta, x)
     # The int8 model follows the float PyTorch model.
-    import onnxruntime as ort
     sess = ort_session(path)
     for k, e in enumerate(meta["exits"]):
         ours = reference_exit_logits(compiled, meta, rows, k)

@@ -44,6 +44,7 @@ class StreamTask:
     setting: str = "stream"  # a key of SETTINGS
     windows: int | None = None  # the first N windows of the person (default: all)
     replay_bytes: int = RECOMMENDED_REPLAY_BYTES  # the trainer's replay memory (`--replay-bytes`)
+    block_keep: float | None = None  # `--block-keep` (with exits+last-block; None: not given)
     replays: int | None = None  # CONFIG replays (None: the firmware's default; 0: the replay memory is not replayed)
     board: str | None = None  # None: the numpy reference
     model: str = str(DEFAULT_MODEL)
@@ -56,15 +57,15 @@ class StreamTask:
 
 
 @functools.cache
-def compiled_model(model, calib, train, replay_bytes=RECOMMENDED_REPLAY_BYTES):
+def compiled_model(model, calib, train, replay_bytes=RECOMMENDED_REPLAY_BYTES, block_keep=None):
     """The compiled model with its trainer, for the reference (cached per process)."""
     from codegen.compile import build
     from mcu_train.boards import get_board
-    return build(model, get_board("host"), calib, train=train, replay_bytes=replay_bytes)
+    return build(model, get_board("host"), calib, train=train, replay_bytes=replay_bytes, block_keep=block_keep)
 
 
 @functools.cache
-def firmware(board_name, model, calib, train=None, replay_bytes=RECOMMENDED_REPLAY_BYTES):
+def firmware(board_name, model, calib, train=None, replay_bytes=RECOMMENDED_REPLAY_BYTES, block_keep=None):
     """(model.json, ELF) of the model compiled and built for a board, once per process (the folder names the
     process, so parallel workers never build into the same place)."""
     from codegen.compile import compile_model
@@ -74,7 +75,7 @@ def firmware(board_name, model, calib, train=None, replay_bytes=RECOMMENDED_REPL
     board = get_board(board_name)
     work = OUTPUT_DIR / "bench" / f"{board_name}-{train or 'inference'}-{os.getpid()}"
     compile_model(model, board, work / "model", calib=calib, quiet=True, train=train,
-                  replay_bytes=replay_bytes if train else None)
+                  replay_bytes=replay_bytes if train else None, block_keep=block_keep)
     return load_model_meta(work / "model"), runner_for(board).build(work / "model", work / "firmware").elf
 
 
@@ -98,7 +99,7 @@ def task_stream(task):
                             f"{', '.join(LABEL_POLICIES)})")
     if task.setting not in SETTINGS:
         raise McuTrainError(f"unknown setting {task.setting!r}: one of {', '.join(SETTINGS)}")
-    compiled = compiled_model(task.model, task.calib, task.train, task.replay_bytes)
+    compiled = compiled_model(task.model, task.calib, task.train, task.replay_bytes, task.block_keep)
     return compiled, person_stream(compiled.meta, task.person, task.labels, task.shift, task.seed, task.windows)
 
 
@@ -160,7 +161,7 @@ def _run_board(task, compiled, stream, cfg):
     from mcu_train.boards import get_board
     from mcu_train.boards.runner import session
     from mcu_train.link.trainer_client import Trainer
-    meta, elf = firmware(task.board, task.model, task.calib, task.train, task.replay_bytes)
+    meta, elf = firmware(task.board, task.model, task.calib, task.train, task.replay_bytes, task.block_keep)
     with session(get_board(task.board), elf) as (_, link):
         trainer = Trainer(link, meta)
         trainer.config(cfg)
