@@ -94,8 +94,9 @@ def argmax(z):
     return best
 
 
-def is_finite(*arrays):
-    return all(bool(np.all(np.isfinite(np.asarray(a, F)))) for a in arrays)
+def bit_lengths(m):
+    """bit_length of each non-negative int64 value below 2^53 (exact in float64: frexp's exponent)."""
+    return np.frexp(np.asarray(m, np.int64).astype(np.float64))[1].astype(np.int64)
 
 
 class XorShift32:
@@ -161,6 +162,25 @@ def scaled(v, f):
     else:
         r = round_shift(p, -e)
     return np.clip(r, -FX_SAT, FX_SAT)
+
+
+def scaled_rows(v, f):
+    """scaled(v[i], f[i]) for every row i at once: v (n, ...) int64 values, f (n,) finite float32 factors
+    (the same rule: a row's values times its factor's mantissa, shifted by its exponent, saturated)."""
+    bits = np.asarray(f, F).view(np.uint32).astype(np.int64)
+    ebits, m = (bits >> 23) & 0xFF, bits & 0x7FFFFF
+    mant, e = np.where(ebits == 0, m, m | 0x800000), np.where(ebits == 0, -149, ebits - 150)
+    v = np.asarray(v, np.int64)
+    mant, e = (a.reshape((-1,) + (1,) * (v.ndim - 1)) for a in (mant, e))
+    p = v * mant
+    down_shift = np.clip(-e, 1, 62)
+    down = np.where(-e > 62, 0, (p + (np.int64(1) << (down_shift - 1))) >> down_shift)
+    if np.all(e <= -9):  # the usual case: |v * mant| < 2^55, so the result is within FX_SAT
+        return down
+    up_shift = np.minimum(np.maximum(e, 0), 46)
+    lim = np.where(e <= 46, FX_SAT >> up_shift, 0)
+    up = np.where(np.abs(p) > lim, np.sign(p) * FX_SAT, p << up_shift)
+    return np.clip(np.where(e >= 0, up, down), -FX_SAT, FX_SAT)
 
 
 def qmult(r):

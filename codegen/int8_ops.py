@@ -71,7 +71,7 @@ def conv2d(x, w, bias=None, *, input_offset: int, output_offset: int, multiplier
     t, l, b, r = padding
     dh, dw = dilation
     oh, ow = out_len(h, (kh - 1) * dh + 1, stride[0], t, b), out_len(wd, (kw - 1) * dw + 1, stride[1], l, r)
-    xp = np.pad(x.astype(np.int64) + input_offset, ((0, 0), (t, b), (l, r), (0, 0)))
+    xp = pad(x.astype(np.int64) + input_offset, padding, 0)
     win = _windows(xp, kh, kw, stride, oh, ow, dilation)  # N, OH, OW, C, KH, KW
     acc = np.tensordot(win, w.astype(np.int64).transpose(3, 1, 2, 0), axes=([3, 4, 5], [0, 1, 2]))
     if bias is not None:
@@ -105,7 +105,7 @@ def depthwise_conv2d(x, w, bias=None, *, input_offset: int, output_offset: int, 
     kh, kw, co = w.shape
     t, l, b, r = padding
     oh, ow = out_len(h, kh, stride[0], t, b), out_len(wd, kw, stride[1], l, r)
-    xp = np.pad(x.astype(np.int64) + input_offset, ((0, 0), (t, b), (l, r), (0, 0)))
+    xp = pad(x.astype(np.int64) + input_offset, padding, 0)
     xp = np.repeat(xp, ch_mult, axis=3)  # channel o <- input o // ch_mult
     win = _windows(xp, kh, kw, stride, oh, ow)  # N, OH, OW, C_out, KH, KW
     acc = np.einsum("nhwcij,ijc->nhwc", win, w.astype(np.int64))
@@ -138,7 +138,7 @@ def max_pool2d(x, kernel, stride, padding=(0, 0, 0, 0), act_min: int = -128, act
     kh, kw = kernel
     t, l, b, r = padding
     oh, ow = out_len(h, kh, stride[0], t, b), out_len(wd, kw, stride[1], l, r)
-    xp = np.pad(x.astype(np.int16), ((0, 0), (t, b), (l, r), (0, 0)), constant_values=-32768)
+    xp = pad(x.astype(np.int16), padding, -32768)
     m = _windows(xp, kh, kw, stride, oh, ow).max(axis=(4, 5))
     if np.any(m == -32768):
         raise ValueError("a pooling window lies entirely in the padding")
@@ -158,9 +158,9 @@ def avg_pool2d(x, kernel, stride, padding=(0, 0, 0, 0), *, input_offset: int, ou
     kh, kw = kernel
     t, l, b, r = padding
     oh, ow = out_len(h, kh, stride[0], t, b), out_len(wd, kw, stride[1], l, r)
-    xp = np.pad(x.astype(np.int64) + input_offset, ((0, 0), (t, b), (l, r), (0, 0)))
+    xp = pad(x.astype(np.int64) + input_offset, padding, 0)
     acc = _windows(xp, kh, kw, stride, oh, ow).sum(axis=(4, 5))  # N, OH, OW, C
-    ones = np.pad(np.ones((1, h, wd, 1), np.int64), ((0, 0), (t, b), (l, r), (0, 0)))
+    ones = pad(np.ones((1, h, wd, 1), np.int64), padding, 0)
     valid = _windows(ones, kh, kw, stride, oh, ow).sum(axis=(4, 5))  # 1, OH, OW, 1
     if np.any(valid == 0):
         raise ValueError("a pooling window lies entirely in the padding")
@@ -241,8 +241,16 @@ def concat_channels(inputs, params) -> np.ndarray:
 
 def pad(x, padding, pad_value: int) -> np.ndarray:
     """Constant padding of H and W (``mt_pad_s8``); padding = (top, left, bottom, right)."""
+    x = np.asarray(x)
     t, l, b, r = padding
-    return np.pad(np.asarray(x), ((0, 0), (t, b), (l, r), (0, 0)), constant_values=pad_value)
+    if min(padding) < 0:
+        raise ValueError("padding must be >= 0")
+    if not (t or l or b or r):
+        return x
+    n, h, w, c = x.shape
+    out = np.full((n, h + t + b, w + l + r, c), pad_value, x.dtype)
+    out[:, t:t + h, l:l + w] = x
+    return out
 
 
 def resize_nearest(x, rows, cols) -> np.ndarray:

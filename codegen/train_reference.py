@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codegen import fmath
+from codegen import fmath, int8_ops
 from codegen.fmath import F, pow2, round_shift, scaled
 from codegen.reference import _run_step, confidence_q16
 from codegen.trainer import (CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, ERROR_BITS,
@@ -126,11 +126,9 @@ def kept_channels(scores, keep):
     if F(k) < kf:
         k += 1
     k = max(1, min(c, k))
-    kept = np.zeros(c, bool)
-    for o in range(c):
-        rank = sum(1 for j in range(c) if scores[j] > scores[o] or (scores[j] == scores[o] and j < o))
-        kept[o] = rank < k
-    return kept
+    s = np.asarray(scores, F)
+    above = (s[None, :] > s[:, None]) | ((s[None, :] == s[:, None]) & np.tri(c, k=-1, dtype=bool))
+    return above.sum(axis=1) < k  # rank: the channels ahead of each one
 
 
 class Backward:
@@ -167,11 +165,10 @@ class Backward:
         w = self.p.w[layer.w_offset:layer.w_offset + co * layer.taps].astype(np.int64).reshape(co, kh, kw, ci)
         cfg = self.cfg
         if not layer.dense or cfg.prune_dense:
-            scores = [F(sigma * F(int(v))) for v in np.abs(e).sum(axis=0)]
+            scores = F(sigma) * np.abs(e).sum(axis=0).astype(F)  # each operation rounds once, as in C
             if cfg.prune_weight_l1 != 0:
-                wl1 = np.abs(w).reshape(co, -1).sum(axis=1)
-                scores = [F(v + F(F(cfg.prune_weight_l1) * F(self.p.scale[c0 + o] * F(int(l)))))
-                          for o, (v, l) in enumerate(zip(scores, wl1))]
+                wl1 = np.abs(w).reshape(co, -1).sum(axis=1).astype(F)
+                scores = scores + F(cfg.prune_weight_l1) * (self.p.scale[c0:c0 + co] * wl1)
             keep = F(cfg.prune_keep)
             if keep < F(1) and F(layer.keep_max) < keep:
                 keep = F(layer.keep_max)
@@ -183,15 +180,15 @@ class Backward:
         self.macs["backward_dense"] += co * per_channel
         t, l, _, _ = layer.padding
         h, wd = layer.in_dims[1:3]
-        xp = np.pad(x.astype(np.int64) - layer.in_zero_point, ((t, layer.padding[2]), (l, layer.padding[3]), (0, 0)))
+        xp = int8_ops.pad(x[None].astype(np.int64) - layer.in_zero_point, layer.padding, 0)[0]
         patches = np.stack([xp[p * sh:p * sh + kh, q * sw:q * sw + kw, :].reshape(-1)
                             for p in range(oh) for q in range(ow)])  # (positions, taps)
         dx = None
         if need_dx:
             smax = int(np.max(shift))
-            folded = np.zeros_like(e)
-            for o in np.flatnonzero(kept):
-                folded[:, o] = round_shift(e[:, o] * int(mult[o]), 31 + smax - int(shift[o]))
+            n = 31 + smax - shift  # round_shift(e * mult, n) per kept channel (0 beyond 62 bits)
+            nc = np.clip(n, 1, 62)
+            folded = np.where(kept & (n <= 62), (e * mult + (np.int64(1) << (nc - 1))) >> nc, 0)
             acc = np.zeros((h + t + layer.padding[2], wd + l + layer.padding[3], ci), np.int64)
             fold = folded.reshape(oh, ow, co)
             for i in range(kh):
@@ -201,9 +198,8 @@ class Backward:
             acc = acc[t:t + h, l:l + wd]
             sig = F(F(sigma * F(F(layer.out_scale) / F(layer.in_scale))) * pow2(smax))
             dx, dsig = normalise(acc, sig)
-        for o in np.flatnonzero(kept):
-            g = e[:, o] @ patches
-            self.update_row(layer, o, g, int(e[:, o].sum()), sigma)
+        rows = np.flatnonzero(kept)
+        self.update_rows(layer, rows, e[:, rows].T @ patches, e[:, rows].sum(axis=0), sigma)
         return dx, (dsig if need_dx else sigma), False
 
     def avgpool(self, layer, x, y, err, broadcast, sigma, need_dx):
@@ -232,74 +228,75 @@ class Backward:
         e = np.where(g, np.broadcast_to(err.reshape((1, 1, -1) if broadcast else y.shape), y.shape), 0)
         return e, sigma, False
 
-    def update_row(self, layer, o, g, gb, sigma):
-        """SGD on output channel o of a trainable layer from its weight gradient g (int, scale sigma * s_in)
-        and bias gradient gb (scale sigma). Skipped (and counted) if a weight or bias would leave its bound."""
-        if not self._update_row(layer, o, g, gb, sigma):
-            self.skipped += 1
-
-    def _update_row(self, layer, o, g, gb, sigma):
+    def update_rows(self, layer, rows, g, gb, sigma):
+        """SGD on output channels `rows` of a trainable layer from their weight gradients g (rows x taps, int,
+        scale sigma * s_in) and bias gradients gb (scale sigma), each channel on its own (firmware: one at a
+        time). A channel whose weight or bias would leave its bound is skipped (and counted)."""
         p, cfg = self.p, self.cfg
-        c = layer.ch_offset + o
+        c = layer.ch_offset + rows
         k = layer.taps
-        w0 = layer.w_offset + o * k
-        s, s_in = F(p.scale[c]), F(layer.in_scale)
+        idx = (layer.w_offset + rows * k)[:, None] + np.arange(k)
+        s, s_in = p.scale[c], F(layer.in_scale)
         sigma_g = F(sigma * s_in)
-        lr = F(cfg.lr)
+        lr = np.full(len(rows), F(cfg.lr))
         clip = F(cfg.clip_norm)
-        g = np.asarray(g, np.int64)
+        g, gb = np.asarray(g, np.int64).reshape(len(rows), k), np.asarray(gb, np.int64)
         if clip > F(0):
-            sh = max(0, fmath.bit_length(int(np.max(np.abs(g)))) - 15)
-            sum2 = int(np.sum((g >> sh) ** 2))
-            a, b = F(sigma_g * pow2(sh)), F(sigma * F(gb))
-            norm2 = F(F(F(a * a) * F(sum2)) + F(b * b))
-            if norm2 > F(clip * clip):
-                lr = F(lr * F(clip / np.sqrt(norm2)))
-        # Steps of the channel's scale (weights) and of in_scale * scale (bias) per unit of gradient.
-        f_w = F(F(lr * sigma_g) / s)
-        f_b = F(F(lr * sigma) / F(s_in * s))
+            sh = np.maximum(0, fmath.bit_lengths(np.abs(g).max(axis=1)) - 15)
+            sum2 = ((g >> sh[:, None]) ** 2).sum(axis=1)
+            a, b = sigma_g * np.ldexp(F(1), sh).astype(F), F(sigma) * gb.astype(F)
+            norm2 = a * a * sum2.astype(F) + b * b  # sums below 2^53: one rounding each, as in C
+            over = norm2 > F(clip * clip)
+            lr = np.where(over, lr * (clip / np.sqrt(norm2)), lr)
+        # Steps of each channel's scale (weights) and of in_scale * scale (bias) per unit of gradient.
+        f_w = (lr * sigma_g) / s
+        f_b = (lr * F(sigma)) / (s_in * s)
         f_d = F(F(cfg.lr) * F(cfg.weight_decay))
-        if not fmath.is_finite(f_w, f_b, f_d):
-            return False
-        w = p.w[w0:w0 + k].astype(np.int64)
-        d = scaled(g, f_w) + scaled(w, f_d)
-        bias = int(p.bias[c])
-        db = int(scaled(gb, f_b)) + int(scaled(bias, f_d))
-        vmax = 0
+        ok = np.isfinite(f_w) & np.isfinite(f_b) & bool(np.isfinite(f_d))
+        f_w, f_b = np.where(ok, f_w, F(0)), np.where(ok, f_b, F(0))
+        fd = np.full(len(rows), f_d if np.isfinite(f_d) else F(0))
+        w = p.w[idx].astype(np.int64)
+        bias = p.bias[c]
+        d, db = fmath.scaled_rows(g, f_w), fmath.scaled_rows(gb, f_b)
+        if f_d != F(0):
+            d, db = d + fmath.scaled_rows(w, fd), db + fmath.scaled_rows(bias, fd)
+        vmax = np.zeros(len(rows), np.int64)
         if p.vw is not None:
-            mu = F(cfg.momentum)
-            d = scaled(p.vw[w0:w0 + k], mu) + d
-            vmax = int(np.max(np.abs(d)))
-            db = int(scaled(int(p.vb[c]), mu)) + db
+            mu = np.full(len(rows), F(cfg.momentum))
+            d = fmath.scaled_rows(p.vw[idx], mu) + d
+            vmax = np.abs(d).max(axis=1)
+            db = fmath.scaled_rows(p.vb[c], mu) + db
         new, new_b = w - d, bias - db
-        m = int(np.max(np.abs(new)))
-        if vmax > 32767 or abs(db) > INT32_MAX or m > UPDATE_RANGE or abs(new_b) > INT32_MAX:
-            return False
-        # Refit the channel's scale (the compiler's per-channel scheme, with headroom: largest weight at 120)
+        m = np.abs(new).max(axis=1)
+        ok &= (vmax <= 32767) & (np.abs(db) <= INT32_MAX) & (m <= UPDATE_RANGE) & (np.abs(new_b) <= INT32_MAX)
+        # Refit a channel's scale (the compiler's per-channel scheme, with headroom: largest weight at 120)
         # when its weights outgrew the int8 range (required) or shrank below 96 (when the new values fit).
-        s_new, new_vb, ratio = s, db, None
-        if m > WEIGHT_MAX or 0 < m < WEIGHT_LOW:
-            refit = F(F(s * F(m)) / F(WEIGHT_REFIT))
-            r = F(F(WEIGHT_REFIT) / F(m))
-            rb, rvb = int(scaled(new_b, r)), int(scaled(db, r))
-            fits = (fmath.is_finite(refit) and F(F(127) * refit) <= F(layer.bound) and abs(rb) <= INT32_MAX
-                    and int(scaled(vmax, r)) <= 32767 and abs(rvb) <= INT32_MAX)
-            if fits:
-                s_new, new_b, new_vb, ratio = refit, rb, rvb, r
-            elif m > WEIGHT_MAX:
-                return False
-        if F(F(abs(new_b)) * F(s_in * s_new)) > F(layer.bound):
-            return False
-        if ratio is not None:
-            new, d = scaled(new, ratio), scaled(d, ratio)
-        p.w[w0:w0 + k] = new.astype(np.int8)
-        p.bias[c] = new_b
+        want = ok & ((m > WEIGHT_MAX) | ((0 < m) & (m < WEIGHT_LOW)))
+        fits, s_new, new_vb = np.zeros(len(rows), bool), s, db
+        if want.any():
+            mf = np.where(want, m, WEIGHT_REFIT).astype(F)
+            refit, r = (s * mf) / F(WEIGHT_REFIT), F(WEIGHT_REFIT) / mf
+            rb, rvb = fmath.scaled_rows(new_b, r), fmath.scaled_rows(db, r)
+            with np.errstate(invalid="ignore"):
+                fits = want & np.isfinite(refit) & (F(127) * refit <= F(layer.bound))
+            fits &= (np.abs(rb) <= INT32_MAX) & (fmath.scaled_rows(vmax, r) <= 32767) & (np.abs(rvb) <= INT32_MAX)
+            ok &= ~(want & ~fits & (m > WEIGHT_MAX))
+            s_new = np.where(fits, refit, s)
+            new_b, new_vb = np.where(fits, rb, new_b), np.where(fits, rvb, db)
+            new = np.where(fits[:, None], fmath.scaled_rows(new, r), new)
+            if p.vw is not None:
+                d = np.where(fits[:, None], fmath.scaled_rows(d, r), d)
+        with np.errstate(invalid="ignore", over="ignore"):
+            ok &= ~(np.abs(new_b).astype(F) * (s_in * s_new) > F(layer.bound))
+        self.skipped += int(np.sum(~ok))
+        idx, c, fits = idx[ok], c[ok], fits[ok]
+        p.w[idx] = new[ok].astype(np.int8)
+        p.bias[c] = new_b[ok]
         if p.vw is not None:
-            p.vw[w0:w0 + k], p.vb[c] = d, new_vb
-        if ratio is not None:
-            p.scale[c] = s_new
-            p.mult[c], p.shift[c] = fmath.qmult(F(F(s_in * s_new) / F(layer.out_scale)))
-        return True
+            p.vw[idx], p.vb[c] = d[ok], new_vb[ok]
+        for ch, sn in zip(c[fits], s_new[ok][fits]):
+            p.scale[ch] = sn
+            p.mult[ch], p.shift[ch] = fmath.qmult(F(F(s_in * sn) / F(layer.out_scale)))
 
 
 class GradientRecorder(Backward):
@@ -309,9 +306,10 @@ class GradientRecorder(Backward):
         super().__init__(unit, params, cfg, macs)
         self.grads = {}
 
-    def update_row(self, layer, o, g, gb, sigma):
-        self.grads[(layer.name, o)] = (np.asarray(g, np.float64) * float(F(sigma * F(layer.in_scale))),
-                                       gb * float(sigma))
+    def update_rows(self, layer, rows, g, gb, sigma):
+        for o, go, gbo in zip(rows, g, gb):
+            self.grads[(layer.name, int(o))] = (np.asarray(go, np.float64) * float(F(sigma * F(layer.in_scale))),
+                                                int(gbo) * float(sigma))
 
 
 def unit_gradients(unit, params, acts, target, table, cfg, macs=None):
