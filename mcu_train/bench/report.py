@@ -168,6 +168,22 @@ def splice(old, block):
 
 # ------------------------------------------------------------------------------------------------ report
 
+def trainer_settings():
+    """What the streams' trainer runs, from the firmware's boot configuration (what `mcu-train monitor` and
+    `mcu-train demo` run) and the default build."""
+    from codegen.trainer import RECOMMENDED_REPLAY_BYTES
+    from codegen.trainer_abi import TrainConfig
+    cfg = TrainConfig()
+    pseudo = ("only from a certain final exit" if cfg.pseudo_threshold_q16 >= 65536 else
+              f"from a final exit at least {cfg.pseudo_threshold_q16 / 65536:.2f} confident")
+    return (f"The trainer runs the firmware's defaults, as `mcu-train monitor` and `demo` do (learning rate "
+            f"{cfg.lr:g}, pseudo-labels {pseudo}, learned instance filter keeping {100 * cfg.filter_keep:.0f}%, "
+            f"error-map pruning keeping {100 * cfg.prune_keep:.0f}%, {cfg.replays} replays per labelled example "
+            f"from a {RECOMMENDED_REPLAY_BYTES:,} B replay memory (`--replay-bytes`), labels asked for within a "
+            f"{100 * cfg.label_budget:.0f}% budget where the label choice is *active*).")
+
+
+
 def people(ids):
     return f"people {ids[0]}-{ids[-1]}" if len(ids) > 1 else f"person {ids[0]}"
 
@@ -228,9 +244,7 @@ class Report:
             f"{c['seconds']} s). {quick}Streams: {people(p.people)}, seeds {', '.join(map(str, p.seeds))}, "
             f"{windows} of each person in time "
             "order (prequential: each window classified, then maybe trained on); accuracy is over the second half "
-            "of each stream. Costs are instructions counted on QEMU boards (`-icount shift=0`). The trainer runs "
-            "the streaming configuration of `mcu-train monitor` / `demo` (learning rate 0.3, pseudo-labels only "
-            "from a certain final exit, learned instance filter keeping 30%, error-map pruning keeping 50%).",
+            "of each stream. Costs are instructions counted on QEMU boards (`-icount shift=0`). " + trainer_settings(),
             self.personalisation_section(out), self.inference_section(out), self.training_section(),
             self.memory_section(), self.kernel_section(), self.models_section(), self.link_section()]
         return "\n\n".join(parts) + "\n"
