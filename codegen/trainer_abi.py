@@ -96,7 +96,7 @@ class TrainConfig:
 
     @classmethod
     def default(cls, num_exits):
-        return cls(thresholds=[0.9] * num_exits, threshold_min=[0.9] * num_exits, threshold_max=[0.99] * num_exits)
+        return cls(thresholds=[0.9] * num_exits, threshold_min=[0.9] * num_exits, threshold_max=[0.95] * num_exits)
 
     def pack(self):
         head = [getattr(self, f.name) for f in fields(self)[:-3]]

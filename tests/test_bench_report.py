@@ -11,7 +11,7 @@ import pytest
 from repo import ROOT
 
 from mcu_train.bench import analysis, report
-from mcu_train.bench.streams import StreamTask, run_stream
+from mcu_train.bench.streams import StreamTask, run_stream, task_stream
 from mcu_train.bench.sweep import run_tasks
 
 SECTIONS = ("### Personalisation", "### Inference cost with exits", "### Training cost",
@@ -131,3 +131,9 @@ def test_defaults_sweep_scores_a_candidate_on_the_reference():
     assert defaults.config(4, [("threshold_min", 0.75), ("pseudo_threshold", 1.0)]).threshold_min == [0.75] * 4
     summary = defaults.summarise([dict(frozen, shift=s, labels=l) for s, l in defaults.STREAMS])
     assert defaults.score(summary) == (True, frozen["board"], frozen["board"])
+    assert 0 < defaults.cost(summary) <= max(task_stream(task)[0].meta["macs_per_exit"])
+    # A cost parameter takes the cheapest candidate among those as accurate as the best; others the best.
+    scored = [((True, 90.0, 99.0), 500.0), ((True, 89.9, 99.0), 400.0), ((True, 88.0, 99.0), 100.0),
+              ((False, 95.0, 99.0), 50.0)]
+    assert defaults.choose(scored, ("threshold_max",)) == 1
+    assert defaults.choose(scored, ("lr",)) == 0

@@ -4,10 +4,12 @@ the numpy golden model of the board (codegen.train_reference), over three kinds 
 with 10% labels, natural streams with 10% labels and with none. A candidate is feasible when no natural
 stream's second half is more than GUARD_PT below the generic model's; among the feasible ones the best has
 the highest mean second-half accuracy under the shift, less the worst shifted stream's loss beyond GUARD_PT
-(then: on natural streams). `--report` runs the chosen
-(or current) defaults on the reporting people 25-30 instead.
+(then: on natural streams). A parameter that sets what a prediction costs (COST_PARAMS) takes the cheapest
+candidate (mean MACs of the exits taken) whose accuracies are within TIE_PT of the best one's. `--report` runs
+the chosen (or current) defaults on the reporting people 25-30 instead.
 
     python -m mcu_train.bench.defaults              # the sweep (about 15 min on 2 cores)
+    python -m mcu_train.bench.defaults --params threshold_max --seeds 0 1 2   # one step, from the shipped defaults
     python -m mcu_train.bench.defaults --report     # the defaults on people 25-30 x seeds 0-2
     python -m mcu_train.bench.defaults --report --replay-bytes 0   # ... in a build without the replay memory
 """
@@ -16,7 +18,7 @@ import numpy as np
 
 from codegen import train_reference
 from codegen.trainer import RECOMMENDED_REPLAY_BYTES
-from mcu_train.bench.analysis import stream_accuracies
+from mcu_train.bench.analysis import second_half, stream_accuracies
 from mcu_train.bench.streams import SETTINGS, StreamTask, _run_reference, task_stream
 from mcu_train.bench.sweep import run_tasks
 
@@ -24,6 +26,8 @@ VALIDATION = (21, 22, 23, 24)
 REPORTING = (25, 26, 27, 28, 29, 30)
 STREAMS = (("rotate", 0.1), ("none", 0.1), ("none", 0.0))  # (shift, fraction of windows labelled)
 GUARD_PT = 0.5
+TIE_PT = 0.2  # accuracies this close are equal for a cost parameter
+COST_PARAMS = ("threshold_max",)
 DNH_WINS, DNH_WINS_REPLAY = train_reference.DNH_WINS, train_reference.DNH_WINS_REPLAY  # as shipped
 # Where the search started: the boot values before issue 14 (so a rerun reproduces docs/training.md's table).
 START = dict(lr=0.1, pseudo_threshold=0.9, dnh_wins=3, threshold_min=0.6, dnh_rate=0.05, dnh_min_labels=0)
@@ -38,20 +42,21 @@ GRID = (
     (("dnh_min_labels",), [(0,), (4,)]),
     (("prune_keep",), [(0.5,), (1.0,)]),
     (("filter_mode", "filter_keep"), [(1, 0.3), (1, 0.6), (3, 0.3), (3, 0.6), (2, 0.3), (0, 0.3)]),
+    (("threshold_max",), [(0.99,), (0.95,), (0.93,)]),  # the exits' thresholds adapt up to this (COST_PARAMS)
 )
 
 
 def config(num_exits, overrides=(), setting="stream"):
-    """TrainConfig.default with `overrides` ((name, value) pairs; pseudo_threshold and threshold_min as real
-    numbers) and a bench setting on top."""
+    """TrainConfig.default with `overrides` ((name, value) pairs; pseudo_threshold, threshold_min and
+    threshold_max as real numbers) and a bench setting on top."""
     from codegen.reference import threshold_to_q16
     from codegen.trainer_abi import TrainConfig
     cfg = TrainConfig.default(num_exits)
     for key, value in list(overrides) + list(SETTINGS[setting].items()):
         if key == "pseudo_threshold":
             cfg.pseudo_threshold_q16 = threshold_to_q16(value)
-        elif key == "threshold_min":
-            cfg.threshold_min = [value] * num_exits
+        elif key in ("threshold_min", "threshold_max"):
+            setattr(cfg, key, [value] * num_exits)
         else:
             setattr(cfg, key, value)
     return cfg.rounded()
@@ -74,8 +79,10 @@ def evaluate(arg):
         train_reference.DNH_WINS, train_reference.DNH_WINS_REPLAY = DNH_WINS, DNH_WINS_REPLAY
     r = dict(truth=stream.truth, prediction=np.array([s.prediction for s in steps]), **per_exit)
     generic, board = stream_accuracies(r)
+    exits = np.array([s.exit for s in steps])[second_half(r)]
     return dict(person=task.person, seed=task.seed, shift=task.shift, labels=task.labels, generic=generic,
-                board=board, trained=sum(s.outcome in (0, 5) for s in steps))
+                board=board, trained=sum(s.outcome in (0, 5) for s in steps),
+                macs=float(np.mean(np.array(compiled.meta["macs_per_exit"])[exits])))
 
 
 def tasks(overrides, people, seeds, windows, replay_bytes=RECOMMENDED_REPLAY_BYTES):
@@ -91,7 +98,8 @@ def summarise(results):
         rs = [r for r in results if (r["shift"], r["labels"]) == (shift, labels)]
         out[(shift, labels)] = dict(generic=np.mean([r["generic"] for r in rs]),
                                     board=np.mean([r["board"] for r in rs]),
-                                    worst=min(r["board"] - r["generic"] for r in rs))
+                                    worst=min(r["board"] - r["generic"] for r in rs),
+                                    macs=np.mean([r["macs"] for r in rs]))
     return out
 
 
@@ -104,19 +112,38 @@ def score(summary):
     return (feasible, shifted["board"] + min(0.0, shifted["worst"] + GUARD_PT), np.mean([v["board"] for v in natural]))
 
 
+def cost(summary):
+    """Mean MACs of the exits taken, over every kind of stream."""
+    return float(np.mean([v["macs"] for v in summary.values()]))
+
+
+def choose(scored, names):
+    """Index of the best candidate of [(score, cost)]; for a cost parameter the cheapest within TIE_PT."""
+    best = max(range(len(scored)), key=lambda i: scored[i][0])
+    if not set(names) & set(COST_PARAMS):
+        return best
+    (feasible, shifted, natural), _ = scored[best]
+    ties = [i for i, ((f, s, n), _) in enumerate(scored) if f >= feasible and s >= shifted - TIE_PT
+            and n >= natural - TIE_PT]
+    return min(ties, key=lambda i: scored[i][1])
+
+
 def row(overrides, summary):
     cells = " ".join(f"{v['generic']:5.1f} {v['board']:5.1f} {v['worst']:+5.1f} |" for v in summary.values())
     name = ", ".join(f"{k}={v:g}" for k, v in overrides) or "(defaults)"
-    return f"| {name:58s} | {cells}"
+    return f"| {name:58s} | {cells} {cost(summary) / 1e3:,.0f} k |"
 
 
 HEADER = ("| candidate" + " " * 50 + "| " + " | ".join(f"{s}+{int(l * 100)}%: gen board worst" for s, l in STREAMS)
-          + " |")
+          + " | MACs a prediction |")
 
 
-def search(people, seeds, windows, workers, log=print):
-    best = dict(START)
+def search(people, seeds, windows, workers, params=None, log=print):
+    """The greedy search over GRID from START; with `params`, only those steps, from the shipped defaults."""
+    best = {} if params else dict(START)
     for names, values in GRID:
+        if params and not set(names) & set(params):
+            continue
         candidates = [{**best, **dict(zip(names, v))} for v in values]
         grid = [t for c in candidates for t in tasks(c.items(), people, seeds, windows)]
         results = run_tasks(grid, workers=workers, log=lambda line: None)
@@ -125,8 +152,8 @@ def search(people, seeds, windows, workers, log=print):
         for i, c in enumerate(candidates):
             s = summarise(results[i * n:(i + 1) * n])
             log(row(sorted(c.items()), s))
-            scored.append((score(s), i))
-        best = candidates[max(scored)[1]]
+            scored.append((score(s), cost(s)))
+        best = candidates[choose(scored, names)]
         log(f"-> {', '.join(f'{k}={v:g}' for k, v in sorted(best.items()))}")
     return best
 
@@ -201,6 +228,8 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+")
     ap.add_argument("--windows", type=int, default=None, help="first N windows per stream (default: all)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--params", nargs="+", metavar="NAME",
+                    help="search only the steps of these parameters, from the shipped defaults")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="overrides on the defaults")
     ap.add_argument("--replay-bytes", type=int, default=RECOMMENDED_REPLAY_BYTES,
                     help="the trainer's replay memory (0: a default build's, none)")
@@ -213,7 +242,11 @@ def main(argv=None):
                a.replay_bytes)
     else:
         print(HEADER)
-        best = search(a.people or VALIDATION, a.seeds or (0,), a.windows, a.workers)
+        known = {n for names, _ in GRID for n in names}
+        unknown = sorted(set(a.params or ()) - known)
+        if unknown:
+            ap.error(f"no search step for {', '.join(unknown)} (have: {', '.join(sorted(known))})")
+        best = search(a.people or VALIDATION, a.seeds or (0,), a.windows, a.workers, a.params)
         print("best:", best)
 
 
