@@ -137,3 +137,5 @@ def test_defaults_sweep_scores_a_candidate_on_the_reference():
               ((False, 95.0, 99.0), 50.0)]
     assert defaults.choose(scored, ("threshold_max",)) == 1
     assert defaults.choose(scored, ("lr",)) == 0
+    with pytest.raises(SystemExit):  # a parameter the sweep has no step for is refused before any run
+        defaults.main(["--params", "no_such_parameter"])
