@@ -137,11 +137,16 @@ def pow2(n):
 
 
 def round_shift(v, n):
-    """v / 2^n rounded to nearest, ties up: (v + 2^(n-1)) >> n (v: int64 values, n >= 0); 0 when n > 62."""
+    """v / 2^n rounded to nearest, ties up: (v + 2^(n-1)) >> n (v: int64 values, n >= 0); 0 when n > 62.
+    n may be an array broadcasting against v (a shift per row or column)."""
     v = np.asarray(v, np.int64)
-    if n > 62:
-        return np.zeros_like(v)
-    return v if n == 0 else (v + (np.int64(1) << np.int64(n - 1))) >> np.int64(n)
+    if np.ndim(n) == 0:
+        if n > 62:
+            return np.zeros_like(v)
+        return v if n == 0 else (v + (np.int64(1) << np.int64(n - 1))) >> np.int64(n)
+    n = np.asarray(n, np.int64)
+    nc = np.clip(n, 1, 62)
+    return np.where(n > 62, 0, np.where(n == 0, v, (v + (np.int64(1) << (nc - 1))) >> nc))
 
 
 def scaled(v, f):
@@ -173,8 +178,7 @@ def scaled_rows(v, f):
     v = np.asarray(v, np.int64)
     mant, e = (a.reshape((-1,) + (1,) * (v.ndim - 1)) for a in (mant, e))
     p = v * mant
-    down_shift = np.clip(-e, 1, 62)
-    down = np.where(-e > 62, 0, (p + (np.int64(1) << (down_shift - 1))) >> down_shift)
+    down = round_shift(p, np.maximum(-e, 0))
     if np.all(e <= -9):  # the usual case: |v * mant| < 2^55, so the result is within FX_SAT
         return down
     up_shift = np.minimum(np.maximum(e, 0), 46)

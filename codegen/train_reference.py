@@ -186,9 +186,7 @@ class Backward:
         dx = None
         if need_dx:
             smax = int(np.max(shift))
-            n = 31 + smax - shift  # round_shift(e * mult, n) per kept channel (0 beyond 62 bits)
-            nc = np.clip(n, 1, 62)
-            folded = np.where(kept & (n <= 62), (e * mult + (np.int64(1) << (nc - 1))) >> nc, 0)
+            folded = np.where(kept, round_shift(e * mult, 31 + smax - shift), 0)  # per kept channel
             acc = np.zeros((h + t + layer.padding[2], wd + l + layer.padding[3], ci), np.int64)
             fold = folded.reshape(oh, ow, co)
             for i in range(kh):

@@ -169,19 +169,18 @@ def splice(old, block):
 # ------------------------------------------------------------------------------------------------ report
 
 def trainer_settings():
-    """What the streams' trainer runs, from the firmware's boot configuration (what `mcu-train monitor` and
-    `mcu-train demo` run) and the default build."""
-    from codegen.trainer import RECOMMENDED_REPLAY_BYTES
-    from codegen.trainer_abi import TrainConfig
+    """What the streams' trainer runs: the firmware's boot configuration (what `mcu-train monitor` and
+    `mcu-train demo` run), compiled with the recommended replay memory (StreamTask's default)."""
+    from codegen.trainer_abi import FilterMode, TrainConfig
     cfg = TrainConfig()
     pseudo = ("only from a certain final exit" if cfg.pseudo_threshold_q16 >= 65536 else
               f"from a final exit at least {cfg.pseudo_threshold_q16 / 65536:.2f} confident")
     return (f"The trainer runs the firmware's defaults, as `mcu-train monitor` and `demo` do (learning rate "
-            f"{cfg.lr:g}, pseudo-labels {pseudo}, learned instance filter keeping {100 * cfg.filter_keep:.0f}%, "
-            f"error-map pruning keeping {100 * cfg.prune_keep:.0f}%, {cfg.replays} replays per labelled example "
-            f"from a {RECOMMENDED_REPLAY_BYTES:,} B replay memory (`--replay-bytes`), labels asked for within a "
-            f"{100 * cfg.label_budget:.0f}% budget where the label choice is *active*).")
-
+            f"{cfg.lr:g}, pseudo-labels {pseudo}, {FilterMode(cfg.filter_mode).name.lower()} instance filter "
+            f"keeping {100 * cfg.filter_keep:.0f}%, error-map pruning keeping {100 * cfg.prune_keep:.0f}%, labels "
+            f"asked for within a {100 * cfg.label_budget:.0f}% budget where the label choice is *active*), "
+            f"compiled with a {StreamTask.replay_bytes:,} B replay memory (`--replay-bytes`; the demo's build has "
+            f"none), from which {cfg.replays} examples are replayed per labelled one.")
 
 
 def people(ids):
